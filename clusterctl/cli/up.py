@@ -1,0 +1,80 @@
+"""`clusterctl up`: create or converge a cluster."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from clusterctl.cli.common import add_cluster_option, add_json_option, examples
+from clusterctl.cluster import UpOptions, up
+from clusterctl.reporter import StderrReporter
+from clusterctl.runner import PlaybookFailed
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    parser = sub.add_parser(
+        "up",
+        help="create (or converge) a cluster",
+        description="Create the nodes if needed and converge them with playbooks/site.yml. "
+        "Running it again on a converged cluster changes nothing.",
+        epilog=examples(
+            "clusterctl up                       # 3-node podman sandbox named demo",
+            "clusterctl up --cluster lab --nodes 5 --subnet 10.213.50.0/24",
+            "clusterctl up --provider ssh -i inventories/sample/hosts.yml --cluster prod",
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_cluster_option(parser)
+    parser.add_argument("--nodes", "-n", type=int, default=3, help="sandbox node count (>= 3)")
+    parser.add_argument("--provider", choices=["podman", "ssh"], default="podman")
+    parser.add_argument("-i", "--inventory", type=Path, help="inventory of existing hosts (ssh)")
+    parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
+    parser.add_argument(
+        "--no-converge", action="store_true", help="only create the nodes; do not run Ansible"
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    add_json_option(parser)
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
+    options = UpOptions(
+        cluster=args.cluster,
+        provider=args.provider,
+        nodes=args.nodes,
+        subnet=args.subnet,
+        inventory=args.inventory,
+        converge=not args.no_converge,
+    )
+    try:
+        result = up(options, reporter)
+    except PlaybookFailed as exc:
+        for line in exc.result.recap_lines():
+            reporter.info(line)
+        raise
+    if result.playbook is not None:
+        reporter.info("recap:")
+        for line in result.playbook.recap_lines():
+            reporter.info("  " + line)
+    record = result.record
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "cluster": record.name,
+                    "provider": record.provider,
+                    "subnet": record.subnet,
+                    "inventory": str(result.inventory),
+                    "changed": result.playbook.changed if result.playbook else None,
+                    "nodes": [{"name": n.name, "address": n.address} for n in record.nodes],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"cluster {record.name} is up ({record.provider}, {len(record.nodes)} nodes)")
+    for node in record.nodes:
+        print(f"  {node.name:<10} {node.address:<16} http://{node.address}/")
+    print(f"inventory: {result.inventory}")
+    return 0

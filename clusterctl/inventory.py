@@ -1,0 +1,179 @@
+"""Cluster inventories: reading a user's (YAML or INI) and writing the generated one.
+
+Nodes are the hosts of the `cluster` group (or every host when there is no such group).
+A cluster needs at least three, so that a majority survives one failure.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from clusterctl.errors import ClusterctlError
+
+MIN_NODES = 3
+NODE_GROUP = "cluster"
+
+
+@dataclass(frozen=True)
+class InventoryNode:
+    """A node with what the controller needs to reach it over SSH."""
+
+    name: str
+    address: str
+    port: int = 22
+    user: str = "root"
+    key_file: str = ""
+
+
+def check_node_count(count: int, source: str) -> None:
+    if count < MIN_NODES:
+        raise ClusterctlError(
+            f"{source} has {count} node{'s' if count != 1 else ''}; a cluster needs at least "
+            f"{MIN_NODES}",
+            "a majority (quorum) must survive the loss of one node, which needs 3 or more nodes",
+        )
+
+
+def check_unique(nodes: Iterable[InventoryNode]) -> None:
+    names: dict[str, int] = {}
+    addresses: dict[tuple[str, int], str] = {}
+    for node in nodes:
+        names[node.name] = names.get(node.name, 0) + 1
+        key = (node.address, node.port)
+        if key in addresses:
+            raise ClusterctlError(
+                f"nodes {addresses[key]} and {node.name} have the same address {node.address}",
+                "give every node its own ansible_host",
+            )
+        addresses[key] = node.name
+    duplicated = sorted(name for name, count in names.items() if count > 1)
+    if duplicated:
+        raise ClusterctlError(
+            f"node name {duplicated[0]} appears more than once in the inventory",
+            "every node needs a unique name",
+        )
+
+
+class _DuplicateKeyLoader(yaml.SafeLoader):
+    """A YAML loader that refuses repeated keys (plain PyYAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: _DuplicateKeyLoader, node: yaml.MappingNode) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node)
+        if key in seen:
+            raise ClusterctlError(
+                f"node name {key} appears more than once in the inventory "
+                f"(line {key_node.start_mark.line + 1})",
+                "every node needs a unique name",
+            )
+        seen.add(key)
+    return loader.construct_mapping(node)
+
+
+_DuplicateKeyLoader.add_constructor(
+    yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping
+)
+
+_INI_SECTION = re.compile(r"^\[([^\]]+)\]\s*$")
+
+
+def _check_ini_duplicates(text: str) -> None:
+    section = "ungrouped"
+    seen: dict[str, set[str]] = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith(("#", ";")):
+            continue
+        match = _INI_SECTION.match(line)
+        if match:
+            section = match.group(1)
+            continue
+        if ":" in section:  # [group:vars] and [group:children] hold no hosts
+            continue
+        host = line.split()[0]
+        if host in seen.setdefault(section, set()):
+            raise ClusterctlError(
+                f"node name {host} appears more than once in the inventory (line {number})",
+                "every node needs a unique name",
+            )
+        seen[section].add(host)
+
+
+def load_inventory(path: Path) -> list[InventoryNode]:
+    """Parse a user inventory with Ansible's own parser and validate it."""
+    if not path.is_file():
+        raise ClusterctlError(f"inventory {path} not found", "pass an existing file with -i")
+    text = path.read_text()
+    looks_yaml = path.suffix in (".yml", ".yaml") or text.lstrip().startswith(("all:", "---"))
+    try:
+        if looks_yaml:
+            yaml.load(text, Loader=_DuplicateKeyLoader)  # noqa: S506 - SafeLoader subclass
+        else:
+            _check_ini_duplicates(text)
+    except yaml.YAMLError as exc:
+        raise ClusterctlError(
+            f"inventory {path} is not valid YAML: {exc}", "fix the file"
+        ) from None
+
+    from ansible.inventory.manager import InventoryManager
+    from ansible.parsing.dataloader import DataLoader
+
+    manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+    groups = manager.groups
+    hosts = groups[NODE_GROUP].get_hosts() if NODE_GROUP in groups else manager.get_hosts()
+    if not hosts and not manager.get_hosts():
+        raise ClusterctlError(
+            f"inventory {path} has no hosts Ansible can read",
+            "see inventories/sample/ for the expected layout",
+        )
+    nodes = []
+    for host in hosts:
+        hv = host.get_vars()
+        nodes.append(
+            InventoryNode(
+                name=host.name,
+                address=str(hv.get("ansible_host", host.name)),
+                port=int(hv.get("ansible_port", 22)),
+                user=str(hv.get("ansible_user", "root")),
+                key_file=str(hv.get("ansible_ssh_private_key_file", "")),
+            )
+        )
+    check_node_count(len(nodes), f"inventory {path}")
+    check_unique(nodes)
+    return nodes
+
+
+def render_inventory(
+    cluster: str,
+    nodes: list[InventoryNode],
+    key_file: Path,
+    known_hosts: Path,
+    extra_vars: dict | None = None,
+) -> str:
+    """The generated inventory: every node in group `cluster`, reached as root over SSH."""
+    hosts: dict[str, dict] = {}
+    for node in nodes:
+        hosts[node.name] = {"ansible_host": node.address}
+        if node.port != 22:
+            hosts[node.name]["ansible_port"] = node.port
+    variables = {
+        "ansible_user": "root",
+        "ansible_ssh_private_key_file": str(key_file),
+        "ansible_ssh_common_args": (
+            f"-o UserKnownHostsFile={known_hosts} -o StrictHostKeyChecking=yes "
+            "-o IdentitiesOnly=yes"
+        ),
+        "ansible_python_interpreter": "/usr/bin/python3",
+        "clusterctl_cluster": cluster,
+    }
+    variables.update(extra_vars or {})
+    data = {"all": {"children": {NODE_GROUP: {"hosts": hosts}}, "vars": variables}}
+    header = f"# generated by clusterctl for cluster {cluster}; `clusterctl up` rewrites it\n"
+    return header + yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,1 @@
+"""Providers make the machines a cluster runs on: podman (sandbox) or ssh (existing hosts)."""

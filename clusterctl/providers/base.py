@@ -1,0 +1,42 @@
+"""What every provider offers the controller."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from clusterctl.inventory import InventoryNode
+from clusterctl.reporter import Reporter
+from clusterctl.state import ClusterRecord, StateDir
+
+
+class Provider(ABC):
+    """Makes (or finds) the machines of a cluster; reports through a reporter, never prints."""
+
+    name: str
+
+    def __init__(self, state: StateDir, reporter: Reporter) -> None:
+        self.state = state
+        self.reporter = reporter
+
+    @abstractmethod
+    def ensure_nodes(
+        self, record: ClusterRecord | None
+    ) -> tuple[ClusterRecord, list[InventoryNode]]:
+        """Create or start what is missing; return the record and the reachable nodes."""
+
+    @abstractmethod
+    def key_for(self, node: InventoryNode) -> Path:
+        """The private key used to reach a node."""
+
+    @abstractmethod
+    def inventory_path(self, record: ClusterRecord) -> Path:
+        """The inventory Ansible runs against."""
+
+    def extravars(self) -> dict:
+        """Variables passed to every playbook run (e.g. SSH options)."""
+        return {}
+
+    @abstractmethod
+    def destroy(self, record: ClusterRecord | None) -> list[str]:
+        """Remove what the provider made; return a sentence per removed thing."""

@@ -1,0 +1,169 @@
+"""The sandbox node image: Debian bookworm built from Debian packages with debootstrap.
+
+No container registry is reachable, so the image is made from a debootstrap tree and
+imported into podman. It is tagged with a hash of this recipe and rebuilt only when the
+recipe changes. Every package a role may need is baked in, so converging a sandbox node
+installs nothing and a warm `up` stays fast; the roles still install them on real hosts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from clusterctl.errors import ClusterctlError
+from clusterctl.providers.podman_cli import Podman
+from clusterctl.reporter import Reporter
+
+IMAGE_REPO = "localhost/clusterctl-node"
+SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+
+PACKAGES = [
+    # what systemd as PID 1 and Ansible need
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "python3",
+    "python3-apt",
+    "iproute2",
+    "procps",
+    "openssh-server",
+    "ca-certificates",
+    "curl",
+    # the services clusterctl runs on its nodes
+    "nginx-light",
+    "etcd-server",
+    "haproxy",
+    "nftables",
+    "iputils-arping",
+    "iputils-ping",
+    "conntrack",
+]
+
+# Host keys are made at first boot, so that no two nodes share one.
+HOSTKEYS_UNIT = """\
+[Unit]
+Description=Generate this node's SSH host keys at first boot
+Before=ssh.service
+ConditionPathExists=!/etc/ssh/ssh_host_ed25519_key
+
+[Service]
+Type=oneshot
+ExecStart=/usr/bin/ssh-keygen -A
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+# Services the roles enable where they are wanted; the package default (etcd starts a
+# single-node cluster at install) must not run on a fresh node.
+DISABLED_UNITS = ["etcd.service", "haproxy.service"]
+
+RECIPE_VERSION = "1"
+
+
+def recipe_hash() -> str:
+    digest = hashlib.sha256()
+    for part in (
+        RECIPE_VERSION,
+        SUITE,
+        " ".join(PACKAGES),
+        HOSTKEYS_UNIT,
+        " ".join(DISABLED_UNITS),
+    ):
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()[:12]
+
+
+def image_name() -> str:
+    return f"{IMAGE_REPO}:{recipe_hash()}"
+
+
+def ensure_image(podman: Podman, reporter: Reporter) -> str:
+    """Return the node image's name, building it first if this recipe was never built."""
+    name = image_name()
+    if podman.image_exists(name):
+        return name
+    if shutil.which("debootstrap") is None:
+        raise ClusterctlError(
+            "debootstrap is not installed (needed once, to build the node image)",
+            "run `make up`, or `apt-get install -y debootstrap`",
+        )
+    if os.geteuid() != 0:
+        raise ClusterctlError(
+            "building the node image needs root (debootstrap)", "run `sudo make up` once"
+        )
+    reporter.info(f"building node image {name} (once; about 2 minutes)")
+    build_root = Path(tempfile.mkdtemp(prefix="clusterctl-image-"))
+    rootfs = build_root / "rootfs"
+    try:
+        _debootstrap(rootfs, reporter)
+        _customize(rootfs)
+        reporter.progress("importing the node image into podman")
+        tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+        proc = subprocess.run(
+            [podman.binary, "import", "--change", 'CMD ["/sbin/init"]', "-", name],
+            stdin=tar.stdout,
+            capture_output=True,
+            text=True,
+            env=podman.env,
+        )
+        tar.wait()
+        if proc.returncode != 0 or tar.returncode != 0:
+            raise ClusterctlError(
+                f"podman import of the node image failed: {proc.stderr.strip()[-300:]}",
+                "check free disk space and `podman info`",
+            )
+    finally:
+        shutil.rmtree(build_root, ignore_errors=True)
+    reporter.info(f"node image {name} built")
+    return name
+
+
+def _debootstrap(rootfs: Path, reporter: Reporter) -> None:
+    mirror = os.environ.get("CLUSTERCTL_DEBIAN_MIRROR", DEFAULT_MIRROR)
+    cmd = [
+        "debootstrap",
+        "--variant=minbase",
+        "--include=" + ",".join(PACKAGES),
+        SUITE,
+        str(rootfs),
+        mirror,
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.strip()
+        tail = (tail + [line])[-20:]
+        if line.startswith("I: "):
+            reporter.progress("debootstrap: " + line[3:])
+    if proc.wait() != 0:
+        raise ClusterctlError(
+            "debootstrap failed: " + (tail[-1] if tail else "no output"),
+            f"check that {mirror} is reachable (set CLUSTERCTL_DEBIAN_MIRROR to another mirror)",
+        )
+
+
+def _customize(rootfs: Path) -> None:
+    for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
+        key.unlink()
+    systemd_dir = rootfs / "etc/systemd/system"
+    (systemd_dir / "ssh-hostkeys.service").write_text(HOSTKEYS_UNIT)
+    wants = systemd_dir / "multi-user.target.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    link = wants / "ssh-hostkeys.service"
+    if not link.is_symlink():
+        link.symlink_to("/etc/systemd/system/ssh-hostkeys.service")
+    for unit in DISABLED_UNITS:
+        (wants / unit).unlink(missing_ok=True)
+    shutil.rmtree(rootfs / "var/lib/etcd/default", ignore_errors=True)
+    shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
+    (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
+    (rootfs / "etc/clusterctl-image").write_text(recipe_hash() + "\n")

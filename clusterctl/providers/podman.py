@@ -1,0 +1,240 @@
+"""The sandbox provider: nodes are systemd containers on a private podman network."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+from pathlib import Path
+
+from clusterctl.errors import ClusterctlError
+from clusterctl.inventory import InventoryNode, check_node_count, render_inventory
+from clusterctl.providers.base import Provider
+from clusterctl.providers.image import ensure_image, image_name
+from clusterctl.providers.network import (
+    choose_subnet,
+    clashes,
+    host_networks,
+    node_address,
+    node_mac,
+    parse_subnet,
+)
+from clusterctl.providers.podman_cli import Podman
+from clusterctl.reporter import Reporter
+from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
+
+LABEL = "clusterctl.cluster"
+
+
+def container_name(cluster: str, node: str) -> str:
+    return f"{cluster}-{node}"
+
+
+def network_name(cluster: str) -> str:
+    return f"clusterctl-{cluster}"
+
+
+class PodmanProvider(Provider):
+    name = "podman"
+
+    def __init__(
+        self,
+        state: StateDir,
+        reporter: Reporter,
+        nodes: int = 3,
+        subnet: str | None = None,
+        podman: Podman | None = None,
+    ) -> None:
+        super().__init__(state, reporter)
+        self.node_count = nodes
+        self.subnet = subnet
+        self.podman = podman or Podman(state.root)
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def _taken_networks(self, own_network: str) -> list[ipaddress.IPv4Network]:
+        taken = host_networks()
+        for net in self.podman.networks():
+            if net.get("name") == own_network:
+                continue
+            for sub in net.get("subnets") or []:
+                try:
+                    parsed = ipaddress.ip_network(sub["subnet"], strict=False)
+                except (KeyError, ValueError):
+                    continue
+                if isinstance(parsed, ipaddress.IPv4Network):
+                    taken.append(parsed)
+        return taken
+
+    def _plan(self, existing: ClusterRecord | None) -> ClusterRecord:
+        cluster = self.state.cluster
+        check_node_count(self.node_count, "--nodes")
+        if existing is not None:
+            if existing.provider != self.name:
+                raise ClusterctlError(
+                    f"cluster {cluster!r} already exists with the {existing.provider} provider",
+                    f"choose another --cluster name, or `clusterctl down --cluster {cluster}`",
+                )
+            if self.subnet and parse_subnet(self.subnet) != ipaddress.ip_network(existing.subnet):
+                raise ClusterctlError(
+                    f"cluster {cluster!r} already exists on subnet {existing.subnet}",
+                    "omit --subnet, or `clusterctl down` the cluster first",
+                )
+            if existing.nodes and len(existing.nodes) != self.node_count:
+                raise ClusterctlError(
+                    f"cluster {cluster!r} already exists with {len(existing.nodes)} nodes",
+                    f"omit --nodes, or `clusterctl down --cluster {cluster}` and start again",
+                )
+            return existing
+        network = network_name(cluster)
+        nodes = [f"node{i}" for i in range(1, self.node_count + 1)]
+        for node in nodes:
+            name = container_name(cluster, node)
+            if self.podman.container_exists(name):
+                raise ClusterctlError(
+                    f"a container named {name} already exists and does not belong to a "
+                    f"clusterctl cluster {cluster!r}",
+                    "choose another --cluster name, or remove that container",
+                )
+        if self.podman.network_exists(network):
+            raise ClusterctlError(
+                f"a podman network named {network} already exists",
+                "choose another --cluster name, or remove that network",
+            )
+        taken = self._taken_networks(network)
+        if self.subnet:
+            subnet = parse_subnet(self.subnet)
+            overlap = clashes(subnet, taken)
+            if overlap:
+                raise ClusterctlError(
+                    f"subnet {subnet} clashes with existing network {overlap[0]}",
+                    "pick a free subnet, or omit --subnet to have one chosen",
+                )
+        else:
+            subnet = choose_subnet(cluster, taken)
+        if subnet.num_addresses < self.node_count + 20:
+            raise ClusterctlError(
+                f"subnet {subnet} is too small for {self.node_count} nodes", "use a larger one"
+            )
+        return ClusterRecord(
+            name=cluster,
+            provider=self.name,
+            network=network,
+            subnet=str(subnet),
+            image=image_name(),
+            nodes=[
+                NodeRecord(
+                    name=node,
+                    address=node_address(subnet, i),
+                    container=container_name(cluster, node),
+                    mac=node_mac(cluster, node),
+                )
+                for i, node in enumerate(nodes, 1)
+            ],
+        )
+
+    # -- creating ---------------------------------------------------------------------------
+
+    def ensure_nodes(
+        self, record: ClusterRecord | None
+    ) -> tuple[ClusterRecord, list[InventoryNode]]:
+        record = self._plan(record)
+        # Recorded before anything exists, so `down` can clean up an interrupted `up`.
+        self.state.save(record)
+        self._ensure_ssh_key()
+        record.image = ensure_image(self.podman, self.reporter)
+        self.state.save(record)
+        if not self.podman.network_exists(record.network):
+            self.reporter.progress(f"creating network {record.network} ({record.subnet})")
+            self.podman.run(
+                "network", "create", "--subnet", record.subnet,
+                "--label", f"{LABEL}={record.name}", record.network,
+            )  # fmt: skip
+        for node in record.nodes:
+            self._ensure_container(record, node)
+        return record, [InventoryNode(n.name, n.address) for n in record.nodes]
+
+    def _ensure_container(self, record: ClusterRecord, node: NodeRecord) -> None:
+        if self.podman.container_exists(node.container):
+            state = self.podman.json("inspect", "--type", "container", node.container)[0]
+            if not state.get("State", {}).get("Running"):
+                self.reporter.progress(f"starting {node.container}")
+                self.podman.run("start", node.container)
+        else:
+            self.reporter.progress(f"creating {node.container} at {node.address}")
+            self.podman.run(
+                "run", "-d", "--name", node.container, "--hostname", node.name,
+                "--label", f"{LABEL}={record.name}",
+                "--network", record.network, "--ip", node.address, "--mac-address", node.mac,
+                "--systemd=always",
+                "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
+                "--sysctl", "net.ipv4.ip_forward=1",
+                "--sysctl", "net.ipv4.ip_nonlocal_bind=1",
+                record.image,
+            )  # fmt: skip
+        public_key = (self.key_path().with_suffix(".pub")).read_bytes()
+        self.podman.run(
+            "exec", "-i", node.container, "sh", "-c",
+            "umask 077; mkdir -p /root/.ssh; cat > /root/.ssh/authorized_keys",
+            stdin=public_key,
+        )  # fmt: skip
+
+    def key_path(self) -> Path:
+        return self.state.ssh_key
+
+    def _ensure_ssh_key(self) -> None:
+        key = self.key_path()
+        if key.exists() and key.with_suffix(".pub").exists():
+            return
+        key.unlink(missing_ok=True)
+        comment = f"clusterctl-{self.state.cluster}"
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(key)],
+            check=True,
+            capture_output=True,
+        )
+        key.chmod(0o600)
+
+    def key_for(self, node: InventoryNode) -> Path:
+        return self.key_path()
+
+    def inventory_path(self, record: ClusterRecord) -> Path:
+        nodes = [InventoryNode(n.name, n.address) for n in record.nodes]
+        text = render_inventory(
+            record.name, nodes, self.key_path(), self.state.known_hosts,
+            extra_vars={"clusterctl_provider": self.name, "clusterctl_subnet": record.subnet},
+        )  # fmt: skip
+        path = self.state.inventory
+        if not path.exists() or path.read_text() != text:
+            write_private(path, text)
+        return path
+
+    # -- removing ---------------------------------------------------------------------------
+
+    def destroy(self, record: ClusterRecord | None) -> list[str]:
+        cluster = self.state.cluster
+        names = set(self.podman.containers_with_label(f"{LABEL}={cluster}"))
+        if record is not None:
+            names.update(n.container for n in record.nodes if n.container)
+        removed = []
+        for name in sorted(names):
+            if self.podman.container_exists(name):
+                self.reporter.progress(f"removing container {name}")
+                self.podman.run("rm", "-f", "-t", "0", name)
+                removed.append(f"container {name}")
+        network = record.network if record and record.network else network_name(cluster)
+        if self.podman.network_exists(network):
+            labels = self.podman.json("network", "inspect", network)[0].get("labels") or {}
+            if labels.get(LABEL) == cluster:
+                self.podman.run("network", "rm", network)
+                removed.append(f"network {network}")
+        return removed
+
+    def purge_image(self) -> list[str]:
+        name = image_name()
+        if self.podman.image_exists(name):
+            proc = self.podman.run("image", "rm", name, check=False)
+            if proc.returncode != 0:
+                self.reporter.warn(f"image {name} kept: {proc.stderr.strip()[-200:]}")
+                return []
+            return [f"image {name}"]
+        return []

@@ -1,0 +1,213 @@
+"""ansible-runner adapter: runs a playbook, turns its events into progress and a recap.
+
+The library never parses Ansible's text output: it follows runner events, so progress
+(play, task, hosts done), failures (host, task, module message) and the per-host recap
+come from structured data.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clusterctl.errors import ClusterctlError
+from clusterctl.paths import ANSIBLE_CFG, PROJECT_ROOT, playbook
+from clusterctl.reporter import Reporter
+
+
+@dataclass(frozen=True)
+class HostRecap:
+    ok: int = 0
+    changed: int = 0
+    failed: int = 0
+    unreachable: int = 0
+    skipped: int = 0
+
+
+@dataclass(frozen=True)
+class TaskFailure:
+    host: str
+    task: str
+    message: str
+    unreachable: bool = False
+
+    def sentence(self) -> str:
+        what = "unreachable" if self.unreachable else "failed"
+        return f"{self.host} {what} at task '{self.task}': {self.message}"
+
+
+@dataclass
+class PlaybookResult:
+    playbook: str
+    rc: int
+    status: str
+    recap: dict[str, HostRecap] = field(default_factory=dict)
+    failures: list[TaskFailure] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and self.status == "successful"
+
+    @property
+    def changed(self) -> int:
+        return sum(r.changed for r in self.recap.values())
+
+    def recap_lines(self) -> list[str]:
+        return [
+            f"{host:<12} ok={r.ok:<3} changed={r.changed:<3} failed={r.failed:<3} "
+            f"unreachable={r.unreachable:<3} skipped={r.skipped}"
+            for host, r in sorted(self.recap.items())
+        ]
+
+
+class _ProgressTracker:
+    """Follows runner events; keeps the current play and task and which hosts finished it."""
+
+    def __init__(self, reporter: Reporter, host_count: int) -> None:
+        self.reporter = reporter
+        self.host_count = host_count
+        self.play = ""
+        self.task = ""
+        self.task_number = 0
+        self.done: set[str] = set()
+        self.failures: list[TaskFailure] = []
+        self.stats: dict[str, Any] = {}
+
+    def __call__(self, event: Mapping[str, Any]) -> bool:
+        kind = event.get("event", "")
+        data = event.get("event_data", {}) or {}
+        if kind == "playbook_on_play_start":
+            self.play = data.get("play", "")
+            self.reporter.progress(f"play: {self.play}")
+        elif kind == "playbook_on_task_start":
+            self.task = data.get("task", "")
+            self.task_number += 1
+            self.done = set()
+            self.reporter.progress(self._line())
+        elif kind in (
+            "runner_on_ok",
+            "runner_on_skipped",
+            "runner_on_failed",
+            "runner_on_unreachable",
+        ):
+            host = data.get("host", "?")
+            self.done.add(host)
+            if kind == "runner_on_failed" and not data.get("ignore_errors"):
+                self.failures.append(TaskFailure(host, data.get("task", self.task), _message(data)))
+            elif kind == "runner_on_unreachable":
+                self.failures.append(
+                    TaskFailure(host, data.get("task", self.task), _message(data), unreachable=True)
+                )
+            self.reporter.progress(self._line(), transient=True)
+        elif kind == "playbook_on_stats":
+            self.stats = data
+        return True  # keep the event in the artifacts
+
+    def _line(self) -> str:
+        return (
+            f"{self.play} > task {self.task_number}: {self.task} "
+            f"({len(self.done)}/{self.host_count} hosts done)"
+        )
+
+
+class PlaybookFailed(ClusterctlError):
+    """A playbook failed; carries the result so the caller can still show the recap."""
+
+    def __init__(self, message: str, hint: str, result: PlaybookResult) -> None:
+        super().__init__(message, hint)
+        self.result = result
+
+
+def _message(data: Mapping[str, Any]) -> str:
+    res = data.get("res", {}) or {}
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if not msg and res.get("results"):
+        msg = "; ".join(str(r.get("msg", "")) for r in res["results"] if r.get("failed"))
+    text = " ".join(str(msg).split())
+    return text[:400] or "no message"
+
+
+def _recap(stats: Mapping[str, Any]) -> dict[str, HostRecap]:
+    hosts: set[str] = set()
+    for key in ("ok", "changed", "failures", "dark", "skipped", "processed"):
+        hosts.update((stats.get(key) or {}).keys())
+    recap = {}
+    for host in hosts:
+        recap[host] = HostRecap(
+            ok=(stats.get("ok") or {}).get(host, 0),
+            changed=(stats.get("changed") or {}).get(host, 0),
+            failed=(stats.get("failures") or {}).get(host, 0),
+            unreachable=(stats.get("dark") or {}).get(host, 0),
+            skipped=(stats.get("skipped") or {}).get(host, 0),
+        )
+    return recap
+
+
+def run_playbook(
+    name: str,
+    inventory: Path,
+    work_dir: Path,
+    reporter: Reporter,
+    host_count: int,
+    extravars: Mapping[str, Any] | None = None,
+    limit: str | None = None,
+    check: bool = False,
+) -> PlaybookResult:
+    """Run playbooks/<name> against an inventory; raise ClusterctlError naming the failure."""
+    import ansible_runner  # imported late: it is slow to import and only `up` needs it
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    # ansible-runner keeps per-run artifacts (only the last run is worth keeping) and writes
+    # the envvars/extravars of a run into env/, where the next run would read them back.
+    for stale in ("artifacts", "env", "inventory"):
+        shutil.rmtree(work_dir / stale, ignore_errors=True)
+    tracker = _ProgressTracker(reporter, host_count)
+    cmdline = "--check --diff" if check else None
+    venv_bin = str(Path(sys.executable).parent)
+    if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
+        # ansible-runner looks up ansible-playbook in this process's PATH
+        os.environ["PATH"] = os.pathsep.join([venv_bin, os.environ.get("PATH", "")])
+    envvars = {
+        "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+        "ANSIBLE_FORCE_COLOR": "0",
+        "ANSIBLE_NOCOLOR": "1",
+    }
+    result = ansible_runner.run(
+        private_data_dir=str(work_dir),
+        project_dir=str(PROJECT_ROOT),
+        playbook=str(playbook(name)),
+        inventory=str(inventory),
+        extravars=dict(extravars or {}),
+        limit=limit,
+        cmdline=cmdline,
+        envvars=envvars,
+        event_handler=tracker,
+        quiet=True,
+        rotate_artifacts=1,
+    )
+    outcome = PlaybookResult(
+        playbook=name,
+        rc=result.rc if result.rc is not None else -1,
+        status=result.status,
+        recap=_recap(tracker.stats),
+        failures=tracker.failures,
+    )
+    if not outcome.ok:
+        if outcome.failures:
+            first = outcome.failures[0]
+            raise PlaybookFailed(
+                first.sentence(),
+                f"fix the cause and run again; full log in {work_dir / 'artifacts'}",
+                outcome,
+            )
+        raise PlaybookFailed(
+            f"ansible-playbook {name} ended with status {outcome.status} (rc {outcome.rc})",
+            f"see the log in {work_dir / 'artifacts'}",
+            outcome,
+        )
+    return outcome

@@ -1,0 +1,147 @@
+"""The state directory of a cluster: generated inventory, SSH key, known_hosts, metadata.
+
+Layout (root is `$CLUSTERCTL_STATE_DIR`, default `~/.local/state/clusterctl`)::
+
+    <root>/containers.conf        private podman config (never the user's global one)
+    <root>/<cluster>/cluster.json what `up` created: provider, network, subnet, nodes
+    <root>/<cluster>/inventory.yml generated Ansible inventory
+    <root>/<cluster>/id_ed25519   SSH key (0600)
+    <root>/<cluster>/known_hosts  host keys collected at first contact
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from clusterctl.errors import ClusterctlError
+
+CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+
+
+def state_root() -> Path:
+    env = os.environ.get("CLUSTERCTL_STATE_DIR")
+    if env:
+        return Path(env).expanduser()
+    return Path.home() / ".local" / "state" / "clusterctl"
+
+
+def validate_cluster_name(name: str) -> str:
+    if not CLUSTER_NAME_RE.match(name):
+        raise ClusterctlError(
+            f"invalid cluster name {name!r}",
+            "use 1-31 characters: lower-case letters, digits and '-', starting with a letter",
+        )
+    return name
+
+
+@dataclass
+class NodeRecord:
+    """One node as the controller knows it."""
+
+    name: str
+    address: str
+    container: str = ""  # podman provider only
+    mac: str = ""
+
+
+@dataclass
+class ClusterRecord:
+    """What `up` recorded about a cluster; written before anything is created,
+    so that `down` can clean up after an interrupted `up`."""
+
+    name: str
+    provider: str
+    network: str = ""
+    subnet: str = ""
+    image: str = ""
+    source_inventory: str = ""  # ssh provider: the user's inventory
+    nodes: list[NodeRecord] = field(default_factory=list)
+    converged: bool = False
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str) -> ClusterRecord:
+        data = json.loads(text)
+        nodes = [NodeRecord(**n) for n in data.pop("nodes", [])]
+        return cls(nodes=nodes, **data)
+
+
+class StateDir:
+    """Paths of one cluster's state; secrets are written with mode 0600."""
+
+    def __init__(self, cluster: str, root: Path | None = None) -> None:
+        self.cluster = validate_cluster_name(cluster)
+        self.root = root or state_root()
+        self.path = self.root / cluster
+
+    @property
+    def record_file(self) -> Path:
+        return self.path / "cluster.json"
+
+    @property
+    def inventory(self) -> Path:
+        return self.path / "inventory.yml"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.path / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.path / "known_hosts"
+
+    @property
+    def runner_dir(self) -> Path:
+        return self.path / "runner"
+
+    def exists(self) -> bool:
+        return self.record_file.exists()
+
+    def create(self) -> None:
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        os.chmod(self.path, 0o700)
+
+    def load(self) -> ClusterRecord:
+        try:
+            return ClusterRecord.from_json(self.record_file.read_text())
+        except FileNotFoundError:
+            raise ClusterctlError(
+                f"cluster {self.cluster!r} does not exist (no state in {self.path})",
+                "create it with `clusterctl up --cluster NAME`",
+            ) from None
+        except (ValueError, TypeError) as exc:
+            raise ClusterctlError(
+                f"state file {self.record_file} is damaged: {exc}",
+                f"remove the cluster with `clusterctl down --cluster {self.cluster}`",
+            ) from None
+
+    def save(self, record: ClusterRecord) -> None:
+        self.create()
+        write_private(self.record_file, record.to_json())
+
+    def remove(self) -> None:
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+def write_private(path: Path, content: str) -> None:
+    """Write a file readable only by its owner, atomically."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(content)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def list_clusters(root: Path | None = None) -> list[str]:
+    base = root or state_root()
+    if not base.is_dir():
+        return []
+    return sorted(p.name for p in base.iterdir() if (p / "cluster.json").exists())
