@@ -18,8 +18,6 @@ from clusterctl.sshcheck import probe_all, wait_and_trust
 from clusterctl.state import ClusterRecord, StateDir
 from clusterctl.status import ClusterStatus, NodeStatus, http_probe_all
 
-SSH_WAIT_S = 60.0
-
 
 @dataclass
 class UpOptions:
@@ -67,9 +65,16 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
     state = StateDir(options.cluster)
     existing = state.load() if state.exists() else None
     provider = make_provider(state, reporter, options)
-    record, nodes = provider.ensure_nodes(existing)
-    reporter.progress(f"waiting for SSH on {len(nodes)} nodes")
-    wait_and_trust(nodes, provider.key_for, state.known_hosts, SSH_WAIT_S, reporter.progress)
+    try:
+        record, nodes = provider.ensure_nodes(existing)
+        reporter.progress(f"waiting for SSH on {len(nodes)} nodes")
+        wait_and_trust(
+            nodes, provider.key_for, state.known_hosts, provider.ssh_wait_s, reporter.progress
+        )
+    except ClusterctlError:
+        if existing is None and options.provider == "ssh":
+            state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
+        raise
     inventory = provider.inventory_path(record)
     result = UpResult(record=record, inventory=inventory)
     if not options.converge:

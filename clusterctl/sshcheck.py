@@ -19,6 +19,8 @@ from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
 from clusterctl.state import write_private
 
+REFUSED_GRACE_S = 3.0
+
 
 @dataclass(frozen=True)
 class SshProbe:
@@ -80,14 +82,19 @@ def wait_and_trust(
     deadline = time.monotonic() + deadline_s
     pending = list(nodes)
     last: dict[str, SshProbe] = {}
+    refused_since: float | None = None
     while pending:
         last.update(probe_all(pending, key_for, timeout=2.0))
         pending = [n for n in pending if not last[n.name].authenticated]
-        refused = [n for n in pending if last[n.name].reachable and last[n.name].host_key]
+        refused = any(last[n.name].reachable for n in pending)
+        if refused and refused_since is None:
+            refused_since = time.monotonic()
         if not pending or time.monotonic() >= deadline:
             break
-        if refused and time.monotonic() > deadline - deadline_s / 2:
-            break  # sshd answers but rejects the key: waiting longer will not help
+        # sshd answers but rejects the key: a fresh node may still be writing its
+        # authorized_keys, but after a few seconds waiting longer will not help
+        if refused and time.monotonic() - (refused_since or 0) > REFUSED_GRACE_S:
+            break
         if on_wait:
             on_wait(f"waiting for SSH on {', '.join(n.name for n in pending)}")
         time.sleep(0.3)

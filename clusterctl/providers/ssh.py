@@ -15,6 +15,7 @@ DEFAULT_KEYS = ("id_ed25519", "id_ecdsa", "id_rsa")
 
 class SshProvider(Provider):
     name = "ssh"
+    ssh_wait_s = 8.0
 
     def __init__(self, state: StateDir, reporter: Reporter, inventory: Path | None) -> None:
         super().__init__(state, reporter)

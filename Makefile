@@ -1,0 +1,42 @@
+# The README's commands: `make up` and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+CLUSTER ?= demo
+export PATH := $(BIN):$(PATH)
+
+.PHONY: deps up down status lint unit store integration molecule test bench clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+up: deps
+	$(BIN)/clusterctl up --cluster $(CLUSTER)
+
+down:
+	$(BIN)/clusterctl down --cluster $(CLUSTER)
+
+status:
+	$(BIN)/clusterctl status --cluster $(CLUSTER)
+
+lint: deps
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+unit: deps
+	$(BIN)/pytest -q tests/unit
+
+store: deps
+	$(BIN)/pytest -q tests/store
+
+integration: deps
+	$(BIN)/pytest -q -x tests/integration
+
+molecule: deps
+	$(BIN)/molecule test -s default
+
+# The whole suite, as CI runs it.
+test: lint unit integration molecule
+
+bench: deps
+	$(BIN)/python -m bench.up --trials 3

@@ -1,0 +1,99 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clusterctl.errors import ClusterctlError
+from clusterctl.inventory import InventoryNode, load_inventory, render_inventory
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+YAML_OK = """\
+all:
+  children:
+    cluster:
+      hosts:
+        web1: {ansible_host: 192.0.2.11}
+        web2: {ansible_host: 192.0.2.12, ansible_port: 2222}
+        web3: {ansible_host: 192.0.2.13, ansible_user: admin}
+"""
+
+
+def test_yaml_inventory_is_read(tmp_path):
+    nodes = load_inventory(write(tmp_path, "hosts.yml", YAML_OK))
+    assert [n.name for n in nodes] == ["web1", "web2", "web3"]
+    assert nodes[1].port == 2222
+    assert nodes[2].user == "admin"
+
+
+def test_ini_inventory_is_read(tmp_path):
+    text = (
+        "[cluster]\na ansible_host=192.0.2.1\nb ansible_host=192.0.2.2\nc ansible_host=192.0.2.3\n"
+    )
+    nodes = load_inventory(write(tmp_path, "hosts.ini", text))
+    assert [(n.name, n.address) for n in nodes] == [
+        ("a", "192.0.2.1"),
+        ("b", "192.0.2.2"),
+        ("c", "192.0.2.3"),
+    ]
+
+
+def test_two_nodes_are_refused_with_the_count(tmp_path):
+    text = "[cluster]\na ansible_host=192.0.2.1\nb ansible_host=192.0.2.2\n"
+    with pytest.raises(ClusterctlError) as err:
+        load_inventory(write(tmp_path, "hosts.ini", text))
+    assert "has 2 nodes" in err.value.message
+    assert "at least 3" in err.value.message
+    assert "majority" in err.value.hint
+
+
+def test_duplicate_yaml_name_is_refused(tmp_path):
+    text = YAML_OK + "        web1: {ansible_host: 192.0.2.14}\n"
+    with pytest.raises(ClusterctlError, match="web1 appears more than once"):
+        load_inventory(write(tmp_path, "hosts.yml", text))
+
+
+def test_duplicate_ini_name_is_refused(tmp_path):
+    text = (
+        "[cluster]\na ansible_host=192.0.2.1\nb ansible_host=192.0.2.2\n"
+        "c ansible_host=192.0.2.3\na ansible_host=192.0.2.4\n"
+    )
+    with pytest.raises(ClusterctlError, match="a appears more than once"):
+        load_inventory(write(tmp_path, "hosts.ini", text))
+
+
+def test_same_host_in_two_groups_is_fine(tmp_path):
+    text = (
+        "[cluster]\na ansible_host=192.0.2.1\nb ansible_host=192.0.2.2\nc ansible_host=192.0.2.3\n"
+        "[web]\na\n"
+    )
+    assert len(load_inventory(write(tmp_path, "hosts.ini", text))) == 3
+
+
+def test_duplicate_address_is_refused(tmp_path):
+    text = (
+        "[cluster]\na ansible_host=192.0.2.1\nb ansible_host=192.0.2.1\nc ansible_host=192.0.2.3\n"
+    )
+    with pytest.raises(ClusterctlError, match="same address 192.0.2.1"):
+        load_inventory(write(tmp_path, "hosts.ini", text))
+
+
+def test_missing_inventory(tmp_path):
+    with pytest.raises(ClusterctlError, match="not found"):
+        load_inventory(tmp_path / "nope.yml")
+
+
+def test_rendered_inventory_round_trips(tmp_path):
+    nodes = [InventoryNode(f"node{i}", f"10.0.0.{i}") for i in range(1, 4)]
+    text = render_inventory("demo", nodes, tmp_path / "key", tmp_path / "known_hosts")
+    data = yaml.safe_load(text)
+    assert data["all"]["children"]["cluster"]["hosts"]["node2"] == {"ansible_host": "10.0.0.2"}
+    assert data["all"]["vars"]["clusterctl_cluster"] == "demo"
+    assert "StrictHostKeyChecking=yes" in data["all"]["vars"]["ansible_ssh_common_args"]
+    path = write(tmp_path, "inv.yml", text)
+    assert [n.address for n in load_inventory(path)] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]

@@ -1,0 +1,38 @@
+from clusterctl.reporter import ListReporter
+from clusterctl.runner import _ProgressTracker, _recap
+
+
+def event(kind, **data):
+    return {"event": kind, "event_data": data}
+
+
+def test_progress_failures_and_recap():
+    reporter = ListReporter()
+    tracker = _ProgressTracker(reporter, host_count=3)
+    tracker(event("playbook_on_play_start", play="Converge cluster nodes"))
+    tracker(event("playbook_on_task_start", task="Install nginx"))
+    tracker(event("runner_on_ok", host="node1", task="Install nginx", res={}))
+    tracker(event("runner_on_failed", host="node2", task="Install nginx", res={"msg": "no space"}))
+    tracker(event("runner_on_failed", host="node3", task="x", ignore_errors=True, res={}))
+    tracker(event("runner_on_unreachable", host="node3", task="Install nginx", res={"msg": "down"}))
+    tracker(
+        event(
+            "playbook_on_stats",
+            ok={"node1": 5, "node2": 2},
+            changed={"node1": 1},
+            failures={"node2": 1},
+            dark={"node3": 1},
+        )
+    )
+    lines = [m for k, m in reporter.messages if k == "progress"]
+    assert lines[0] == "play: Converge cluster nodes"
+    assert "task 1: Install nginx (0/3 hosts done)" in lines[1]
+    assert "(3/3 hosts done)" in lines[-1]
+    assert [f.sentence() for f in tracker.failures] == [
+        "node2 failed at task 'Install nginx': no space",
+        "node3 unreachable at task 'Install nginx': down",
+    ]
+    recap = _recap(tracker.stats)
+    assert recap["node1"].changed == 1 and recap["node1"].ok == 5
+    assert recap["node2"].failed == 1
+    assert recap["node3"].unreachable == 1

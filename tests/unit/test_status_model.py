@@ -1,0 +1,28 @@
+import json
+
+from clusterctl.status import ClusterStatus, NodeStatus
+
+
+def sample() -> ClusterStatus:
+    return ClusterStatus(
+        cluster="demo",
+        provider="podman",
+        quorum=False,
+        nodes=[
+            NodeStatus("node1", "10.0.0.11", True, True, True, "node1"),
+            NodeStatus("node2", "10.0.0.12", False, False, False, error="timed out"),
+        ],
+    )
+
+
+def test_json_has_the_documented_fields():
+    data = json.loads(sample().to_json())
+    assert set(data) >= {"cluster", "quorum", "nodes", "groups", "backends"}
+    assert set(data["nodes"][0]) >= {"name", "address", "online", "etcd"}
+    assert data["groups"] == [] and data["backends"] == []
+
+
+def test_table_shows_each_node():
+    table = sample().to_table()
+    assert "node1  10.0.0.11  ok" in table
+    assert "node2  10.0.0.12  down" in table and "timed out" in table
