@@ -14,7 +14,7 @@ from clusterctl.inventory import InventoryNode
 from clusterctl.providers.base import Provider
 from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
-from clusterctl.sshcheck import probe_all, wait_and_trust
+from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
 from clusterctl.state import ClusterRecord, StateDir
 from clusterctl.status import ClusterStatus, NodeStatus, http_probe_all
 
@@ -63,10 +63,11 @@ def provider_for_record(state: StateDir, reporter: Reporter, record: ClusterReco
 def up(options: UpOptions, reporter: Reporter) -> UpResult:
     """Create (or start) the nodes, wait for SSH, and converge them with playbooks/site.yml."""
     state = StateDir(options.cluster)
+    provider = make_provider(state, reporter, options)  # checks its tools first (podman)
     existing = state.load() if state.exists() else None
-    provider = make_provider(state, reporter, options)
     try:
         record, nodes = provider.ensure_nodes(existing)
+        forget_host_keys(state.known_hosts, provider.new_host_addresses())
         reporter.progress(f"waiting for SSH on {len(nodes)} nodes")
         wait_and_trust(
             nodes, provider.key_for, state.known_hosts, provider.ssh_wait_s, reporter.progress

@@ -67,6 +67,19 @@ def probe_all(
         return {r.node: r for r in results}
 
 
+def forget_host_keys(known_hosts: Path, addresses: list[str]) -> None:
+    """Drop recorded keys of hosts that were rebuilt (we made them, so we know)."""
+    if not addresses or not known_hosts.exists():
+        return
+    names = set(addresses)
+    kept = [
+        line
+        for line in known_hosts.read_text().splitlines(keepends=True)
+        if line.split(" ", 1)[0] not in names
+    ]
+    write_private(known_hosts, "".join(kept))
+
+
 def wait_and_trust(
     nodes: list[InventoryNode],
     key_for: Callable[[InventoryNode], Path],

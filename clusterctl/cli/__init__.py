@@ -47,6 +47,11 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
         return 1
+    except OSError as exc:  # e.g. a state directory we may not write: still one line
+        where = f": {exc.filename}" if exc.filename else ""
+        sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
+        sys.stderr.write("hint: check permissions and free space, or set CLUSTERCTL_STATE_DIR\n")
+        return 1
     except KeyboardInterrupt:
         cluster = getattr(args, "cluster", "demo")
         sys.stderr.write(

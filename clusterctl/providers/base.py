@@ -36,6 +36,10 @@ class Provider(ABC):
     def inventory_path(self, record: ClusterRecord) -> Path:
         """The inventory Ansible runs against."""
 
+    def new_host_addresses(self) -> list[str]:
+        """Addresses whose machines were made anew, so their recorded host keys are void."""
+        return []
+
     def extravars(self) -> dict:
         """Variables passed to every playbook run (e.g. SSH options)."""
         return {}

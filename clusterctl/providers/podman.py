@@ -48,6 +48,8 @@ class PodmanProvider(Provider):
         self.node_count = nodes
         self.subnet = subnet
         self.podman = podman or Podman(state.root)
+        # addresses of nodes made anew in this run: their old host keys are void
+        self.recreated: list[str] = []
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -156,10 +158,20 @@ class PodmanProvider(Provider):
     def _ensure_container(self, record: ClusterRecord, node: NodeRecord) -> None:
         if self.podman.container_exists(node.container):
             state = self.podman.json("inspect", "--type", "container", node.container)[0]
-            if not state.get("State", {}).get("Running"):
+            status = state.get("State", {}).get("Status", "")
+            if status == "created":
+                # an `up` interrupted inside `podman run`: never booted, so nothing to keep,
+                # and its half-made network setup would make `podman start` fail
+                self.podman.run("rm", "-f", "-t", "0", node.container)
+            elif not state.get("State", {}).get("Running"):
                 self.reporter.progress(f"starting {node.container}")
-                self.podman.run("start", node.container)
-        else:
+                started = self.podman.run("start", node.container, check=False)
+                if started.returncode != 0:
+                    # typically a node whose first boot was interrupted; the roles rebuild it
+                    self.reporter.warn(f"{node.container} did not start; re-creating it")
+                    self.podman.run("rm", "-f", "-t", "0", node.container)
+        if not self.podman.container_exists(node.container):
+            self.recreated.append(node.address)
             self.reporter.progress(f"creating {node.container} at {node.address}")
             self.podman.run(
                 "run", "-d", "--name", node.container, "--hostname", node.name,
@@ -177,6 +189,9 @@ class PodmanProvider(Provider):
             "umask 077; mkdir -p /root/.ssh; cat > /root/.ssh/authorized_keys",
             stdin=public_key,
         )  # fmt: skip
+
+    def new_host_addresses(self) -> list[str]:
+        return list(self.recreated)
 
     def key_path(self) -> Path:
         return self.state.ssh_key

@@ -1,0 +1,150 @@
+"""`clusterctl up`, re-run, status and the ssh provider, on real sandbox nodes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+from clusterctl.paths import PROJECT_ROOT
+from clusterctl.providers.network import node_mac
+
+from .conftest import STATE_ROOT, cli, podman
+
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def get(address: str, path: str = "/") -> tuple[int, str, dict]:
+    with OPENER.open(f"http://{address}{path}", timeout=5) as resp:
+        return resp.status, resp.read().decode(), dict(resp.headers)
+
+
+def test_every_node_serves_a_page_naming_itself(sandbox):
+    assert [n["name"] for n in sandbox.nodes] == ["node1", "node2", "node3"]
+    for node in sandbox.nodes:
+        status, body, headers = get(node["address"])
+        assert status == 200
+        assert body.splitlines()[0] == node["name"]
+        assert headers["X-Clusterctl-Node"] == node["name"]
+        assert get(node["address"], "/healthz")[1] == "ok\n"
+
+
+def test_first_up_converged_and_reported_a_recap(sandbox):
+    assert sandbox.info["changed"] > 0
+    for node in ("node1", "node2", "node3"):
+        assert f"{node}        ok=" in sandbox.up.stderr
+    assert "play: Converge cluster nodes" in sandbox.up.stderr
+
+
+def test_containers_are_systemd_nodes_with_pinned_macs(sandbox):
+    for node in sandbox.nodes:
+        name = f"{sandbox.cluster}-{node['name']}"
+        assert sandbox.exec(node["name"], "systemctl", "is-system-running").strip() in (
+            "running",
+            "degraded",
+        )
+        mac = podman(
+            "inspect", name, "--format", "{{range .NetworkSettings.Networks}}{{.MacAddress}}{{end}}"
+        ).stdout.strip()
+        assert mac == node_mac(sandbox.cluster, node["name"])
+    keys = {
+        sandbox.exec(n["name"], "cat", "/etc/ssh/ssh_host_ed25519_key.pub") for n in sandbox.nodes
+    }
+    assert len(keys) == 3, "every node has its own host key"
+
+
+def test_state_directory_holds_private_secrets(sandbox):
+    for name in ("id_ed25519", "known_hosts", "cluster.json", "inventory.yml"):
+        path = sandbox.state_dir / name
+        assert path.exists(), name
+    assert (sandbox.state_dir / "id_ed25519").stat().st_mode & 0o077 == 0
+    assert (STATE_ROOT / "containers.conf").read_text().count('runtime = "runc"') == 1
+
+
+def service_pids(sandbox) -> dict[str, str]:
+    return {
+        n["name"]: sandbox.exec(n["name"], "systemctl", "show", "-p", "MainPID", "nginx", "ssh")
+        for n in sandbox.nodes
+    }
+
+
+def test_rerun_changes_nothing_and_restarts_nothing(sandbox):
+    before = service_pids(sandbox)
+    again = cli("up", "--cluster", sandbox.cluster, "--json", check=True)
+    assert again.json()["changed"] == 0
+    for node in ("node1", "node2", "node3"):
+        line = next(x for x in again.stderr.splitlines() if x.strip().startswith(node))
+        assert "changed=0" in line and "failed=0" in line
+    assert service_pids(sandbox) == before
+
+
+def test_status_table_and_json(sandbox):
+    table = cli("status", "--cluster", sandbox.cluster, check=True).stdout
+    for node in sandbox.nodes:
+        assert f"{node['name']}  {node['address']}  ok   ok" in table
+    data = cli("status", "--cluster", sandbox.cluster, "--json", check=True).json()
+    assert data["cluster"] == sandbox.cluster
+    assert isinstance(data["quorum"], bool)
+    assert data["groups"] == [] and data["backends"] == []
+    assert [(n["name"], n["online"], n["web"]) for n in data["nodes"]] == [
+        ("node1", True, True),
+        ("node2", True, True),
+        ("node3", True, True),
+    ]
+
+
+def test_status_sees_a_stopped_web_server(sandbox):
+    sandbox.exec("node2", "systemctl", "stop", "nginx")
+    try:
+        data = cli("status", "--cluster", sandbox.cluster, "--json", check=True).json()
+        web = {n["name"]: n["web"] for n in data["nodes"]}
+        assert web == {"node1": True, "node2": False, "node3": True}
+    finally:
+        sandbox.exec("node2", "systemctl", "start", "nginx")
+
+
+def test_plain_ansible_playbook_works_on_the_generated_inventory(sandbox):
+    # run from the repo root, where ansible.cfg is found as Ansible always finds it
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    playbook = str(Path(sys.executable).parent / "ansible-playbook")
+    proc = subprocess.run(
+        [playbook, "-i", str(sandbox.state_dir / "inventory.yml"), "playbooks/site.yml"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=PROJECT_ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-2000:]
+    recap = proc.stdout[proc.stdout.index("PLAY RECAP") :]
+    assert recap.count("changed=0") == 3
+
+
+def test_ssh_provider_runs_the_same_playbooks_on_existing_hosts(sandbox, tmp_path):
+    key = sandbox.state_dir / "id_ed25519"
+    lines = ["[cluster]"] + [
+        f"{n['name']} ansible_host={n['address']} ansible_user=root "
+        f"ansible_ssh_private_key_file={key}"
+        for n in sandbox.nodes
+    ]
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("\n".join(lines) + "\n")
+    cluster = "it-hosts"
+    cli("down", "--cluster", cluster)
+    args = ["--provider", "ssh", "-i", str(inventory), "--cluster", cluster, "--json"]
+    try:
+        first = cli("up", *args)
+        assert first.rc == 0, first.stderr[-2000:]
+        # the hosts now belong to cluster it-hosts: their pages say so
+        for node in sandbox.nodes:
+            assert f"cluster {cluster}," in get(node["address"])[1]
+        again = cli("up", *args)
+        assert again.rc == 0, again.stderr[-2000:]
+        assert again.json()["changed"] == 0
+        data = cli("status", "--cluster", cluster, "--json", check=True).json()
+        assert all(n["online"] and n["web"] for n in data["nodes"])
+    finally:
+        down = cli("down", "--cluster", cluster)
+    assert down.rc == 0
+    assert not (STATE_ROOT / cluster).exists()
+    # forgetting an ssh cluster leaves the hosts alone
+    assert get(sandbox.nodes[0]["address"])[0] == 200
+    cli("up", "--cluster", sandbox.cluster, check=True)  # give the nodes back to the sandbox
