@@ -33,6 +33,46 @@ def require_podman() -> str:
     raise ClusterctlError("podman is not installed", hint)
 
 
+def _run_to_completion(
+    argv: list[str], stdin: bytes | None, env: dict[str, str], timeout: float | None
+) -> subprocess.CompletedProcess[str]:
+    """Run a command that must not be cut in half by Ctrl-C.
+
+    The child gets its own session, so the terminal's SIGINT reaches only clusterctl; if it
+    arrives meanwhile, the child still finishes (a `podman run` killed midway leaks its IP
+    allocation) and the interrupt is raised afterwards.
+    """
+    proc = subprocess.Popen(
+        argv,
+        stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        start_new_session=True,
+    )
+    interrupted = False
+    data = stdin
+    while True:
+        try:
+            out, err = proc.communicate(input=data, timeout=timeout)
+            break
+        except KeyboardInterrupt:
+            interrupted = True
+            data = None  # already sent (communicate keeps its progress)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+            raise ClusterctlError(
+                f"{' '.join(argv[:3])} did not finish within {timeout:.0f} s",
+                "check `podman ps` and the system load",
+            ) from None
+    if interrupted:
+        raise KeyboardInterrupt
+    return subprocess.CompletedProcess(
+        argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+    )
+
+
 class Podman:
     """Runs podman with CONTAINERS_CONF pointing at clusterctl's own containers.conf."""
 
@@ -52,14 +92,7 @@ class Podman:
         stdin: bytes | None = None,
         timeout: float | None = 300,
     ) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [self.binary, *args],
-            input=stdin.decode() if stdin is not None else None,
-            capture_output=True,
-            text=True,
-            env=self.env,
-            timeout=timeout,
-        )
+        proc = _run_to_completion([self.binary, *args], stdin=stdin, env=self.env, timeout=timeout)
         if check and proc.returncode != 0:
             detail = (proc.stderr or proc.stdout).strip().splitlines()
             reason = detail[-1] if detail else f"exit {proc.returncode}"
