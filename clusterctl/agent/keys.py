@@ -45,12 +45,17 @@ class Keys:
         return f"{self.failcount_prefix(group)}{node}"
 
     def move(self, group: str) -> str:
-        """``groups/<g>/move``: JSON {target, prestarted}; a planned move in progress.
+        """``groups/<g>/move``: JSON {"target": node}; a planned move in progress.
 
         Whoever requests a move should bind this key to a lease of its own (e.g. 30 s) so that
         a move to a target that never comes is forgotten; see ``admin.request_move``.
         """
         return f"{self.group_prefix(group)}move"
+
+    def prestarted(self, group: str) -> str:
+        """``groups/<g>/prestarted``: the move target that has pre-started the group's
+        prestart_safe resources; bound to that target's member lease, so it vanishes with it."""
+        return f"{self.group_prefix(group)}prestarted"
 
     def backend(self, node: str) -> str:
         """``backends/<node>``: weight and state of an LB backend; persistent."""
