@@ -180,7 +180,8 @@ class Sim:
             live = self.live()
             due = min((self.wake[n] for n in live), default=end)
             if due > end:
-                self.clock.advance(end - self.clock.now())
+                # A hanging store call may already have carried the clock past ``end``.
+                self.clock.advance(max(0.0, end - self.clock.now()))
                 return
             if due > self.clock.now():
                 self.clock.advance(due - self.clock.now())
