@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import VIP, Sim
+from agentsim import VIP, Sim
 
 from clusterctl.agent.store.base import StoreUnavailable
 

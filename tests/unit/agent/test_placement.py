@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import Sim, web_group
+from agentsim import Sim, web_group
 
 from clusterctl.agent import admin
 

@@ -7,7 +7,7 @@ import sys
 import time
 
 import pytest
-from conftest import FakeNode
+from agentsim import FakeNode
 
 from clusterctl.agent.clock import FakeClock
 from clusterctl.agent.config import GroupSpec, ResourceSpec
