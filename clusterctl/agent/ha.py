@@ -138,10 +138,12 @@ class Agent:
                     self.store.compare_and_delete(self.keys.leader(g.name), self.node)
         try:
             self.lease.revoke()
+            lease = "revoked lease"
         except StoreError:
             self.lease.forget()
+            lease = "lease left to expire (store unreachable)"
         what = f"stopped {', '.join(stopped)}, released it" if stopped else "held nothing"
-        return f"shutting down: {what}, revoked lease"
+        return f"shutting down: {what}, {lease}"
 
     # -- the step ----------------------------------------------------------------------------
 
