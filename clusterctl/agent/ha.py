@@ -137,8 +137,8 @@ class Agent:
                 with contextlib.suppress(StoreError):
                     self.store.compare_and_delete(self.keys.leader(g.name), self.node)
         try:
+            lease = "revoked lease" if self.lease.lease_id is not None else "had no lease"
             self.lease.revoke()
-            lease = "revoked lease"
         except StoreError:
             self.lease.forget()
             lease = "lease left to expire (store unreachable)"
