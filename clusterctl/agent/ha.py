@@ -373,6 +373,8 @@ class Agent:
         if g.started:
             names = ", ".join(sorted(g.started))
             errors = g.stop(self._op_timeout)
+            # Withdraw our "prestarted" claim, or a later move here would not wait for us.
+            self.store.compare_and_delete(self.keys.prestarted(g.name), self.node, self._timeout())
             tail = f" (failed: {'; '.join(errors)})" if errors else ""
             return f"move of {g.name} cancelled: stopped pre-started {names}{tail}"
         return f"{g.name} is held by {gv.leader}, standing by"

@@ -84,6 +84,7 @@ def test_cancelled_move_stops_prestarted_service(sim: Sim) -> None:
     sim.run(0.2)
     assert "move of web cancelled: stopped pre-started nginx" in sim.sentences(target)
     assert sim.nginx_on() == [node] and sim.vip_on() == [node]
+    assert sim.keys.prestarted("web") not in sim.backend.dump()
 
 
 def test_move_key_expires_with_its_lease(sim: Sim) -> None:
