@@ -1,0 +1,292 @@
+"""The agent's configuration: a JSON file, validated before anything runs.
+
+Default timings (etcd tuned to ``--heartbeat-interval 50 --election-timeout 500`` so that it
+grants 1 s leases; ENVIRONMENT.md):
+
+* ``lease_ttl = 1.0`` — a crashed holder's key vanishes 1.0-1.5 s after its last renewal
+  (etcd's lessor checks expiry every ~0.5 s).
+* ``renew_interval = 0.2`` — five renewals per TTL, so two or three lost ones are tolerated
+  before fencing (rule: renew_interval * 3 <= lease_ttl).
+* ``renew_timeout = 0.25`` — one renewal attempt (over all endpoints) never blocks longer.
+* ``fence_margin = 0.4`` — a holder that cannot renew stops its resources 0.6 s after its last
+  successful renewal (measured from when that renewal was *sent*, which is never later than
+  when etcd restarted the countdown). A renewal that starts just before that deadline can
+  block it by at most ``renew_timeout`` (rule: fence_margin > renew_timeout), so fencing starts
+  no later than 0.85 s, and the 0.15 s left is for dropping the VIP — all before etcd can
+  expire the lease (>= 1.0 s) and let another node in.
+* ``loop_interval = 0.1`` — a standby notices a free group within 0.1 s.
+
+Expected failover after a holder crash: lease remainder (0.8-1.0 s) + lessor tick (0-0.5 s)
++ poll (0-0.1 s) + start of the resources, i.e. ~1.2-1.3 s median. The price of the short TTL
+is that an etcd outage longer than ~0.6 s (e.g. an etcd leader election) fences the holder.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+
+# Resource types the agent knows, with their required parameters and default flags.
+RESOURCE_TYPES: dict[str, dict[str, Any]] = {
+    "vip": {"required": ("address", "prefix", "interface"), "exclusive": True},
+    "systemd": {"required": ("unit",), "exclusive": False},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration rule is broken. ``rule`` names it; ``str()`` is one line for humans."""
+
+    def __init__(self, rule: str, detail: str) -> None:
+        super().__init__(f"{rule}: {detail}")
+        self.rule = rule
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ResourceSpec:
+    """One resource of a group. ``params`` are type-specific (vip: address, prefix, interface;
+    systemd: unit). ``exclusive`` resources (a VIP, a database) must be stopped on one node
+    before they start on another; ``prestart_safe`` ones (a stateless web server) may run on
+    the target of a planned move before the holder lets go (make-before-break)."""
+
+    name: str
+    type: str
+    params: dict[str, Any] = field(default_factory=dict)
+    exclusive: bool | None = None  # None: the type's default
+    prestart_safe: bool = False
+    monitor_interval: float | None = None  # None: the group's
+    timeout: float = 10.0  # seconds allowed for one start/stop/monitor command
+
+    @property
+    def is_exclusive(self) -> bool:
+        if self.exclusive is not None:
+            return self.exclusive
+        return bool(RESOURCE_TYPES.get(self.type, {}).get("exclusive", False))
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """A resource group: resources in start order plus placement rules.
+
+    ``bans``: nodes that never acquire it. ``preferred``: while any preferred node is an
+    eligible member, other nodes do not acquire a free group. Stickiness is unconditional: a
+    running group is never taken from its holder by a node that (re)joins.
+    """
+
+    name: str
+    resources: tuple[ResourceSpec, ...]
+    migration_threshold: int = 3
+    bans: tuple[str, ...] = ()
+    preferred: tuple[str, ...] = ()
+    monitor_interval: float = 1.0
+
+    def to_json(self) -> str:
+        return json.dumps(group_to_dict(self), sort_keys=True)
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything one agent needs. See the module docstring for the timing defaults."""
+
+    node: str
+    etcd_endpoints: tuple[str, ...]
+    cluster: str = "demo"
+    address: str = ""
+    lease_ttl: float = 1.0
+    renew_interval: float = 0.2
+    renew_timeout: float = 0.25
+    fence_margin: float = 0.4
+    loop_interval: float = 0.1
+    request_timeout: float = 0.5
+    standby: bool = False
+    groups: tuple[GroupSpec, ...] = ()
+
+    def validate(self) -> AgentConfig:
+        """Raise ``ConfigError`` naming the first broken rule; return self if all hold."""
+        for label, value in (("node", self.node), ("cluster", self.cluster)):
+            if not isinstance(value, str) or not _NAME.match(value):
+                raise ConfigError(f"{label} name", f"{value!r} must match {_NAME.pattern}")
+        if not self.etcd_endpoints:
+            raise ConfigError("etcd_endpoints", "at least one endpoint is needed")
+        for url in self.etcd_endpoints:
+            if not re.match(r"^https?://[^/]+$", str(url)):
+                raise ConfigError("etcd_endpoints", f"{url!r} is not http(s)://host:port")
+        for name in (
+            "lease_ttl",
+            "renew_interval",
+            "renew_timeout",
+            "fence_margin",
+            "loop_interval",
+            "request_timeout",
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+                raise ConfigError("positive numbers", f"{name} must be > 0, got {value!r}")
+        if self.renew_interval * 3 > self.lease_ttl:
+            raise ConfigError(
+                "renew_interval * 3 <= lease_ttl",
+                f"{self.renew_interval} * 3 > {self.lease_ttl}: too few renewals per lease",
+            )
+        if self.fence_margin <= self.renew_timeout:
+            raise ConfigError(
+                "fence_margin > renew_timeout",
+                f"{self.fence_margin} <= {self.renew_timeout}: a hung renewal could delay "
+                "fencing past the lease's expiry",
+            )
+        if self.fence_margin >= self.lease_ttl:
+            raise ConfigError(
+                "fence_margin < lease_ttl",
+                f"{self.fence_margin} >= {self.lease_ttl}: the holder would fence at once",
+            )
+        if self.loop_interval > self.renew_interval:
+            raise ConfigError(
+                "loop_interval <= renew_interval",
+                f"{self.loop_interval} > {self.renew_interval}: renewals would be late",
+            )
+        seen: set[str] = set()
+        for group in self.groups:
+            if group.name in seen:
+                raise ConfigError("unique group names", f"group {group.name!r} appears twice")
+            seen.add(group.name)
+            validate_group(group)
+        return self
+
+
+def validate_group(group: GroupSpec) -> None:
+    """Raise ``ConfigError`` if ``group`` breaks a rule."""
+    where = f"group {group.name!r}"
+    if not _NAME.match(group.name):
+        raise ConfigError("group name", f"{group.name!r} must match {_NAME.pattern}")
+    if not group.resources:
+        raise ConfigError("group resources non-empty", f"{where} has no resources")
+    if isinstance(group.migration_threshold, bool) or not isinstance(
+        group.migration_threshold, int
+    ):
+        raise ConfigError("migration_threshold >= 1", f"{where}: not an integer")
+    if group.migration_threshold < 1:
+        raise ConfigError("migration_threshold >= 1", f"{where}: {group.migration_threshold}")
+    if group.monitor_interval <= 0:
+        raise ConfigError("positive numbers", f"{where}: monitor_interval must be > 0")
+    names: set[str] = set()
+    for res in group.resources:
+        rwhere = f"{where} resource {res.name!r}"
+        if res.type not in RESOURCE_TYPES:
+            known = ", ".join(sorted(RESOURCE_TYPES))
+            raise ConfigError("known resource types", f"{rwhere}: {res.type!r} (known: {known})")
+        if not _NAME.match(res.name) or res.name in names:
+            raise ConfigError("unique resource names", f"{rwhere}: empty, invalid or repeated")
+        names.add(res.name)
+        missing = [p for p in RESOURCE_TYPES[res.type]["required"] if p not in res.params]
+        if missing:
+            raise ConfigError("resource parameters", f"{rwhere}: missing {', '.join(missing)}")
+        if res.is_exclusive and res.prestart_safe:
+            raise ConfigError(
+                "exclusive resources are not prestart_safe",
+                f"{rwhere}: an exclusive resource must stop before it starts elsewhere",
+            )
+        if res.timeout <= 0 or (res.monitor_interval is not None and res.monitor_interval <= 0):
+            raise ConfigError("positive numbers", f"{rwhere}: timeout/monitor_interval")
+        if res.type == "vip":
+            _validate_vip(rwhere, res.params)
+
+
+def _validate_vip(where: str, params: dict[str, Any]) -> None:
+    try:
+        ipaddress.IPv4Address(params["address"])
+    except ValueError:
+        raise ConfigError("vip address", f"{where}: {params['address']!r} is not IPv4") from None
+    prefix = params["prefix"]
+    if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 < prefix <= 32:
+        raise ConfigError("vip prefix", f"{where}: {prefix!r} is not 1..32")
+
+
+# -- JSON ----------------------------------------------------------------------------------
+
+
+def group_to_dict(group: GroupSpec) -> dict[str, Any]:
+    return {
+        "name": group.name,
+        "migration_threshold": group.migration_threshold,
+        "bans": list(group.bans),
+        "preferred": list(group.preferred),
+        "monitor_interval": group.monitor_interval,
+        "resources": [
+            {
+                "name": r.name,
+                "type": r.type,
+                **r.params,
+                **({} if r.exclusive is None else {"exclusive": r.exclusive}),
+                "prestart_safe": r.prestart_safe,
+                **({} if r.monitor_interval is None else {"monitor_interval": r.monitor_interval}),
+                "timeout": r.timeout,
+            }
+            for r in group.resources
+        ],
+    }
+
+
+_RESOURCE_FIELDS = {"name", "type", "exclusive", "prestart_safe", "monitor_interval", "timeout"}
+
+
+def group_from_dict(data: Any) -> GroupSpec:
+    """Build a ``GroupSpec`` from parsed JSON (not validated: call ``validate_group``)."""
+    if not isinstance(data, dict):
+        raise ConfigError("group syntax", f"a group must be an object, got {data!r}")
+    resources = []
+    for raw in data.get("resources") or []:
+        if not isinstance(raw, dict):
+            raise ConfigError("resource syntax", f"a resource must be an object, got {raw!r}")
+        kwargs = {k: raw[k] for k in _RESOURCE_FIELDS if k in raw}
+        kwargs.setdefault("name", raw.get("type", ""))
+        kwargs.setdefault("type", "")
+        params = {k: v for k, v in raw.items() if k not in _RESOURCE_FIELDS}
+        resources.append(ResourceSpec(params=params, **kwargs))
+    try:
+        return GroupSpec(
+            name=str(data.get("name", "")),
+            resources=tuple(resources),
+            migration_threshold=data.get("migration_threshold", 3),
+            bans=tuple(data.get("bans", ())),
+            preferred=tuple(data.get("preferred", ())),
+            monitor_interval=float(data.get("monitor_interval", 1.0)),
+        )
+    except (TypeError, ValueError) as exc:
+        raise ConfigError("group syntax", str(exc)) from None
+
+
+def config_from_dict(data: Any) -> AgentConfig:
+    """Build and validate an ``AgentConfig`` from parsed JSON."""
+    if not isinstance(data, dict):
+        raise ConfigError("config syntax", "the top level must be a JSON object")
+    known = {f.name for f in fields(AgentConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError("known settings", f"unknown setting(s): {', '.join(unknown)}")
+    if "node" not in data or "etcd_endpoints" not in data:
+        raise ConfigError("required settings", "node and etcd_endpoints are required")
+    kwargs = dict(data)
+    endpoints = kwargs["etcd_endpoints"]
+    if isinstance(endpoints, str) or not isinstance(endpoints, list):
+        raise ConfigError("etcd_endpoints", "must be a list of URLs")
+    kwargs["etcd_endpoints"] = tuple(endpoints)
+    kwargs["groups"] = tuple(group_from_dict(g) for g in data.get("groups") or [])
+    return AgentConfig(**kwargs).validate()
+
+
+def load_config(path: str | Path) -> AgentConfig:
+    """Read, parse and validate the JSON config at ``path``. Raises ``ConfigError``."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError("config file readable", f"{path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError("config syntax", f"{path}: {exc}") from None
+    return config_from_dict(data)

@@ -1,0 +1,91 @@
+"""``clusterctl-agent``: the daemon around ``Agent.step``.
+
+    clusterctl-agent --config /etc/clusterctl/agent.json [--check-config]
+
+Exit codes: 0 after a clean stop (SIGTERM/SIGINT: resources stopped, lease revoked); 1 when
+a fence could not stop every resource (systemd's ``ExecStopPost=`` then removes the VIP);
+2 for a configuration error, reported on one line naming the broken rule.
+
+Seam for the API/metrics to come: ``Agent.snapshot`` is an immutable object replaced after
+every step; a server thread may read it at any time without locking.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+
+from clusterctl.agent.config import ConfigError, load_config
+from clusterctl.agent.ha import Agent
+from clusterctl.agent.notify import SystemdNotifier
+from clusterctl.agent.store.etcd import EtcdStore
+
+log = logging.getLogger("clusterctl.agent")
+
+
+def run(agent: Agent, notifier: SystemdNotifier, stop: threading.Event) -> int:
+    """Step ``agent`` until ``stop`` is set; then shut it down. Returns the exit code.
+
+    Logs each sentence when it differs from the previous one; pings the watchdog after each
+    iteration that completed without an unexpected exception.
+    """
+    notifier.ready()
+    previous = None
+    code = 0
+    while not stop.is_set():
+        try:
+            sentence = agent.step()
+        except Exception:  # a bug must not stop the loop: the next step still fences
+            log.exception("loop iteration failed")
+        else:
+            if sentence != previous:
+                log.info("%s", sentence)
+                notifier.status(sentence)
+                previous = sentence
+            if agent.fence_failed:
+                log.error("fencing could not stop every resource: exiting for ExecStopPost")
+                code = 1
+                break
+            notifier.watchdog()
+        stop.wait(max(0.0, agent.next_wakeup() - agent.clock.now()))
+    notifier.stopping()
+    log.info("%s", agent.shutdown())
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="clusterctl-agent",
+        description="Keep HA resource groups on exactly one node, with etcd for consensus.",
+        epilog="example: clusterctl-agent --config /etc/clusterctl/agent.json --check-config",
+    )
+    parser.add_argument("--config", required=True, help="path of the agent's JSON config")
+    parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"clusterctl-agent: config error: {exc}", file=sys.stderr)
+        return 2
+    if args.check_config:
+        groups = ", ".join(g.name for g in config.groups) or "no groups"
+        print(f"config OK: node {config.node}, cluster {config.cluster}, {groups}")
+        return 0
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
+    )
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    store = EtcdStore(config.etcd_endpoints, request_timeout=config.request_timeout)
+    agent = Agent(config, store)
+    log.info("starting on %s (cluster %s)", config.node, config.cluster)
+    return run(agent, SystemdNotifier(), stop)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,413 @@
+"""The agent's loop step: keep the member lease, place groups, fence when in doubt.
+
+``Agent.step()`` does one iteration and returns ONE sentence describing it (logged, exposed
+to the API and asserted on by tests). The safety rule, in order of precedence:
+
+1. Before any I/O, a node that runs a group checks its fencing deadline (last successful
+   renewal + lease_ttl - fence_margin, on the monotonic clock). Past it — frozen, or cut off
+   from etcd — it stops its resources (exclusive ones first) before doing anything else.
+2. Every store call and resource command made while holding is bounded by the time left
+   before that deadline, and the deadline is re-checked between resource operations, so no
+   single blocking call can carry the node past it.
+3. A group is acquired only through ``create_if_absent`` on its leader key, bound to the
+   member lease; exclusive resources start only after that succeeds, and the key is released
+   (compare-and-delete) only after they stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+from clusterctl.agent.clock import Clock, MonotonicClock
+from clusterctl.agent.config import AgentConfig
+from clusterctl.agent.group import GroupRunner
+from clusterctl.agent.keys import Keys
+from clusterctl.agent.member import MemberLease
+from clusterctl.agent.placement import acquire_block, eligible, move_wait, release_reason
+from clusterctl.agent.resources import (
+    CommandRunner,
+    Resource,
+    ResourceError,
+    SubprocessRunner,
+    build_resource,
+)
+from clusterctl.agent.resources.vip import ArpSender
+from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
+from clusterctl.agent.view import ClusterView, GroupView, parse_view
+
+
+class _Fence(Exception):
+    """Raised mid-action when the fencing deadline has passed: unwind and fence."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    name: str
+    leader: str | None
+    running_here: bool
+    started: tuple[str, ...]
+    failcount: int
+
+
+@dataclass(frozen=True)
+class AgentSnapshot:
+    """Immutable state after a step: what an API thread may read without locking (the agent
+    replaces the whole object; it never mutates one)."""
+
+    node: str
+    sentence: str
+    at: float
+    lease_valid: bool
+    lease_time_left: float
+    standby: bool
+    members: tuple[str, ...]
+    groups: tuple[GroupStatus, ...]
+
+
+class Agent:
+    """One node's HA logic. Not thread-safe: one thread calls ``step``; others read
+    ``snapshot``."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        store: Store,
+        clock: Clock | None = None,
+        runner: CommandRunner | None = None,
+        arp_sender: ArpSender | None = None,
+    ) -> None:
+        self.config = config
+        self.node = config.node
+        self.store = store
+        self.clock = clock or MonotonicClock()
+        self.keys = Keys(config.cluster)
+        self.lease = MemberLease(store, self.keys, config, self.clock)
+        runner = runner or SubprocessRunner()
+        self.groups = {
+            g.name: GroupRunner(g, [build_resource(r, runner, arp_sender) for r in g.resources])
+            for g in config.groups
+        }
+        self.standby = config.standby
+        self.view: ClusterView | None = None
+        self.fence_failed = False  # a fence could not stop everything: the daemon must exit
+        self._seeded: set[str] = set()
+        self._registered_at = float("-inf")
+        self.snapshot = self._make_snapshot("starting")
+
+    # -- public ------------------------------------------------------------------------------
+
+    def step(self) -> str:
+        """One loop iteration; returns its sentence and publishes a new ``snapshot``."""
+        sentence = self._step()
+        self.snapshot = self._make_snapshot(sentence)
+        return sentence
+
+    def next_wakeup(self) -> float:
+        """When the loop should call ``step`` next: after ``loop_interval``, but never later
+        than the fencing deadline while holding (so fencing is not late by a tick)."""
+        now = self.clock.now()
+        wake = now + self.config.loop_interval
+        deadline = self.lease.deadline
+        if self.holding() and deadline is not None:
+            wake = min(wake, max(now, deadline))
+        return wake
+
+    def holding(self) -> list[str]:
+        """Groups this node holds (leader key won, resources started or starting)."""
+        return [g.name for g in self.groups.values() if g.active]
+
+    def set_standby(self, standby: bool) -> None:
+        """Put the node in (or out of) standby: it releases its groups and acquires none.
+        Published in ``members/<node>`` by the next step."""
+        self.standby = standby
+
+    def shutdown(self) -> str:
+        """Stop everything, release leader keys, revoke the lease (SIGTERM path)."""
+        stopped = self.holding()
+        for g in self.groups.values():
+            g.stop(lambda r: r.spec.timeout, exclusive_first=True)
+            if g.active:
+                g.active = False
+                # On failure the key goes with the lease, revoked below or expiring.
+                with contextlib.suppress(StoreError):
+                    self.store.compare_and_delete(self.keys.leader(g.name), self.node)
+        try:
+            lease = "revoked lease" if self.lease.lease_id is not None else "had no lease"
+            self.lease.revoke()
+        except StoreError:
+            self.lease.forget()
+            lease = "lease left to expire (store unreachable)"
+        what = f"stopped {', '.join(stopped)}, released it" if stopped else "held nothing"
+        return f"shutting down: {what}, {lease}"
+
+    # -- the step ----------------------------------------------------------------------------
+
+    def _step(self) -> str:
+        now = self.clock.now()
+        # Rule 1: no I/O before checking the deadline (a frozen process wakes up here).
+        if self.holding() and not self.lease.valid(now):
+            reason = "renewal failed" if self.lease.last_attempt_failed else "lease deadline passed"
+            return self._fence(reason)
+        try:
+            self._maintain_lease()
+            kv = self.store.get_prefix(self.keys.root, timeout=self._timeout())
+            view = parse_view(self.keys, kv, tuple(g.spec for g in self.groups.values()))
+            self.view = view
+            self._repair(view)
+            parts = {
+                name: self._group_step(g, view.groups[name], view)
+                for name, g in self.groups.items()
+            }
+        except _Fence as fence:
+            return self._fence(fence.reason)
+        except LeaseExpired:
+            had = self.holding()
+            self.lease.forget()
+            return self._fence("lease expired") if had else "lease expired, registering again"
+        except StoreUnavailable:
+            return self._unreachable()
+        return self._compose(parts)
+
+    def _maintain_lease(self) -> None:
+        if self.lease.lease_id is None:
+            self.lease.grant()
+            self._registered_at = self.clock.now()
+        elif self.lease.renew_due(self.clock.now()):
+            self.lease.renew()
+        self.lease.register(self.standby, timeout=self._timeout())
+
+    def _repair(self, view: ClusterView) -> None:
+        """Re-register if our member key vanished; publish specs nobody published yet."""
+        if self.node not in view.members:
+            self.lease._member_written = None
+            self.lease.register(self.standby, timeout=self._timeout())
+        for name, g in self.groups.items():
+            if name not in self._seeded:
+                self.store.create_if_absent(
+                    self.keys.spec(name), g.spec.to_json(), timeout=self._timeout()
+                )
+                self._seeded.add(name)
+
+    def _unreachable(self) -> str:
+        held = self.holding()
+        if not held:
+            return "no quorum: store unreachable, standing by"
+        now = self.clock.now()
+        if not self.lease.valid(now):
+            return self._fence("renewal failed")
+        left = self.lease.time_left(now)
+        return f"renewal failed, holding {', '.join(held)} for {left:.2f} s more"
+
+    def _compose(self, parts: dict[str, str | None]) -> str:
+        quiet = [n for n, p in parts.items() if p is None and self.groups[n].active]
+        notes = [p for p in parts.values() if p]
+        if quiet:
+            notes.insert(0, f"renewed lease, holding {', '.join(quiet)}")
+        return "; ".join(notes) or "no groups configured, standing by"
+
+    # -- fencing -----------------------------------------------------------------------------
+
+    def _fence(self, reason: str) -> str:
+        """Stop every held group now, exclusive resources first, and drop the lease."""
+        stopped = self.holding()
+        errors: list[str] = []
+        for g in self.groups.values():
+            if g.active:
+                # Full timeouts: the deadline has passed, stopping is all that matters now.
+                errors += g.stop(lambda r: r.spec.timeout, exclusive_first=True)
+                g.active = False
+        self.lease.forget()
+        self.fence_failed = bool(errors)
+        sentence = f"{reason}, fencing: stopped {', '.join(stopped)}"
+        if errors:
+            sentence += f" (failed to stop: {'; '.join(errors)})"
+        return sentence
+
+    def _checkpoint(self) -> None:
+        """Between resource operations while holding: renew if due; abort past the deadline."""
+        if not self.holding():
+            return
+        now = self.clock.now()
+        if self.lease.valid(now) and self.lease.renew_due(now):
+            try:
+                self.lease.renew()
+            except StoreUnavailable:
+                pass  # keep going until the deadline
+            except LeaseExpired:
+                raise _Fence("lease expired") from None
+        if not self.lease.valid(self.clock.now()):
+            raise _Fence("renewal failed")
+
+    def _timeout(self, cap: float | None = None) -> float:
+        """A call's timeout: ``cap`` (default request_timeout), never past the deadline while
+        holding."""
+        cap = self.config.request_timeout if cap is None else cap
+        if not self.holding():
+            return cap
+        return min(cap, max(0.01, self.lease.time_left(self.clock.now())))
+
+    def _op_timeout(self, res: Resource) -> float:
+        return self._timeout(res.spec.timeout)
+
+    # -- groups ------------------------------------------------------------------------------
+
+    def _group_step(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
+        """One group's part of the sentence; None for a quiet, healthy holder."""
+        if g.active:
+            return self._hold(g, gv, view)
+        if gv.leader == self.node:
+            # A leader key of ours that we do not run: left by a lease we gave up (fenced).
+            # Our resources are stopped, so letting it go is safe and frees the group sooner.
+            self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
+            return f"cleared a stale leader key of {g.name}"
+        if gv.leader is not None:
+            return self._follow(g, gv, view)
+        block = acquire_block(self.node, view, gv)
+        if block:
+            return f"{g.name} is free but {block}, standing by"
+        if self.clock.now() - self._registered_at < self.config.loop_interval:
+            # Nodes starting together first see each other's member keys one tick later;
+            # without this pause the first to start would beat a preferred node to the group.
+            return f"{g.name} is free, waiting one tick for other members to register"
+        return self._acquire(g, gv)
+
+    def _acquire(self, g: GroupRunner, gv: GroupView) -> str:
+        assert self.lease.lease_id is not None
+        key = self.keys.leader(g.name)
+        if not self.store.create_if_absent(key, self.node, self.lease.lease_id, self._timeout()):
+            return f"{g.name} was just taken by another node, standing by"
+        g.active = True  # from here on every call is bounded by the fencing deadline
+        try:
+            g.start(g.resources, self._op_timeout, self._checkpoint)
+        except ResourceError as exc:
+            self._record_failure(g, gv, fatal=True)
+            return self._release(g, f"failed to start {g.name} ({exc})")
+        g.schedule_monitors(self.clock.now())
+        if gv.move is not None and gv.move.target == self.node:
+            self._finish_move(g, gv)
+        return f"acquired {g.name} on {self.node}"
+
+    def _hold(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
+        if gv.leader != self.node:
+            # Should not happen while the lease is alive (someone deleted our key): stop.
+            errors = g.stop(self._op_timeout)
+            g.active = False
+            tail = f" (failed to stop: {'; '.join(errors)})" if errors else ""
+            return f"lost {g.name} (leader is now {gv.leader or 'nobody'}): stopped it{tail}"
+        reason = release_reason(self.node, view, gv)
+        if reason:
+            return self._release(g, reason)
+        if gv.move is not None and gv.move.target == self.node:
+            self._finish_move(g, gv)
+            return f"{g.name} is already on {self.node}, move done"
+        return self._monitor(g, gv) or move_wait(self.node, view, gv)
+
+    def _release(self, g: GroupRunner, reason: str) -> str:
+        """Stop the group (reverse order), then delete our leader key. If an exclusive
+        resource would not stop, keep the key: nobody else may start it meanwhile."""
+        errors = g.stop(self._op_timeout)
+        stuck = [r.name for r in g.resources if r.exclusive and r.name in g.started]
+        if stuck:
+            failed = f"failed to stop {', '.join(stuck)} ({'; '.join(errors)})"
+            return f"{reason}: {failed}, keeping {g.name}"
+        g.active = False
+        self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
+        return f"{reason}: stopped {g.name}, released it"
+
+    def _monitor(self, g: GroupRunner, gv: GroupView) -> str | None:
+        for res in g.due_monitors(self.clock.now()):
+            self._checkpoint()
+            healthy = res.monitor(self._op_timeout(res))
+            g.next_monitor[res.name] = self.clock.now() + g.monitor_interval(res)
+            if healthy:
+                continue
+            threshold = gv.spec.migration_threshold
+            failures = self._record_failure(g, gv)
+            if failures >= threshold:
+                return self._release(g, f"{res.name} failed ({failures}/{threshold} failures)")
+            try:
+                g.stop(self._op_timeout, only=g.after(res))
+                g.start(g.after(res), self._op_timeout, self._checkpoint)
+            except ResourceError as exc:
+                self._record_failure(g, gv, fatal=True)
+                return self._release(g, f"restart of {res.name} failed ({exc})")
+            g.schedule_monitors(self.clock.now())
+            return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
+        return None
+
+    def _record_failure(self, g: GroupRunner, gv: GroupView, fatal: bool = False) -> int:
+        """Count a failure in ``failcount/<node>``; a failed start counts as reaching the
+        threshold (as Pacemaker's start-failure-is-fatal). Returns the new count."""
+        current = gv.failcounts.get(self.node, 0)
+        count = max(current + 1, gv.spec.migration_threshold if fatal else 0)
+        self.store.put(self.keys.failcount(g.name, self.node), str(count), timeout=self._timeout())
+        gv.failcounts[self.node] = count  # the view is this step's: keep it consistent
+        return count
+
+    # -- planned moves -----------------------------------------------------------------------
+
+    def _follow(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str:
+        """Another node holds the group. As the target of a move, pre-start the prestart_safe
+        resources (make-before-break) and say so; otherwise stand by with nothing running."""
+        move = gv.move
+        targeted = move is not None and move.target == self.node
+        pre = g.prestart_safe()
+        if targeted and pre and eligible(self.node, view, gv):
+            if gv.prestarted_by == self.node and all(r.name in g.started for r in pre):
+                return f"{g.name} is held by {gv.leader}, pre-started for the move"
+            try:
+                g.start(pre, self._op_timeout, lambda: None)
+            except ResourceError as exc:
+                return f"pre-start for the move of {g.name} failed ({exc}), standing by"
+            assert self.lease.lease_id is not None
+            self.store.put(
+                self.keys.prestarted(g.name), self.node, self.lease.lease_id, self._timeout()
+            )
+            names = ", ".join(r.name for r in pre)
+            return f"pre-started {names} for the move of {g.name} from {gv.leader}"
+        if g.started:
+            names = ", ".join(sorted(g.started))
+            errors = g.stop(self._op_timeout)
+            # Withdraw our "prestarted" claim, or a later move here would not wait for us.
+            self.store.compare_and_delete(self.keys.prestarted(g.name), self.node, self._timeout())
+            tail = f" (failed: {'; '.join(errors)})" if errors else ""
+            return f"move of {g.name} cancelled: stopped pre-started {names}{tail}"
+        return f"{g.name} is held by {gv.leader}, standing by"
+
+    def _finish_move(self, g: GroupRunner, gv: GroupView) -> None:
+        assert gv.move is not None
+        self.store.compare_and_delete(self.keys.move(g.name), gv.move.raw, self._timeout())
+        self.store.compare_and_delete(self.keys.prestarted(g.name), self.node, self._timeout())
+
+    # -- snapshot ----------------------------------------------------------------------------
+
+    def _make_snapshot(self, sentence: str) -> AgentSnapshot:
+        now = self.clock.now()
+        view = self.view
+        groups = []
+        for name, g in self.groups.items():
+            gv = view.groups.get(name) if view else None
+            groups.append(
+                GroupStatus(
+                    name=name,
+                    leader=gv.leader if gv else None,
+                    running_here=g.active,
+                    started=tuple(r.name for r in g.resources if r.name in g.started),
+                    failcount=gv.failcounts.get(self.node, 0) if gv else 0,
+                )
+            )
+        return AgentSnapshot(
+            node=self.node,
+            sentence=sentence,
+            at=now,
+            lease_valid=self.lease.valid(now),
+            lease_time_left=max(0.0, self.lease.time_left(now)),
+            standby=self.standby,
+            members=tuple(sorted(view.members)) if view else (),
+            groups=tuple(groups),
+        )

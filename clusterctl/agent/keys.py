@@ -1,0 +1,62 @@
+"""The etcd key layout (DESIGN.md, "The agent's loop and its safety rule").
+
+Every key lives under ``/clusterctl/<cluster>/``. Keeping the layout in one module means the
+controller, the API and the tests agree on it by construction.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Builds the keys of one cluster."""
+
+    cluster: str
+
+    @property
+    def root(self) -> str:
+        return f"/clusterctl/{self.cluster}/"
+
+    def members_prefix(self) -> str:
+        return f"{self.root}members/"
+
+    def member(self, node: str) -> str:
+        """``members/<node>``: JSON {address, health, version, standby}; bound to its lease."""
+        return f"{self.members_prefix()}{node}"
+
+    def group_prefix(self, group: str) -> str:
+        return f"{self.root}groups/{group}/"
+
+    def leader(self, group: str) -> str:
+        """``groups/<g>/leader``: the holder's node name; bound to the holder's member lease."""
+        return f"{self.group_prefix(group)}leader"
+
+    def spec(self, group: str) -> str:
+        """``groups/<g>/spec``: the group spec as JSON; persistent."""
+        return f"{self.group_prefix(group)}spec"
+
+    def failcount_prefix(self, group: str) -> str:
+        return f"{self.group_prefix(group)}failcount/"
+
+    def failcount(self, group: str, node: str) -> str:
+        """``groups/<g>/failcount/<node>``: an integer as text; persistent until cleared."""
+        return f"{self.failcount_prefix(group)}{node}"
+
+    def move(self, group: str) -> str:
+        """``groups/<g>/move``: JSON {"target": node}; a planned move in progress.
+
+        Whoever requests a move should bind this key to a lease of its own (e.g. 30 s) so that
+        a move to a target that never comes is forgotten; see ``admin.request_move``.
+        """
+        return f"{self.group_prefix(group)}move"
+
+    def prestarted(self, group: str) -> str:
+        """``groups/<g>/prestarted``: the move target that has pre-started the group's
+        prestart_safe resources; bound to that target's member lease, so it vanishes with it."""
+        return f"{self.group_prefix(group)}prestarted"
+
+    def backend(self, node: str) -> str:
+        """``backends/<node>``: weight and state of an LB backend; persistent."""
+        return f"{self.root}backends/{node}"

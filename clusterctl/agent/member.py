@@ -1,0 +1,106 @@
+"""The member lease: registration in ``members/<node>`` and the fencing deadline.
+
+The deadline is the heart of the safety rule. etcd restarts a lease's countdown when it
+processes a keepalive, which is never earlier than when the agent sent it; so measuring from
+the send time, the lease cannot expire before ``sent + lease_ttl``. The agent holds resources
+only until ``sent + lease_ttl - fence_margin``, which leaves ``fence_margin`` to stop them.
+"""
+
+from __future__ import annotations
+
+import json
+
+from clusterctl.agent.clock import Clock
+from clusterctl.agent.config import AgentConfig
+from clusterctl.agent.keys import Keys
+from clusterctl.agent.store.base import Store
+
+
+class MemberLease:
+    """One agent's lease. Methods raise ``StoreError`` subclasses from the store unchanged."""
+
+    def __init__(self, store: Store, keys: Keys, config: AgentConfig, clock: Clock) -> None:
+        self.store = store
+        self.keys = keys
+        self.config = config
+        self.clock = clock
+        self.lease_id: int | None = None
+        self.last_renewal: float | None = None  # send time of the last successful grant/renew
+        self.last_attempt_failed = False
+        self._member_written: str | None = None
+
+    @property
+    def deadline(self) -> float | None:
+        """Monotonic time until which this node may hold resources; None without a lease."""
+        if self.lease_id is None or self.last_renewal is None:
+            return None
+        return self.last_renewal + self.config.lease_ttl - self.config.fence_margin
+
+    def valid(self, now: float) -> bool:
+        deadline = self.deadline
+        return deadline is not None and now < deadline
+
+    def time_left(self, now: float) -> float:
+        deadline = self.deadline
+        return 0.0 if deadline is None else deadline - now
+
+    def renew_due(self, now: float) -> bool:
+        return self.last_renewal is None or now - self.last_renewal >= self.config.renew_interval
+
+    def forget(self) -> None:
+        """Drop the lease locally (it expired or we gave up on it); the next step re-grants."""
+        self.lease_id = None
+        self.last_renewal = None
+        self._member_written = None
+
+    def member_value(self, standby: bool) -> str:
+        from clusterctl import __version__
+
+        return json.dumps(
+            {
+                "address": self.config.address,
+                "health": "ok",
+                "version": __version__,
+                "standby": standby,
+            },
+            sort_keys=True,
+        )
+
+    def grant(self) -> None:
+        """Get a new lease (member key written by ``register``)."""
+        sent = self.clock.now()
+        self.lease_id = self.store.grant_lease(
+            self.config.lease_ttl, timeout=self.config.request_timeout
+        )
+        self.last_renewal = sent
+        self.last_attempt_failed = False
+        self._member_written = None
+
+    def register(self, standby: bool, timeout: float) -> bool:
+        """Write ``members/<node>`` bound to the lease if its value changed. Returns whether
+        it wrote."""
+        value = self.member_value(standby)
+        if value == self._member_written or self.lease_id is None:
+            return False
+        self.store.put(self.keys.member(self.config.node), value, self.lease_id, timeout=timeout)
+        self._member_written = value
+        return True
+
+    def renew(self) -> None:
+        """Keep the lease alive, waiting at most ``renew_timeout`` (and never past the
+        deadline). On success the deadline moves to ``send time + ttl - fence_margin``."""
+        assert self.lease_id is not None
+        sent = self.clock.now()
+        timeout = min(self.config.renew_timeout, max(0.01, self.time_left(sent)))
+        try:
+            self.store.keepalive(self.lease_id, timeout=timeout)
+        except Exception:
+            self.last_attempt_failed = True
+            raise
+        self.last_renewal = sent
+        self.last_attempt_failed = False
+
+    def revoke(self) -> None:
+        if self.lease_id is not None:
+            self.store.revoke(self.lease_id, timeout=self.config.request_timeout)
+        self.forget()

@@ -1,0 +1,75 @@
+"""Placement rules as pure functions of a ``ClusterView``: who may acquire, who must let go.
+
+Each function returns ``None`` when nothing stands in the way, or a short reason that ends up
+in the loop's sentence.
+"""
+
+from __future__ import annotations
+
+from clusterctl.agent.view import ClusterView, GroupView
+
+
+def node_block(node: str, view: ClusterView, group: GroupView) -> str | None:
+    """Why ``node`` may not run ``group`` at all (neither acquire nor keep it), or None."""
+    if node in group.spec.bans:
+        return f"{node} is banned from {group.name}"
+    member = view.members.get(node)
+    if member is not None and member.standby:
+        return f"{node} is in standby"
+    failures = group.failcounts.get(node, 0)
+    if failures >= group.spec.migration_threshold:
+        return f"{node} reached {group.name}'s migration threshold ({failures} failures)"
+    return None
+
+
+def eligible(node: str, view: ClusterView, group: GroupView) -> bool:
+    return node in view.members and node_block(node, view, group) is None
+
+
+def acquire_block(node: str, view: ClusterView, group: GroupView) -> str | None:
+    """Why ``node`` must not try to acquire the (free) ``group`` now, or None.
+
+    Beyond ``node_block``: while a move is pending only its target may acquire; and while any
+    preferred node is an eligible member, the others leave the group to it.
+    """
+    block = node_block(node, view, group)
+    if block:
+        return block
+    if group.move is not None and group.move.target != node:
+        return f"{group.name} is moving to {group.move.target}"
+    preferred = [p for p in group.spec.preferred if eligible(p, view, group)]
+    if preferred and node not in preferred:
+        return f"{group.name} prefers {', '.join(preferred)}"
+    return None
+
+
+def release_reason(node: str, view: ClusterView, group: GroupView) -> str | None:
+    """Why the holder ``node`` must stop and release ``group`` now, or None.
+
+    There is no preemption: a holder never lets go because a "better" node appeared
+    (stickiness). It lets go when it is blocked itself, or for a planned move once the target
+    is a live eligible member and — if the group has prestart_safe resources — has pre-started
+    them (make-before-break).
+    """
+    block = node_block(node, view, group)
+    if block:
+        return block
+    move = group.move
+    if move is None or move.target == node:
+        return None
+    if not eligible(move.target, view, group):
+        return None  # refuse to hand over to a node that cannot take it; see move_wait
+    has_prestart = any(r.prestart_safe and not r.is_exclusive for r in group.spec.resources)
+    if has_prestart and group.prestarted_by != move.target:
+        return None
+    return f"moving {group.name} to {move.target}"
+
+
+def move_wait(node: str, view: ClusterView, group: GroupView) -> str | None:
+    """For a holder not releasing: what the pending move (if any) is waiting for, or None."""
+    move = group.move
+    if move is None or move.target == node:
+        return None
+    if not eligible(move.target, view, group):
+        return f"move of {group.name} to {move.target} on hold: it is not an eligible member"
+    return f"waiting for {move.target} to pre-start {group.name} before moving it"

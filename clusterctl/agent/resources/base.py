@@ -1,0 +1,62 @@
+"""The abstract resource: something the agent starts, stops and monitors on one node."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from clusterctl.agent.config import ResourceSpec
+from clusterctl.agent.resources.runner import CommandResult, CommandRunner
+
+
+class ResourceError(Exception):
+    """A start or stop did not succeed. The message is one line for the step sentence."""
+
+
+class Resource(ABC):
+    """A managed resource.
+
+    Contract: ``start`` and ``stop`` are idempotent (starting a running resource or stopping a
+    stopped one succeeds) and raise ``ResourceError`` on failure; ``monitor`` returns whether
+    the resource is running and healthy and never raises. Each call returns within
+    ``timeout`` seconds (the agent lowers it near its fencing deadline).
+
+    ``exclusive``: must never run on two nodes at once (a VIP, a database): it is only started
+    after the group's leader key is won, and stopped before it is released.
+    ``prestart_safe``: may run on several nodes at once (a stateless web server), so the target
+    of a planned move may start it before the holder stops (make-before-break).
+    """
+
+    def __init__(self, spec: ResourceSpec, runner: CommandRunner) -> None:
+        self.spec = spec
+        self.runner = runner
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def exclusive(self) -> bool:
+        return self.spec.is_exclusive
+
+    @property
+    def prestart_safe(self) -> bool:
+        return self.spec.prestart_safe and not self.exclusive
+
+    @abstractmethod
+    def start(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    def stop(self, timeout: float) -> None: ...
+
+    @abstractmethod
+    def monitor(self, timeout: float) -> bool: ...
+
+    def _run(self, argv: list[str], timeout: float) -> CommandResult:
+        return self.runner.run(argv, timeout=max(timeout, 0.01))
+
+    def _check(self, argv: list[str], timeout: float) -> None:
+        result = self._run(argv, timeout)
+        if not result.ok:
+            detail = (result.stderr or result.stdout).strip().splitlines()
+            tail = detail[-1] if detail else ""
+            raise ResourceError(f"{' '.join(argv)} failed (rc {result.rc}) {tail}".strip())

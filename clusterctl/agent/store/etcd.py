@@ -1,0 +1,249 @@
+"""A ``Store`` over etcd's v3 JSON gateway (grpc-gateway), with nothing but ``urllib``.
+
+Why several endpoints and short timeouts: when the etcd leader dies, a request in flight to it
+can hang for ~7 s (ENVIRONMENT.md) although a new leader exists after < 1 s. So each request
+gets a short timeout (default 0.5 s) and is retried on the next endpoint; the client sticks to
+the last endpoint that answered. ``StoreUnavailable`` is raised only when no endpoint answered
+within the call's overall timeout.
+
+Retrying writes is safe here because every write is idempotent or self-checking: ``put`` and
+``keepalive`` can be repeated; a retried ``create_if_absent``/``compare_and_put`` whose first
+attempt was applied sees its own value (same lease) in the failure branch and reports success.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import math
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from typing import Any
+
+from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
+
+# gRPC status codes that mean "try another member" (Unavailable, DeadlineExceeded, Aborted).
+_RETRY_CODES = {4, 10, 14}
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode("ascii")
+
+
+def _compare(key: str, target: str, **fields: str) -> dict[str, str]:
+    """One txn compare clause: ``target`` (VALUE, CREATE, ...) of ``key`` EQUAL to ``fields``."""
+    return {"key": _b64(key), "target": target, "result": "EQUAL", **fields}
+
+
+def _unb64(text: str) -> str:
+    return base64.b64decode(text).decode()
+
+
+def prefix_range_end(prefix: str) -> bytes:
+    """etcd's range_end for "every key starting with prefix": the prefix with its last byte
+    incremented (dropping trailing 0xff bytes); b"\\0" means "to the end of the keyspace"."""
+    raw = bytearray(prefix.encode())
+    while raw:
+        if raw[-1] < 0xFF:
+            raw[-1] += 1
+            return bytes(raw)
+        raw.pop()
+    return b"\0"
+
+
+class EtcdStore(Store):
+    """Client of one etcd cluster. ``endpoints`` are base URLs like ``http://10.0.0.1:2379``."""
+
+    def __init__(self, endpoints: Sequence[str], request_timeout: float = 0.5) -> None:
+        if not endpoints:
+            raise ValueError("at least one etcd endpoint is needed")
+        if request_timeout <= 0:
+            raise ValueError("request_timeout must be > 0")
+        self.endpoints = [e.rstrip("/") for e in endpoints]
+        self.request_timeout = request_timeout
+        self._current = 0
+        # No proxies, ever: the agent talks to etcd directly, whatever the environment says.
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    # -- transport -------------------------------------------------------------------------
+
+    def _call(self, path: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first endpoint that answers; return its JSON.
+
+        Tries each endpoint at most once, starting with the last one that worked, and gives up
+        when ``timeout`` (default: one ``request_timeout`` per endpoint) has elapsed.
+        """
+        start = time.monotonic()
+        budget = self.request_timeout * len(self.endpoints) if timeout is None else timeout
+        data = json.dumps(body).encode()
+        errors: list[str] = []
+        for attempt in range(len(self.endpoints)):
+            remaining = budget - (time.monotonic() - start)
+            if remaining <= 0.001:
+                break
+            index = (self._current + attempt) % len(self.endpoints)
+            url = self.endpoints[index] + path
+            request = urllib.request.Request(
+                url, data=data, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with self._opener.open(
+                    request, timeout=min(self.request_timeout, remaining)
+                ) as response:
+                    payload = json.loads(response.read() or b"{}")
+            except urllib.error.HTTPError as exc:
+                payload = self._error_payload(exc)
+                code = payload.get("code")
+                message = str(payload.get("message") or payload.get("error") or exc)
+                if "lease not found" in message:
+                    self._current = index
+                    raise LeaseExpired(message) from None
+                if exc.code >= 500 or code in _RETRY_CODES:
+                    errors.append(f"{self.endpoints[index]}: {message}")
+                    continue
+                raise StoreError(f"{self.endpoints[index]}{path}: {message}") from None
+            except (OSError, ValueError) as exc:  # refused, timeout, reset, bad JSON
+                errors.append(f"{self.endpoints[index]}: {exc}")
+                continue
+            self._current = index
+            if "error" in payload and "result" not in payload:
+                raise StoreError(f"{url}: {payload['error']}")
+            return payload
+        detail = "; ".join(errors) or "timeout exhausted"
+        raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
+
+    @staticmethod
+    def _error_payload(exc: urllib.error.HTTPError) -> dict[str, Any]:
+        try:
+            payload = json.loads(exc.read() or b"{}")
+        except (OSError, ValueError):
+            return {}
+        return payload if isinstance(payload, dict) else {}
+
+    # -- leases ----------------------------------------------------------------------------
+
+    def grant_lease(self, ttl: float, timeout: float | None = None) -> int:
+        if ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        # etcd works in whole seconds: round up, never down (a shorter lease would break the
+        # caller's fencing arithmetic).
+        reply = self._call("/v3/lease/grant", {"TTL": math.ceil(ttl)}, timeout)
+        if reply.get("error"):
+            raise StoreError(f"lease grant failed: {reply['error']}")
+        return int(reply["ID"])
+
+    def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
+        reply = self._call("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout)
+        # The gateway streams; one message comes back as {"result": {...}}. A lease that is
+        # gone is answered with TTL 0 (omitted in proto3 JSON).
+        result = reply.get("result", reply)
+        ttl = int(result.get("TTL", 0))
+        if ttl <= 0:
+            raise LeaseExpired(f"lease {lease_id:x} not found")
+        return float(ttl)
+
+    def revoke(self, lease_id: int, timeout: float | None = None) -> None:
+        with contextlib.suppress(LeaseExpired):
+            self._call("/v3/lease/revoke", {"ID": str(lease_id)}, timeout)
+
+    # -- keys ------------------------------------------------------------------------------
+
+    def get(self, key: str, timeout: float | None = None) -> str | None:
+        reply = self._call("/v3/kv/range", {"key": _b64(key)}, timeout)
+        kvs = reply.get("kvs") or []
+        return _unb64(kvs[0].get("value", "")) if kvs else None
+
+    def get_prefix(self, prefix: str, timeout: float | None = None) -> dict[str, str]:
+        body = {"key": _b64(prefix), "range_end": _b64(prefix_range_end(prefix))}
+        reply = self._call("/v3/kv/range", body, timeout)
+        return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in reply.get("kvs") or []}
+
+    def put(
+        self, key: str, value: str, lease: int | None = None, timeout: float | None = None
+    ) -> None:
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease is not None:
+            body["lease"] = str(lease)
+        self._call("/v3/kv/put", body, timeout)
+
+    def delete(self, key: str, timeout: float | None = None) -> bool:
+        reply = self._call("/v3/kv/deleterange", {"key": _b64(key)}, timeout)
+        return int(reply.get("deleted", 0)) > 0
+
+    def delete_prefix(self, prefix: str, timeout: float | None = None) -> int:
+        body = {"key": _b64(prefix), "range_end": _b64(prefix_range_end(prefix))}
+        reply = self._call("/v3/kv/deleterange", body, timeout)
+        return int(reply.get("deleted", 0))
+
+    # -- transactions ----------------------------------------------------------------------
+
+    def create_if_absent(
+        self, key: str, value: str, lease: int | None = None, timeout: float | None = None
+    ) -> bool:
+        return self.compare_and_put(key, None, value, lease=lease, timeout=timeout)
+
+    def compare_and_delete(
+        self, key: str, expected_value: str, timeout: float | None = None
+    ) -> bool:
+        """See ``Store``. If a first attempt was applied but its answer lost, a retry finds
+        the key gone and returns False: callers use it to release, so "gone" is what counts."""
+        body = {
+            "compare": [
+                {
+                    "key": _b64(key),
+                    "target": "VALUE",
+                    "result": "EQUAL",
+                    "value": _b64(expected_value),
+                }
+            ],
+            "success": [{"request_delete_range": {"key": _b64(key)}}],
+        }
+        return bool(self._call("/v3/kv/txn", body, timeout).get("succeeded", False))
+
+    def compare_and_put(
+        self,
+        key: str,
+        expected: str | None,
+        new: str,
+        lease: int | None = None,
+        timeout: float | None = None,
+    ) -> bool:
+        if expected is None:
+            # create_revision == 0 <=> the key does not exist.
+            compare = {
+                "key": _b64(key),
+                "target": "CREATE",
+                "result": "EQUAL",
+                "create_revision": "0",
+            }
+        else:
+            compare = {
+                "key": _b64(key),
+                "target": "VALUE",
+                "result": "EQUAL",
+                "value": _b64(expected),
+            }
+        put: dict[str, Any] = {"key": _b64(key), "value": _b64(new)}
+        if lease is not None:
+            put["lease"] = str(lease)
+        body = {
+            "compare": [compare],
+            "success": [{"request_put": put}],
+            # Read the key back on failure: if it already holds exactly our value and lease,
+            # an earlier attempt of this very call was applied (answer lost, then retried).
+            "failure": [{"request_range": {"key": _b64(key)}}],
+        }
+        reply = self._call("/v3/kv/txn", body, timeout)
+        if reply.get("succeeded"):
+            return True
+        for response in reply.get("responses") or []:
+            for kv in (response.get("response_range") or {}).get("kvs") or []:
+                same_value = _unb64(kv.get("value", "")) == new
+                same_lease = int(kv.get("lease", 0)) == (lease or 0)
+                if same_value and same_lease and new != expected:
+                    return True
+        return False

@@ -1,0 +1,126 @@
+"""A parsed, immutable view of the cluster's keys, read once per loop iteration.
+
+Parsing is tolerant: a malformed value is treated as absent rather than crashing the loop,
+because the loop must keep renewing (and, if needed, fencing) whatever else is in etcd.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from clusterctl.agent.config import ConfigError, GroupSpec, group_from_dict, validate_group
+from clusterctl.agent.keys import Keys
+
+
+@dataclass(frozen=True)
+class Member:
+    """A live member: its ``members/<node>`` key exists, so its lease is alive."""
+
+    node: str
+    address: str = ""
+    standby: bool = False
+
+
+@dataclass(frozen=True)
+class Move:
+    """A planned move of a group to ``target`` (the ``move`` key; ``raw`` is its text, for
+    compare-and-delete)."""
+
+    target: str
+    raw: str = ""
+
+    def to_json(self) -> str:
+        return json.dumps({"target": self.target})
+
+
+@dataclass(frozen=True)
+class GroupView:
+    name: str
+    spec: GroupSpec
+    leader: str | None = None
+    failcounts: dict[str, int] = field(default_factory=dict)
+    move: Move | None = None
+    prestarted_by: str | None = None  # node that pre-started the prestart_safe resources
+
+
+@dataclass(frozen=True)
+class ClusterView:
+    members: dict[str, Member]
+    groups: dict[str, GroupView]
+
+
+def _json(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        return None
+
+
+def parse_member(node: str, text: str) -> Member:
+    data = _json(text)
+    if not isinstance(data, dict):
+        return Member(node)
+    return Member(node, str(data.get("address", "")), bool(data.get("standby", False)))
+
+
+def parse_move(text: str | None) -> Move | None:
+    data = _json(text)
+    if not isinstance(data, dict) or not isinstance(data.get("target"), str):
+        return None
+    return Move(data["target"], text or "")
+
+
+def placement_spec(local: GroupSpec, text: str | None) -> GroupSpec:
+    """The group spec to place by: the cluster-wide ``spec`` key's placement rules (bans,
+    preferred nodes, migration threshold — edited by the CLI) over the local resources (which
+    this node knows how to run). Falls back to the local spec if the key is absent or bad."""
+    data = _json(text)
+    if not isinstance(data, dict):
+        return local
+    try:
+        remote = group_from_dict({**data, "name": local.name, "resources": []})
+        merged = GroupSpec(
+            name=local.name,
+            resources=local.resources,
+            migration_threshold=remote.migration_threshold,
+            bans=tuple(str(b) for b in remote.bans),
+            preferred=tuple(str(p) for p in remote.preferred),
+            monitor_interval=local.monitor_interval,
+        )
+        validate_group(merged)
+    except (ConfigError, TypeError, ValueError):
+        return local
+    return merged
+
+
+def parse_view(keys: Keys, kv: dict[str, str], local_groups: tuple[GroupSpec, ...]) -> ClusterView:
+    """Build the view from everything under ``keys.root`` (one ``get_prefix``)."""
+    members: dict[str, Member] = {}
+    mprefix = keys.members_prefix()
+    for key, value in kv.items():
+        if key.startswith(mprefix):
+            node = key[len(mprefix) :]
+            members[node] = parse_member(node, value)
+    groups: dict[str, GroupView] = {}
+    for local in local_groups:
+        fprefix = keys.failcount_prefix(local.name)
+        failcounts: dict[str, int] = {}
+        for key, value in kv.items():
+            if key.startswith(fprefix):
+                try:
+                    failcounts[key[len(fprefix) :]] = int(value)
+                except ValueError:
+                    continue
+        groups[local.name] = GroupView(
+            name=local.name,
+            spec=placement_spec(local, kv.get(keys.spec(local.name))),
+            leader=kv.get(keys.leader(local.name)) or None,
+            failcounts=failcounts,
+            move=parse_move(kv.get(keys.move(local.name))),
+            prestarted_by=kv.get(keys.prestarted(local.name)) or None,
+        )
+    return ClusterView(members, groups)

@@ -1,0 +1,153 @@
+"""EtcdStore against a real single-member etcd (started by the ``etcd_url`` fixture)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import uuid
+
+import pytest
+
+from clusterctl.agent.store import LeaseExpired, StoreUnavailable
+from clusterctl.agent.store.etcd import EtcdStore, prefix_range_end
+
+pytestmark = pytest.mark.skipif(
+    not os.path.exists("/usr/bin/etcd"), reason="/usr/bin/etcd is absent (etcd-server package)"
+)
+
+
+@pytest.fixture
+def store(etcd_url: str) -> EtcdStore:
+    return EtcdStore([etcd_url], request_timeout=0.5)
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A fresh key prefix per test so tests never see each other's keys."""
+    return f"/clusterctl/t-{uuid.uuid4().hex[:8]}/"
+
+
+def wait_until(predicate, timeout: float) -> float:
+    """Poll ``predicate`` every 20 ms; return the seconds it took, fail after ``timeout``."""
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"condition not met within {timeout} s")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_prefix_range_end() -> None:
+    assert prefix_range_end("/a/") == b"/a0"
+    assert prefix_range_end("a\U0010ffff") == b"a\xf4\x8f\xbf\xc0"
+    assert prefix_range_end("") == b"\0"
+    assert prefix_range_end(b"a\xff".decode("latin-1")) == b"a\xc3\xc0"
+
+
+def test_put_get_prefix_delete(store: EtcdStore, prefix: str) -> None:
+    assert store.get(prefix + "missing") is None
+    store.put(prefix + "a", "1")
+    store.put(prefix + "b/c", '{"x": "é"}')
+    store.put(prefix[:-1] + "x", "outside")  # shares the text prefix but not the slash
+    assert store.get(prefix + "a") == "1"
+    assert store.get_prefix(prefix) == {prefix + "a": "1", prefix + "b/c": '{"x": "é"}'}
+    assert store.delete(prefix + "a") is True
+    assert store.delete(prefix + "a") is False
+    assert store.delete_prefix(prefix) == 1
+    assert store.get_prefix(prefix) == {}
+    store.delete(prefix[:-1] + "x")
+
+
+def test_create_if_absent_is_exclusive(store: EtcdStore, prefix: str) -> None:
+    other = EtcdStore(store.endpoints)
+    lease_a, lease_b = store.grant_lease(5), other.grant_lease(5)
+    key = prefix + "groups/web/leader"
+    assert store.create_if_absent(key, "node1", lease_a) is True
+    assert other.create_if_absent(key, "node2", lease_b) is False
+    assert store.get(key) == "node1"
+    # A retry of the winning call (answer lost) still reports success.
+    assert store.create_if_absent(key, "node1", lease_a) is True
+    assert other.compare_and_delete(key, "node2") is False
+    assert store.compare_and_delete(key, "node1") is True
+    assert other.create_if_absent(key, "node2", lease_b) is True
+    store.revoke(lease_a)
+    other.revoke(lease_b)
+
+
+def test_compare_and_put(store: EtcdStore, prefix: str) -> None:
+    key = prefix + "move"
+    assert store.compare_and_put(key, None, "v1") is True
+    assert store.compare_and_put(key, "wrong", "v2") is False
+    assert store.compare_and_put(key, "v1", "v2") is True
+    assert store.get(key) == "v2"
+
+
+def test_lease_keepalive_and_expiry(store: EtcdStore, prefix: str) -> None:
+    lease = store.grant_lease(1.0)
+    key = prefix + "members/node1"
+    store.put(key, "{}", lease=lease)
+    # Keepalives keep the key for longer than the TTL.
+    for _ in range(6):
+        time.sleep(0.25)
+        assert store.keepalive(lease) >= 1.0
+    assert store.get(key) == "{}"
+    # Without keepalives it vanishes: TTL plus etcd's ~0.5 s expiry check, at most.
+    took = wait_until(lambda: store.get(key) is None, timeout=3.0)
+    assert 0.5 < took < 2.0
+    with pytest.raises(LeaseExpired):
+        store.keepalive(lease)
+    with pytest.raises(LeaseExpired):
+        store.put(key, "{}", lease=lease)
+    with pytest.raises(LeaseExpired):
+        store.create_if_absent(key, "{}", lease=lease)
+
+
+def test_revoke_deletes_bound_keys(store: EtcdStore, prefix: str) -> None:
+    lease = store.grant_lease(10)
+    store.put(prefix + "k", "v", lease=lease)
+    store.revoke(lease)
+    assert store.get(prefix + "k") is None
+    store.revoke(lease)  # unknown lease: no-op
+
+
+def test_failover_to_next_endpoint(etcd_url: str, prefix: str, free_port) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: connection refused
+    store = EtcdStore([dead, etcd_url], request_timeout=0.5)
+    store.put(prefix + "k", "v")
+    assert store.get(prefix + "k") == "v"
+
+
+def test_hung_endpoint_costs_one_request_timeout(etcd_url: str, prefix: str) -> None:
+    # A listener that never answers: like an etcd member whose leader just died.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        store = EtcdStore([f"http://127.0.0.1:{hung.getsockname()[1]}", etcd_url], 0.2)
+        start = time.monotonic()
+        store.put(prefix + "k", "v")
+        assert 0.15 < time.monotonic() - start < 1.0
+        # The client now sticks to the endpoint that answered.
+        start = time.monotonic()
+        assert store.get(prefix + "k") == "v"
+        assert time.monotonic() - start < 0.15
+
+
+def test_unavailable_when_no_endpoint_answers(free_port) -> None:
+    store = EtcdStore([f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
+    with pytest.raises(StoreUnavailable):
+        store.get("/x")
+    with pytest.raises(StoreUnavailable):
+        store.keepalive(1234)
+
+
+def test_overall_timeout_is_respected() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        url = f"http://127.0.0.1:{hung.getsockname()[1]}"
+        store = EtcdStore([url, url, url], request_timeout=0.5)
+        start = time.monotonic()
+        with pytest.raises(StoreUnavailable):
+            store.keepalive(1, timeout=0.3)
+        assert time.monotonic() - start < 0.5

@@ -1,0 +1,231 @@
+"""Test helper (not a test module): a simulated cluster for the HA logic.
+
+Agents share an in-memory store and a fake clock and run on fake nodes (fake ``systemctl``
+and ``ip``). ``Sim`` steps the agents like the daemon would (each at its own
+``next_wakeup``) and checks the safety invariant after every single step."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# Import this worktree's package, not whichever copy an editable install points at.
+sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
+
+from clusterctl.agent.clock import FakeClock  # noqa: E402
+from clusterctl.agent.config import AgentConfig, GroupSpec, ResourceSpec  # noqa: E402
+from clusterctl.agent.ha import Agent  # noqa: E402
+from clusterctl.agent.keys import Keys  # noqa: E402
+from clusterctl.agent.resources.runner import CommandResult  # noqa: E402
+from clusterctl.agent.store.memory import MemoryBackend, MemoryStore  # noqa: E402
+
+VIP = "10.0.0.100/24"
+
+
+class FakeNode:
+    """A node's system as the resources see it: active units, addresses, a command log."""
+
+    def __init__(self, name: str, clock: FakeClock) -> None:
+        self.name = name
+        self.clock = clock
+        self.units: set[str] = set()
+        self.addresses: set[str] = set()
+        self.fail_start: set[str] = set()
+        self.log: list[tuple[float, str]] = []
+
+    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+        assert timeout > 0, f"non-positive timeout for {argv}"
+        cmd = " ".join(argv)
+        self.log.append((self.clock.now(), cmd))
+        match list(argv):
+            case ["systemctl", "start", unit]:
+                if unit in self.fail_start:
+                    return CommandResult(1, "", f"Job for {unit} failed.")
+                self.units.add(unit)
+            case ["systemctl", "stop", unit]:
+                self.units.discard(unit)
+            case ["systemctl", "is-active", "--quiet", unit]:
+                return CommandResult(0 if unit in self.units else 3)
+            case ["ip", "-o", "-4", "addr", "show", "dev", iface]:
+                lines = [f"2: {iface}    inet {a} scope global {iface}\n" for a in self.addresses]
+                return CommandResult(0, "".join(lines))
+            case ["ip", "addr", "add", cidr, "dev", _]:
+                if cidr in self.addresses:
+                    return CommandResult(2, "", "RTNETLINK answers: File exists")
+                self.addresses.add(cidr)
+            case ["ip", "addr", "del", cidr, "dev", _]:
+                if cidr not in self.addresses:
+                    return CommandResult(2, "", "RTNETLINK answers: Cannot assign")
+                self.addresses.discard(cidr)
+            case _:
+                return CommandResult(127, "", f"unknown command {cmd}")
+        return CommandResult(0)
+
+    def times(self, command: str) -> list[float]:
+        return [t for t, c in self.log if c == command]
+
+
+class CountingStore(MemoryStore):
+    """A MemoryStore that counts the calls its client made."""
+
+    calls = 0
+
+    def _enter(self, timeout: float | None) -> None:
+        self.calls += 1
+        super()._enter(timeout)
+
+
+def web_group(**overrides: Any) -> GroupSpec:
+    """The standard group: a VIP then nginx (prestart_safe, as a stateless web server)."""
+    resources = (
+        ResourceSpec("vip", "vip", {"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}),
+        ResourceSpec("nginx", "systemd", {"unit": "nginx.service"}, prestart_safe=True),
+    )
+    return GroupSpec(**{"name": "web", "resources": resources, **overrides})
+
+
+@dataclass
+class Sim:
+    """A cluster of agents. Time moves only in ``run``; every step is checked."""
+
+    nodes: Sequence[str] = ("node1", "node2", "node3")
+    group: GroupSpec = field(default_factory=web_group)
+    settings: dict[str, Any] = field(default_factory=dict)
+    granularity: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.clock = FakeClock()
+        self.start = self.clock.now()
+        self.backend = MemoryBackend(self.clock, expiry_granularity=self.granularity)
+        self.keys = Keys("demo")
+        self.fake: dict[str, FakeNode] = {}
+        self.agents: dict[str, Agent] = {}
+        self.stores: dict[str, CountingStore] = {}
+        self.wake: dict[str, float] = {}
+        self.frozen: set[str] = set()
+        self.dead: set[str] = set()
+        self.said: dict[str, list[tuple[float, str]]] = {}
+        self.arps: list[tuple[float, str, str]] = []
+        self.admin = MemoryStore(self.backend, "admin")
+        for node in self.nodes:
+            self.add(node)
+
+    # -- cluster life ----------------------------------------------------------------------
+
+    def config(self, node: str) -> AgentConfig:
+        return AgentConfig(
+            node=node,
+            etcd_endpoints=("http://127.0.0.1:2379",),
+            groups=(self.group,),
+            **self.settings,
+        ).validate()
+
+    def add(self, node: str) -> Agent:
+        """(Re)start an agent on ``node``: a fresh process on a clean node."""
+        self.fake[node] = FakeNode(node, self.clock)
+        self.stores[node] = CountingStore(self.backend, node)
+        self.agents[node] = Agent(
+            self.config(node),
+            self.stores[node],
+            self.clock,
+            self.fake[node],
+            arp_sender=lambda iface, addr, node=node: self.arps.append(
+                (self.clock.now(), node, addr)
+            ),
+        )
+        self.wake[node] = self.clock.now()
+        self.dead.discard(node)
+        self.said.setdefault(node, [])
+        return self.agents[node]
+
+    def crash(self, node: str) -> None:
+        """The node dies (podman kill): its process and its addresses are gone."""
+        self.dead.add(node)
+        self.fake[node].addresses.clear()
+        self.fake[node].units.clear()
+
+    def freeze(self, node: str) -> None:
+        self.frozen.add(node)
+
+    def thaw(self, node: str) -> str:
+        """Resume a frozen node; its agent runs at once (its timer is long overdue)."""
+        self.frozen.discard(node)
+        return self.step(node)
+
+    def partition(self, node: str, hang: bool = False) -> None:
+        self.backend.partition(node, hang=hang)
+
+    def heal(self, node: str) -> None:
+        self.backend.heal(node)
+
+    # -- time ------------------------------------------------------------------------------
+
+    def live(self) -> list[str]:
+        return [n for n in self.nodes if n not in self.dead and n not in self.frozen]
+
+    def step(self, node: str) -> str:
+        sentence = self.agents[node].step()
+        self.said[node].append((self.clock.now(), sentence))
+        self.wake[node] = self.agents[node].next_wakeup()
+        self.check()
+        return sentence
+
+    def run(self, seconds: float) -> None:
+        """Advance ``seconds``, stepping each agent whenever its wake-up time comes."""
+        end = self.clock.now() + seconds
+        while True:
+            live = self.live()
+            due = min((self.wake[n] for n in live), default=end)
+            if due > end:
+                # A hanging store call may already have carried the clock past ``end``.
+                self.clock.advance(max(0.0, end - self.clock.now()))
+                return
+            if due > self.clock.now():
+                self.clock.advance(due - self.clock.now())
+            for node in live:
+                if self.wake[node] <= self.clock.now():
+                    self.step(node)
+
+    def run_until(self, predicate: Any, timeout: float, dt: float = 0.01) -> float:
+        """Run until ``predicate()`` holds; return the simulated time it took."""
+        began = self.clock.now()
+        while not predicate():
+            if self.clock.now() - began > timeout:
+                raise AssertionError(f"not reached within {timeout} simulated s")
+            self.run(dt)
+        return self.clock.now() - began
+
+    # -- what is true now ------------------------------------------------------------------
+
+    def vip_on(self) -> list[str]:
+        return [n for n in self.nodes if VIP in self.fake[n].addresses and n not in self.dead]
+
+    def nginx_on(self) -> list[str]:
+        return [n for n in self.nodes if "nginx.service" in self.fake[n].units]
+
+    def leader(self) -> str | None:
+        return self.backend.dump().get(self.keys.leader("web"))
+
+    def last(self, node: str) -> str:
+        return self.said[node][-1][1]
+
+    def sentences(self, node: str) -> list[str]:
+        return [s for _, s in self.said[node]]
+
+    def check(self) -> None:
+        """The safety invariant, checked after every step.
+
+        A node that has the VIP and is running (not frozen: a frozen node cannot act, and
+        fences itself on its first step after thawing) must be the one named by the leader
+        key, which exists only while its lease does. Hence never two holders.
+        """
+        active = [n for n in self.vip_on() if n not in self.frozen]
+        assert len(active) <= 1, f"two VIP holders at t={self.clock.now()}: {active}"
+        for node in active:
+            assert self.leader() == node, (
+                f"{node} has the VIP at t={self.clock.now() - self.start:.3f} "
+                f"but the leader key is {self.leader()!r}"
+            )

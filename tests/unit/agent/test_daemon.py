@@ -1,0 +1,126 @@
+"""The daemon: config errors, systemd notify, the loop, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from agentsim import FakeNode, web_group
+
+from clusterctl.agent.clock import MonotonicClock
+from clusterctl.agent.config import AgentConfig
+from clusterctl.agent.daemon import main, run
+from clusterctl.agent.ha import Agent
+from clusterctl.agent.notify import SystemdNotifier
+from clusterctl.agent.store.memory import MemoryBackend, MemoryStore
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def abstract_socket():
+    """A datagram socket on an abstract address; yields (address for $NOTIFY_SOCKET, sock)."""
+    name = f"clusterctl-test-{uuid.uuid4().hex}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind("\0" + name)
+        sock.settimeout(2.0)
+        yield "@" + name, sock
+
+
+def test_check_config_errors_name_the_rule(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "agent.json"
+    path.write_text(
+        json.dumps({"node": "n1", "etcd_endpoints": ["http://127.0.0.1:1"], "renew_interval": 0.5})
+    )
+    assert main(["--config", str(path), "--check-config"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "clusterctl-agent: config error: renew_interval * 3 <= lease_ttl: "
+        "0.5 * 3 > 1.0: too few renewals per lease\n"
+    )
+    path.write_text(json.dumps({"node": "n1", "etcd_endpoints": ["http://127.0.0.1:1"]}))
+    assert main(["--config", str(path), "--check-config"]) == 0
+    assert capsys.readouterr().out == "config OK: node n1, cluster demo, no groups\n"
+
+
+def test_notifier_abstract_socket(abstract_socket) -> None:
+    address, sock = abstract_socket
+    notifier = SystemdNotifier(address)
+    assert notifier.ready() and notifier.watchdog()
+    assert sock.recv(100) == b"READY=1"
+    assert sock.recv(100) == b"WATCHDOG=1"
+    assert SystemdNotifier("").ready() is False  # not under systemd: a no-op
+    assert SystemdNotifier("@no-such-socket-" + uuid.uuid4().hex).ready() is False
+
+
+def test_run_loop_pings_and_shuts_down(abstract_socket) -> None:
+    address, sock = abstract_socket
+    clock = MonotonicClock()
+    config = AgentConfig(
+        node="node1", etcd_endpoints=("http://127.0.0.1:2379",), groups=(web_group(),)
+    ).validate()
+    store = MemoryStore(MemoryBackend(clock), "node1")
+    fake = FakeNode("node1", clock)  # type: ignore[arg-type]
+    agent = Agent(config, store, clock, fake, arp_sender=lambda i, a: None)
+    stop = threading.Event()
+    timer = threading.Timer(0.6, stop.set)
+    timer.start()
+    try:
+        assert run(agent, SystemdNotifier(address), stop) == 0
+    finally:
+        timer.cancel()
+    messages = []
+    sock.settimeout(0.1)
+    try:
+        while True:
+            messages.append(sock.recv(200).decode())
+    except TimeoutError:
+        pass
+    assert messages[0] == "READY=1"
+    assert "STATUS=acquired web on node1" in messages
+    assert messages.count("WATCHDOG=1") >= 3
+    assert messages[-1] == "STOPPING=1"
+    assert fake.addresses == set() and fake.units == set()  # stopped on shutdown
+    assert store.get_prefix("/clusterctl/demo/members/") == {}  # lease revoked
+
+
+def test_daemon_process_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
+    path = tmp_path / "agent.json"
+    dead = f"http://127.0.0.1:{free_port()}"  # no etcd: the agent loops on "no quorum"
+    path.write_text(json.dumps({"node": "n1", "etcd_endpoints": [dead]}))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clusterctl.agent.daemon", "--config", str(path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        time.sleep(0.7)
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    assert proc.returncode == 0, err
+    assert "no quorum: store unreachable, standing by" in err
+    assert "shutting down: held nothing, had no lease" in err
+    assert err.count("no quorum") == 1  # logged once, not every iteration

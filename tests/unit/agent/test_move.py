@@ -1,0 +1,95 @@
+"""Planned moves: make-before-break for prestart_safe resources only."""
+
+from __future__ import annotations
+
+from agentsim import Sim, web_group
+
+from clusterctl.agent import admin
+from clusterctl.agent.config import ResourceSpec
+
+
+def holder(sim: Sim) -> str:
+    sim.run(1.0)
+    (node,) = sim.vip_on()
+    return node
+
+
+def test_move_prestarts_stateless_service_then_hands_over(sim: Sim) -> None:
+    node = holder(sim)
+    target = next(n for n in sim.nodes if n != node)
+    bystander = next(n for n in sim.nodes if n not in (node, target))
+    admin.request_move(sim.admin, sim.keys, "web", target)
+    seen_both = False
+    while sim.vip_on() != [target]:
+        sim.run(0.05)
+        # Make-before-break: nginx runs on both for a while, the VIP never does (Sim.check).
+        seen_both |= sorted(sim.nginx_on()) == sorted([node, target])
+        assert bystander not in sim.vip_on() and bystander not in sim.nginx_on()
+        assert sim.clock.now() - sim.start < 5
+    assert seen_both
+    assert f"pre-started nginx for the move of web from {node}" in sim.sentences(target)
+    assert f"moving web to {target}: stopped web, released it" in sim.sentences(node)
+    assert f"acquired web on {target}" in sim.sentences(target)
+    # The target's VIP came after the holder's VIP was gone (same simulated instant at most:
+    # the fake clock stands still within a tick; Sim.check ran between the two steps).
+    (dropped,) = sim.fake[node].times("ip addr del 10.0.0.100/24 dev eth0")
+    (added,) = sim.fake[target].times("ip addr add 10.0.0.100/24 dev eth0")
+    assert dropped <= added
+    sim.run(0.5)
+    dump = sim.backend.dump()
+    assert sim.keys.move("web") not in dump and sim.keys.prestarted("web") not in dump
+    assert sim.nginx_on() == [target]
+    assert sim.last(node) == f"web is held by {target}, standing by"
+
+
+def test_move_of_exclusive_only_group_is_break_before_make() -> None:
+    vip_only = web_group(
+        resources=(
+            ResourceSpec(
+                "vip", "vip", {"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}
+            ),
+        )
+    )
+    sim = Sim(group=vip_only)
+    node = holder(sim)
+    target = next(n for n in sim.nodes if n != node)
+    admin.request_move(sim.admin, sim.keys, "web", target)
+    sim.run(0.5)
+    assert sim.vip_on() == [target]
+    assert not any(s.startswith("pre-started") for s in sim.sentences(target))
+    # Only the target could acquire while the move was pending.
+    others = [n for n in sim.nodes if n not in (node, target)]
+    for n in others:
+        assert f"acquired web on {n}" not in sim.sentences(n)
+
+
+def test_move_to_ineligible_target_is_put_on_hold(sim: Sim) -> None:
+    node = holder(sim)
+    admin.request_move(sim.admin, sim.keys, "web", "node9")
+    sim.run(0.5)
+    assert sim.vip_on() == [node]
+    assert sim.last(node) == "move of web to node9 on hold: it is not an eligible member"
+
+
+def test_cancelled_move_stops_prestarted_service(sim: Sim) -> None:
+    node = holder(sim)
+    target = next(n for n in sim.nodes if n != node)
+    # Freeze the holder so the hand-over cannot complete, then cancel the move.
+    admin.request_move(sim.admin, sim.keys, "web", target)
+    sim.freeze(node)
+    sim.run(0.15)
+    assert target in sim.nginx_on()
+    admin.cancel_move(sim.admin, sim.keys, "web")
+    sim.thaw(node)
+    sim.run(0.2)
+    assert "move of web cancelled: stopped pre-started nginx" in sim.sentences(target)
+    assert sim.nginx_on() == [node] and sim.vip_on() == [node]
+    assert sim.keys.prestarted("web") not in sim.backend.dump()
+
+
+def test_move_key_expires_with_its_lease(sim: Sim) -> None:
+    node = holder(sim)
+    admin.request_move(sim.admin, sim.keys, "web", "node9", ttl=1.0)
+    sim.run(1.5)
+    assert sim.keys.move("web") not in sim.backend.dump()
+    assert sim.last(node) == "renewed lease, holding web"

@@ -1,0 +1,142 @@
+"""Monitors, fail counts, migration threshold, bans, standby and cleanup."""
+
+from __future__ import annotations
+
+from agentsim import Sim, web_group
+
+from clusterctl.agent import admin
+
+
+def holder(sim: Sim) -> str:
+    sim.run(1.0)
+    (node,) = sim.vip_on()
+    return node
+
+
+def failcount(sim: Sim, node: str) -> str | None:
+    return sim.backend.dump().get(sim.keys.failcount("web", node))
+
+
+def test_failed_resource_is_restarted_in_place(sim: Sim) -> None:
+    node = holder(sim)
+    sim.fake[node].units.discard("nginx.service")  # nginx crashes
+    sim.run(1.1)  # the group's monitor_interval is 1 s
+    assert "nginx failed, restarted in place (failcount 1/3)" in sim.sentences(node)
+    assert sim.nginx_on() == [node]
+    assert sim.vip_on() == [node]
+    assert failcount(sim, node) == "1"
+    # Only nginx was restarted: the VIP (before it in start order) was left alone.
+    assert len(sim.fake[node].times("ip addr del 10.0.0.100/24 dev eth0")) == 0
+
+
+def test_failed_vip_restarts_everything_after_it(sim: Sim) -> None:
+    node = holder(sim)
+    sim.fake[node].addresses.clear()
+    sim.run(1.1)
+    assert "vip failed, restarted in place (failcount 1/3)" in sim.sentences(node)
+    assert sim.fake[node].times("systemctl stop nginx.service")  # dependents restarted too
+    assert sim.vip_on() == [node] and sim.nginx_on() == [node]
+
+
+def test_migration_threshold_moves_group_and_node_becomes_ineligible(sim: Sim) -> None:
+    node = holder(sim)
+    for _ in range(3):
+        sim.fake[node].units.discard("nginx.service")
+        sim.run(1.05)
+    assert "nginx failed (3/3 failures): stopped web, released it" in sim.sentences(node)
+    sim.run(0.5)
+    (new,) = sim.vip_on()
+    assert new != node
+    assert sim.nginx_on() == [new]
+    # The failed node does not come back even when the new holder dies.
+    third = next(n for n in sim.nodes if n not in (node, new))
+    sim.crash(new)
+    sim.run(2.0)
+    assert sim.vip_on() == [third]
+    # Now the last one dies: the failed node still refuses until cleaned up.
+    sim.crash(third)
+    sim.run(2.0)
+    assert sim.vip_on() == []
+    assert sim.last(node) == (
+        f"web is free but {node} reached web's migration threshold (3 failures), standing by"
+    )
+    assert admin.cleanup(sim.admin, sim.keys, "web").startswith("cleared 1 fail count(s)")
+    sim.run(0.5)
+    assert sim.vip_on() == [node]
+
+
+def test_start_failure_is_fatal_on_that_node(sim: Sim) -> None:
+    for node in ("node1", "node2"):
+        sim.fake[node].fail_start.add("nginx.service")
+    sim.run(2.0)
+    assert sim.vip_on() == ["node3"]
+    failed = [n for n in ("node1", "node2") if failcount(sim, n) == "3"]
+    assert failed  # whoever tried first recorded a fatal failure and released
+    for node in failed:
+        assert any(s.startswith("failed to start web (nginx:") for s in sim.sentences(node))
+        assert sim.fake[node].addresses == set()  # the VIP was stopped again
+
+
+def test_banned_node_never_acquires() -> None:
+    sim = Sim(group=web_group(bans=("node1", "node2")))
+    sim.run(1.0)
+    assert sim.vip_on() == ["node3"]
+    sim.crash("node3")
+    sim.run(3.0)
+    assert sim.vip_on() == []
+    assert sim.last("node1") == "web is free but node1 is banned from web, standing by"
+
+
+def test_ban_in_the_spec_key_makes_the_holder_leave(sim: Sim) -> None:
+    node = holder(sim)
+    admin.set_bans(sim.admin, sim.keys, "web", [node])
+    sim.run(0.5)
+    assert f"{node} is banned from web: stopped web, released it" in sim.sentences(node)
+    (new,) = sim.vip_on()
+    assert new != node
+    assert "bans (" + node + ")" in admin.cleanup(sim.admin, sim.keys, "web")
+    sim.crash(new)
+    sim.run(2.0)
+    assert len(sim.vip_on()) == 1
+
+
+def test_standby_releases_and_never_acquires(sim: Sim) -> None:
+    node = holder(sim)
+    sim.agents[node].set_standby(True)
+    sim.run(0.5)
+    assert f"{node} is in standby: stopped web, released it" in sim.sentences(node)
+    (new,) = sim.vip_on()
+    assert new != node
+    others = [n for n in sim.nodes if n not in (node, new)]
+    for n in others:
+        sim.agents[n].set_standby(True)
+    sim.crash(new)
+    sim.run(2.0)
+    assert sim.vip_on() == []
+    assert sim.last(node) == f"web is free but {node} is in standby, standing by"
+    sim.agents[node].set_standby(False)
+    sim.run(0.5)
+    assert sim.vip_on() == [node]
+
+
+def test_snapshot_is_immutable_and_current(sim: Sim) -> None:
+    node = holder(sim)
+    snap = sim.agents[node].snapshot
+    assert snap.sentence == "renewed lease, holding web"
+    assert snap.lease_valid and snap.lease_time_left > 0
+    assert snap.members == ("node1", "node2", "node3")
+    (group,) = snap.groups
+    assert group.leader == node and group.running_here and group.started == ("vip", "nginx")
+    sim.run(0.5)
+    assert sim.agents[node].snapshot is not snap
+
+
+def test_shutdown_stops_releases_and_revokes(sim: Sim) -> None:
+    node = holder(sim)
+    sentence = sim.agents[node].shutdown()
+    assert sentence == "shutting down: stopped web, released it, revoked lease"
+    sim.dead.add(node)
+    assert sim.vip_on() == [] and sim.leader() is None
+    assert sim.keys.member(node) not in sim.backend.dump()
+    sim.run(0.5)  # no lease expiry to wait for: another node takes over at once
+    assert len(sim.vip_on()) == 1
