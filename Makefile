@@ -36,7 +36,7 @@ molecule: deps
 	$(BIN)/molecule test -s default
 
 # The whole suite, as CI runs it.
-test: lint unit integration molecule
+test: lint unit store integration molecule
 
 bench: deps
 	$(BIN)/python -m bench.up --trials 3

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -15,10 +15,22 @@ from pathlib import Path
 
 import pytest
 
-# Import this worktree's package, not whichever copy an editable install points at.
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+REPO = Path(__file__).resolve().parents[2]
 
-ETCD = "/usr/bin/etcd"
+
+def _find_etcd() -> str | None:
+    """The etcd binary: $CLUSTERCTL_ETCD_BIN, the copy `make deps` unpacks, or one on PATH."""
+    for candidate in (
+        os.environ.get("CLUSTERCTL_ETCD_BIN"),
+        str(REPO / ".cache/etcd/usr/bin/etcd"),
+        shutil.which("etcd"),
+    ):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+ETCD = _find_etcd()
 
 
 def _free_port() -> int:
@@ -46,8 +58,8 @@ def _ready(url: str) -> bool:
 @pytest.fixture(scope="session")
 def etcd_url() -> Iterator[str]:
     """Start etcd (heartbeat 50 ms, election 500 ms: 1 s leases allowed); yield its URL."""
-    if not os.path.exists(ETCD):
-        pytest.skip(f"{ETCD} is absent: install etcd-server to run the etcd store tests")
+    if ETCD is None:
+        pytest.fail("no etcd binary: run `make deps` (it unpacks etcd-server into .cache/etcd)")
     client, peer = _free_port(), _free_port()
     url = f"http://127.0.0.1:{client}"
     with tempfile.TemporaryDirectory(prefix="etcd-test-") as data_dir:

@@ -6,14 +6,9 @@ and ``ip``). ``Sim`` steps the agents like the daemon would (each at its own
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
-
-# Import this worktree's package, not whichever copy an editable install points at.
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
 
 from clusterctl.agent.clock import FakeClock  # noqa: E402
 from clusterctl.agent.config import AgentConfig, GroupSpec, ResourceSpec  # noqa: E402

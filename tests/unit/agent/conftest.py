@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-# Import this worktree's package, not whichever copy an editable install points at.
-sys.path.insert(0, str(Path(__file__).resolve().parents[3]))
-
-from agentsim import Sim  # noqa: E402
+from .agentsim import Sim
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import uuid
 from pathlib import Path
 
 import pytest
-from agentsim import FakeNode, web_group
 
 from clusterctl.agent.clock import MonotonicClock
 from clusterctl.agent.config import AgentConfig
@@ -22,6 +21,8 @@ from clusterctl.agent.daemon import main, run
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.notify import SystemdNotifier
 from clusterctl.agent.store.memory import MemoryBackend, MemoryStore
+
+from .agentsim import FakeNode, web_group
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agentsim import VIP, Sim, web_group
+from .agentsim import VIP, Sim, web_group
 
 
 def test_exactly_one_holder(sim: Sim) -> None:

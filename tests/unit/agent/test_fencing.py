@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from agentsim import VIP, Sim
 
 from clusterctl.agent.store.base import StoreUnavailable
+
+from .agentsim import VIP, Sim
 
 TTL, MARGIN = 1.0, 0.4  # the defaults
 DEL_VIP = "ip addr del 10.0.0.100/24 dev eth0"

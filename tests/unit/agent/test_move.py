@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from agentsim import Sim, web_group
-
 from clusterctl.agent import admin
 from clusterctl.agent.config import ResourceSpec
+
+from .agentsim import Sim, web_group
 
 
 def holder(sim: Sim) -> str:

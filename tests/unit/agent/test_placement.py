@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agentsim import Sim, web_group
-
 from clusterctl.agent import admin
+
+from .agentsim import Sim, web_group
 
 
 def holder(sim: Sim) -> str:

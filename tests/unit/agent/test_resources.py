@@ -7,13 +7,14 @@ import sys
 import time
 
 import pytest
-from agentsim import FakeNode
 
 from clusterctl.agent.clock import FakeClock
 from clusterctl.agent.config import GroupSpec, ResourceSpec
 from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.resources import ResourceError, SubprocessRunner, build_resource
 from clusterctl.agent.resources.arp import gratuitous_arp_frames
+
+from .agentsim import FakeNode
 
 VIP_SPEC = ResourceSpec("vip", "vip", {"address": "10.0.0.100", "prefix": 24, "interface": "eth0"})
 WEB_SPEC = ResourceSpec("nginx", "systemd", {"unit": "nginx.service"}, prestart_safe=True)
