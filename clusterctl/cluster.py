@@ -15,8 +15,14 @@ from clusterctl.providers.base import Provider
 from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
 from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
-from clusterctl.state import ClusterRecord, StateDir
+from clusterctl.state import ClusterRecord, StateDir, ensure_token
 from clusterctl.status import ClusterStatus, NodeStatus, http_probe_all
+
+PROFILES = {
+    "ha": "etcd + clusterctl-agent: the group web (VIP + nginx) runs on exactly one node",
+    "web": "nginx on every node, no failover (the walking skeleton)",
+}
+DEFAULT_PROFILE = "ha"
 
 
 @dataclass
@@ -27,6 +33,7 @@ class UpOptions:
     subnet: str | None = None
     inventory: Path | None = None
     converge: bool = True
+    profile: str | None = None  # None: the cluster's recorded profile, else "ha"
 
 
 @dataclass
@@ -45,16 +52,22 @@ def make_provider(state: StateDir, reporter: Reporter, options: UpOptions) -> Pr
             raise ClusterctlError(
                 "-i/--inventory is for the ssh provider", "add --provider ssh, or drop -i"
             )
-        return PodmanProvider(state, reporter, nodes=options.nodes, subnet=options.subnet)
+        return PodmanProvider(
+            state,
+            reporter,
+            nodes=options.nodes,
+            subnet=options.subnet,
+            profile=options.profile or DEFAULT_PROFILE,
+        )
     if options.provider == "ssh":
         from clusterctl.providers.ssh import SshProvider
 
-        return SshProvider(state, reporter, options.inventory)
+        return SshProvider(state, reporter, options.inventory, options.profile or DEFAULT_PROFILE)
     raise ClusterctlError(f"unknown provider {options.provider!r}", "use podman or ssh")
 
 
 def provider_for_record(state: StateDir, reporter: Reporter, record: ClusterRecord) -> Provider:
-    options = UpOptions(cluster=record.name, provider=record.provider, nodes=len(record.nodes))
+    options = UpOptions(record.name, record.provider, len(record.nodes), profile=record.profile)
     if record.provider == "ssh":
         options.inventory = Path(record.source_inventory) if record.source_inventory else None
     return make_provider(state, reporter, options)
@@ -63,8 +76,19 @@ def provider_for_record(state: StateDir, reporter: Reporter, record: ClusterReco
 def up(options: UpOptions, reporter: Reporter) -> UpResult:
     """Create (or start) the nodes, wait for SSH, and converge them with playbooks/site.yml."""
     state = StateDir(options.cluster)
-    provider = make_provider(state, reporter, options)  # checks its tools first (podman)
+    if options.profile is not None and options.profile not in PROFILES:
+        raise ClusterctlError(
+            f"unknown profile {options.profile!r}", f"use one of: {', '.join(PROFILES)}"
+        )
     existing = state.load() if state.exists() else None
+    if existing is not None:
+        if options.profile and options.profile != existing.profile:
+            raise ClusterctlError(
+                f"cluster {options.cluster!r} runs profile {existing.profile}",
+                f"omit --profile, or `clusterctl down --cluster {options.cluster}` first",
+            )
+        options.profile = existing.profile
+    provider = make_provider(state, reporter, options)  # checks its tools first (podman)
     try:
         record, nodes = provider.ensure_nodes(existing)
         forget_host_keys(state.known_hosts, provider.new_host_addresses())
@@ -76,6 +100,7 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         if existing is None and options.provider == "ssh":
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
+    ensure_token(state.api_token)
     inventory = provider.inventory_path(record)
     result = UpResult(record=record, inventory=inventory)
     if not options.converge:

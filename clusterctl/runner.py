@@ -126,6 +126,9 @@ class PlaybookFailed(ClusterctlError):
 def _message(data: Mapping[str, Any]) -> str:
     res = data.get("res", {}) or {}
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    detail = res.get("stderr") or ""
+    if detail and detail not in msg:
+        msg = f"{msg} ({detail})" if msg else detail
     if not msg and res.get("results"):
         msg = "; ".join(str(r.get("msg", "")) for r in res["results"] if r.get("failed"))
     text = " ".join(str(msg).split())

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -60,6 +61,8 @@ class ClusterRecord:
     subnet: str = ""
     image: str = ""
     source_inventory: str = ""  # ssh provider: the user's inventory
+    profile: str = "ha"
+    vip: str = ""
     nodes: list[NodeRecord] = field(default_factory=list)
     converged: bool = False
 
@@ -96,6 +99,10 @@ class StateDir:
     @property
     def known_hosts(self) -> Path:
         return self.path / "known_hosts"
+
+    @property
+    def api_token(self) -> Path:
+        return self.path / "api-token"
 
     @property
     def runner_dir(self) -> Path:
@@ -138,6 +145,15 @@ def write_private(path: Path, content: str) -> None:
         handle.write(content)
     os.chmod(tmp, 0o600)
     os.replace(tmp, path)
+
+
+def ensure_token(path: Path) -> str:
+    """The API token, generated once (0600) and reused on every later run."""
+    if path.exists():
+        return path.read_text().strip()
+    token = secrets.token_urlsafe(32)
+    write_private(path, token + "\n")
+    return token
 
 
 def list_clusters(root: Path | None = None) -> list[str]:

@@ -29,6 +29,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("--nodes", "-n", type=int, default=3, help="sandbox node count (>= 3)")
     parser.add_argument("--provider", choices=["podman", "ssh"], default="podman")
     parser.add_argument("-i", "--inventory", type=Path, help="inventory of existing hosts (ssh)")
+    parser.add_argument(
+        "--profile",
+        choices=["ha", "web"],
+        help="ha (default): VIP + nginx on one node with failover; web: nginx on every node",
+    )
     parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
     parser.add_argument(
         "--no-converge", action="store_true", help="only create the nodes; do not run Ansible"
@@ -46,6 +51,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         subnet=args.subnet,
         inventory=args.inventory,
         converge=not args.no_converge,
+        profile=args.profile,
     )
     try:
         result = up(options, reporter)
@@ -65,6 +71,8 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
                     "cluster": record.name,
                     "provider": record.provider,
                     "subnet": record.subnet,
+                    "profile": record.profile,
+                    "vip": record.vip,
                     "inventory": str(result.inventory),
                     "changed": result.playbook.changed if result.playbook else None,
                     "nodes": [{"name": n.name, "address": n.address} for n in record.nodes],
@@ -76,5 +84,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
     print(f"cluster {record.name} is up ({record.provider}, {len(record.nodes)} nodes)")
     for node in record.nodes:
         print(f"  {node.name:<10} {node.address:<16} http://{node.address}/")
+    if record.profile == "ha" and record.vip:
+        print(f"VIP: http://{record.vip}/  (group web: VIP + nginx, on one node at a time)")
     print(f"inventory: {result.inventory}")
     return 0

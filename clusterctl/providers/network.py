@@ -74,6 +74,13 @@ def node_address(subnet: ipaddress.IPv4Network, index: int) -> str:
     return str(subnet.network_address + FIRST_HOST + index - 1)
 
 
+VIP_HOST = 100  # the default group's VIP: .100 of the sandbox subnet
+
+
+def vip_address(subnet: ipaddress.IPv4Network) -> str:
+    return str(subnet.network_address + VIP_HOST)
+
+
 def node_mac(cluster: str, node: str) -> str:
     """A stable, locally administered MAC per node: a re-created node keeps its MAC, so the
     host's neighbour cache stays valid (ENVIRONMENT.md)."""

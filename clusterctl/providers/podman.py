@@ -17,6 +17,7 @@ from clusterctl.providers.network import (
     node_address,
     node_mac,
     parse_subnet,
+    vip_address,
 )
 from clusterctl.providers.podman_cli import Podman
 from clusterctl.reporter import Reporter
@@ -43,8 +44,10 @@ class PodmanProvider(Provider):
         nodes: int = 3,
         subnet: str | None = None,
         podman: Podman | None = None,
+        profile: str = "ha",
     ) -> None:
         super().__init__(state, reporter)
+        self.profile = profile
         self.node_count = nodes
         self.subnet = subnet
         self.podman = podman or Podman(state.root)
@@ -81,6 +84,7 @@ class PodmanProvider(Provider):
                     f"cluster {cluster!r} already exists on subnet {existing.subnet}",
                     "omit --subnet, or `clusterctl down` the cluster first",
                 )
+            existing.profile = self.profile
             if existing.nodes and len(existing.nodes) != self.node_count:
                 raise ClusterctlError(
                     f"cluster {cluster!r} already exists with {len(existing.nodes)} nodes",
@@ -123,6 +127,8 @@ class PodmanProvider(Provider):
             network=network,
             subnet=str(subnet),
             image=image_name(),
+            vip=vip_address(subnet),
+            profile=self.profile,
             nodes=[
                 NodeRecord(
                     name=node,
@@ -216,7 +222,14 @@ class PodmanProvider(Provider):
         nodes = [InventoryNode(n.name, n.address) for n in record.nodes]
         text = render_inventory(
             record.name, nodes, self.key_path(), self.state.known_hosts,
-            extra_vars={"clusterctl_provider": self.name, "clusterctl_subnet": record.subnet},
+            extra_vars={
+                "clusterctl_provider": self.name,
+                "clusterctl_profile": record.profile,
+                "clusterctl_subnet": record.subnet,
+                "clusterctl_vip": record.vip,
+                "clusterctl_vip_prefix": ipaddress.ip_network(record.subnet).prefixlen,
+                "clusterctl_api_token_file": str(self.state.api_token),
+            },
         )  # fmt: skip
         path = self.state.inventory
         if not path.exists() or path.read_text() != text:

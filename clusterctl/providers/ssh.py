@@ -17,8 +17,11 @@ class SshProvider(Provider):
     name = "ssh"
     ssh_wait_s = 8.0
 
-    def __init__(self, state: StateDir, reporter: Reporter, inventory: Path | None) -> None:
+    def __init__(
+        self, state: StateDir, reporter: Reporter, inventory: Path | None, profile: str = "ha"
+    ) -> None:
         super().__init__(state, reporter)
+        self.profile = profile
         self.inventory = inventory.resolve() if inventory else None
         self._nodes: dict[str, InventoryNode] = {}
 
@@ -46,6 +49,7 @@ class SshProvider(Provider):
             source_inventory=str(source),
             nodes=[NodeRecord(n.name, n.address) for n in nodes],
             converged=bool(record and record.converged),
+            profile=self.profile,
         )
         self.state.save(new_record)
         return new_record, nodes
@@ -78,6 +82,8 @@ class SshProvider(Provider):
             "-o StrictHostKeyChecking=yes",
             "clusterctl_cluster": self.state.cluster,
             "clusterctl_provider": self.name,
+            "clusterctl_profile": self.profile,
+            "clusterctl_api_token_file": str(self.state.api_token),
         }
 
     def destroy(self, record: ClusterRecord | None) -> list[str]:
