@@ -6,9 +6,11 @@ The CLI is a thin layer over these functions; so are the tests and benchmarks.
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
 from clusterctl.providers.base import Provider
@@ -16,7 +18,7 @@ from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
 from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
 from clusterctl.state import ClusterRecord, StateDir, ensure_token
-from clusterctl.status import ClusterStatus, NodeStatus, http_probe_all
+from clusterctl.status import ClusterStatus, GroupStatus, NodeStatus, http_probe_all
 
 PROFILES = {
     "ha": "etcd + clusterctl-agent: the group web (VIP + nginx) runs on exactly one node",
@@ -160,8 +162,33 @@ def down(cluster: str, reporter: Reporter, purge: bool = False) -> list[str]:
     return removed
 
 
+def etcd_members(record: ClusterRecord) -> list[str]:
+    """Nodes running an etcd member: the first 3, or 5 with 5+ nodes (as the etcd role)."""
+    if record.profile != "ha":
+        return []
+    count = 5 if len(record.nodes) >= 5 else 3
+    return [n.name for n in record.nodes[:count]]
+
+
+def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:
+    if record.profile != "ha":
+        raise ClusterctlError(
+            f"cluster {record.name!r} runs profile {record.profile}, which has no failover agent",
+            "create an HA cluster with `clusterctl up --profile ha`",
+        )
+    if not state.api_token.exists():
+        raise ClusterctlError(
+            f"no API token in {state.path}", f"run `clusterctl up --cluster {record.name}`"
+        )
+    token = state.api_token.read_text().strip()
+    # etcd members first: they are the likeliest to have quorum
+    members = etcd_members(record)
+    ordered = sorted(record.nodes, key=lambda n: n.name not in members)
+    return AgentClient([n.address for n in ordered], token)
+
+
 def status(cluster: str) -> ClusterStatus:
-    """Probe every node: SSH (handshake + key) and the web server."""
+    """Probe every node (SSH handshake + key, web server) and ask the agents for the rest."""
     state = StateDir(cluster)
     record = state.load()
     from clusterctl.reporter import ListReporter
@@ -174,20 +201,127 @@ def status(cluster: str) -> ClusterStatus:
         # if the inventory moved, probe the recorded addresses
         with contextlib.suppress(ClusterctlError):
             nodes = load_inventory(Path(record.source_inventory))
+    agent_view: dict = {}
+    agent_error = ""
+    if record.profile == "ha":
+        try:
+            agent_view = agent_client(state, record).status()
+        except ClusterctlError as exc:
+            agent_error = exc.message
     ssh = probe_all(nodes, provider.key_for, timeout=2.0)
     web = http_probe_all([n.address for n in nodes])
+    members = {m["name"]: m for m in agent_view.get("members", [])}
+    in_etcd = set(etcd_members(record))
     node_status = []
     for node, (web_ok, reply) in zip(nodes, web, strict=True):
         probe = ssh[node.name]
+        if record.profile == "ha":
+            online = bool(members.get(node.name, {}).get("online"))
+        else:
+            online = probe.authenticated
         node_status.append(
             NodeStatus(
                 name=node.name,
                 address=node.address,
-                online=probe.authenticated,
+                online=online,
                 ssh=probe.authenticated,
                 web=web_ok,
                 web_reply=reply if web_ok else "",
+                etcd=node.name in in_etcd,
+                standby=bool(members.get(node.name, {}).get("standby")),
                 error="" if probe.authenticated else probe.error,
             )
         )
-    return ClusterStatus(cluster=cluster, provider=record.provider, quorum=False, nodes=node_status)
+    groups = [
+        GroupStatus(
+            name=g["name"],
+            vip=g.get("vip", ""),
+            node=g.get("node") or "",
+            state=g.get("state", ""),
+            failcounts=dict(g.get("failcounts") or {}),
+            bans=list(g.get("bans") or []),
+        )
+        for g in agent_view.get("groups", [])
+    ]
+    return ClusterStatus(
+        cluster=cluster,
+        provider=record.provider,
+        profile=record.profile,
+        quorum=bool(agent_view.get("quorum")),
+        nodes=node_status,
+        groups=groups,
+        agent_error=agent_error,
+    )
+
+
+def _group_names(client: AgentClient) -> dict:
+    return {g["name"]: g for g in client.status().get("groups", [])}
+
+
+def failover(
+    cluster: str,
+    group: str,
+    to: str | None,
+    reporter: Reporter,
+    timeout: float = 30.0,
+) -> dict:
+    """Move a group (to a node, or away from its holder) and wait until it runs there."""
+    state = StateDir(cluster)
+    record = state.load()
+    names = [n.name for n in record.nodes]
+    if to is not None and to not in names:
+        raise ClusterctlError(
+            f"unknown node {to!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
+        )
+    client = agent_client(state, record)
+    groups = _group_names(client)
+    if group not in groups:
+        raise ClusterctlError(
+            f"unknown group {group!r}", f"groups are: {', '.join(sorted(groups)) or 'none'}"
+        )
+    before = groups[group].get("node") or None
+    if to is not None and before == to and groups[group].get("state") == "started":
+        return {"group": group, "from": before, "to": to, "changed": False, "seconds": 0.0}
+    started = time.monotonic()
+    client.move(group, to)
+    reporter.progress(f"moving {group} from {before or 'nowhere'} to {to or 'another node'}")
+    deadline = started + timeout
+    while time.monotonic() < deadline:
+        current = _group_names(client).get(group, {})
+        node = current.get("node")
+        if (
+            current.get("state") == "started"
+            and node
+            and (node == to or (to is None and node != before))
+        ):
+            return {
+                "group": group,
+                "from": before,
+                "to": node,
+                "changed": True,
+                "seconds": round(time.monotonic() - started, 3),
+            }
+        time.sleep(0.05)
+    raise ClusterctlError(
+        f"{group} did not start on {to or 'another node'} within {timeout:.0f} s",
+        f"see `clusterctl status --cluster {cluster}` and the agent's journal on the target",
+    )
+
+
+def set_standby(cluster: str, node: str, on: bool) -> dict:
+    state = StateDir(cluster)
+    record = state.load()
+    names = [n.name for n in record.nodes]
+    if node not in names:
+        raise ClusterctlError(
+            f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
+        )
+    return agent_client(state, record).standby(node, on)
+
+
+def cleanup(cluster: str, group: str) -> dict:
+    state = StateDir(cluster)
+    client = agent_client(state, state.load())
+    if group not in _group_names(client):
+        raise ClusterctlError(f"unknown group {group!r}", "see `clusterctl status`")
+    return client.cleanup(group)

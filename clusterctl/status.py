@@ -18,6 +18,7 @@ class NodeStatus:
     web: bool
     web_reply: str = ""
     etcd: bool = False
+    standby: bool = False
     error: str = ""
 
 
@@ -27,6 +28,8 @@ class GroupStatus:
     vip: str
     node: str
     state: str
+    failcounts: dict[str, int] = field(default_factory=dict)
+    bans: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -42,9 +45,11 @@ class ClusterStatus:
     cluster: str
     provider: str
     quorum: bool
+    profile: str = "ha"
     nodes: list[NodeStatus] = field(default_factory=list)
     groups: list[GroupStatus] = field(default_factory=list)
     backends: list[BackendStatus] = field(default_factory=list)
+    agent_error: str = ""
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -53,30 +58,42 @@ class ClusterStatus:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_table(self) -> str:
-        rows = [("NODE", "ADDRESS", "SSH", "WEB", "ETCD", "NOTE")]
+        ha = self.profile == "ha"
+        rows = [("NODE", "ADDRESS", "ONLINE", "SSH", "WEB", "ETCD", "NOTE")]
         for n in self.nodes:
+            note = n.error or ("standby" if n.standby else n.web_reply)
             rows.append(
                 (
                     n.name,
                     n.address,
+                    "yes" if n.online else "no",
                     "ok" if n.ssh else "down",
-                    "ok" if n.web else "down",
+                    "ok" if n.web else ("-" if ha and n.online else "down"),
                     "member" if n.etcd else "-",
-                    n.error or n.web_reply,
+                    note,
                 )
             )
-        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-        lines = [
-            f"cluster {self.cluster} ({self.provider}), quorum: {'yes' if self.quorum else 'no'}"
-        ]
-        lines += [
-            "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-        ]
+        lines = [f"cluster {self.cluster} ({self.provider}, profile {self.profile})"]
+        if ha:
+            lines[0] += f", quorum: {'yes' if self.quorum else 'no'}"
+            if self.agent_error:
+                lines.append(f"agents: {self.agent_error}")
+        lines += _table(rows)
         if self.groups:
             lines.append("")
-            lines.append("GROUP  VIP  NODE  STATE")
-            lines += [f"{g.name}  {g.vip}  {g.node or '-'}  {g.state}" for g in self.groups]
+            group_rows = [("GROUP", "VIP", "NODE", "STATE", "FAILCOUNTS", "BANS")]
+            for g in self.groups:
+                counts = ",".join(f"{k}={v}" for k, v in sorted(g.failcounts.items()) if v)
+                group_rows.append(
+                    (g.name, g.vip, g.node or "-", g.state, counts or "-", ",".join(g.bans) or "-")
+                )
+            lines += _table(group_rows)
         return "\n".join(lines)
+
+
+def _table(rows: list[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 
 
 # Sandbox and cluster nodes are reached directly, never through an HTTP proxy from the env.

@@ -1,62 +1,164 @@
-"""Operator actions on a cluster's keys (used by the CLI through the API, and by tests).
+"""Operator actions on a cluster's keys (used by the API, hence the CLI, and by tests).
 
-They only write etcd; the agents act on the next loop iteration.
+They only write etcd; the agents act on the next loop iteration. Every function takes an
+optional ``timeout`` for each store call and raises ``StoreError`` from the store unchanged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Callable
+from typing import Any
 
 from clusterctl.agent.keys import Keys
 from clusterctl.agent.store.base import Store
 
 
-def request_move(store: Store, keys: Keys, group: str, target: str, ttl: float = 30.0) -> int:
+class SpecMissing(KeyError):
+    """The group has no (valid) ``groups/<g>/spec`` key: agents have not published it."""
+
+
+def request_move(
+    store: Store,
+    keys: Keys,
+    group: str,
+    target: str,
+    ttl: float = 30.0,
+    timeout: float | None = None,
+) -> int:
     """Ask for ``group`` to move to ``target``. The move key is bound to a lease of its own
     (returned) so that a move to a target that never takes over is forgotten after ``ttl``."""
-    lease = store.grant_lease(ttl)
-    store.put(keys.move(group), json.dumps({"target": target}), lease=lease)
+    lease = store.grant_lease(ttl, timeout=timeout)
+    store.put(keys.move(group), json.dumps({"target": target}), lease=lease, timeout=timeout)
     return lease
 
 
-def cancel_move(store: Store, keys: Keys, group: str) -> None:
-    store.delete(keys.move(group))
+def cancel_move(store: Store, keys: Keys, group: str, timeout: float | None = None) -> bool:
+    """Forget a pending move of ``group``. Returns whether there was one."""
+    return store.delete(keys.move(group), timeout=timeout)
 
 
-def cleanup(store: Store, keys: Keys, group: str) -> str:
+def reset_failcounts(store: Store, keys: Keys, group: str, timeout: float | None = None) -> int:
+    """Delete ``group``'s fail counts (``pcs resource cleanup``). Returns how many."""
+    return store.delete_prefix(keys.failcount_prefix(group), timeout=timeout)
+
+
+def update_spec(
+    store: Store,
+    keys: Keys,
+    group: str,
+    change: Callable[[dict[str, Any]], None],
+    timeout: float | None = None,
+) -> dict[str, Any]:
+    """Apply ``change`` (mutating a dict) to ``group``'s spec key with compare-and-put, retried
+    on a concurrent edit. Returns the new spec. Raises ``SpecMissing`` if there is no valid
+    spec, ``RuntimeError`` if it kept changing."""
+    for _ in range(10):
+        text = store.get(keys.spec(group), timeout=timeout)
+        try:
+            spec = json.loads(text) if text is not None else None
+        except ValueError:
+            spec = None
+        if not isinstance(spec, dict):
+            raise SpecMissing(f"no spec published for group {group!r}")
+        change(spec)
+        new = json.dumps(spec, sort_keys=True)
+        if new == text or store.compare_and_put(keys.spec(group), text, new, timeout=timeout):
+            return spec
+    raise RuntimeError(f"spec of {group!r} kept changing; not updated")
+
+
+def _bans(spec: dict[str, Any]) -> list[str]:
+    bans = spec.get("bans")
+    return [str(b) for b in bans] if isinstance(bans, list) else []
+
+
+def set_bans(
+    store: Store, keys: Keys, group: str, bans: list[str], timeout: float | None = None
+) -> None:
+    """Replace ``group``'s bans in its spec key (which must exist: agents publish it)."""
+
+    def change(spec: dict[str, Any]) -> None:
+        spec["bans"] = list(bans)
+
+    update_spec(store, keys, group, change, timeout)
+
+
+def ban(store: Store, keys: Keys, group: str, node: str, timeout: float | None = None) -> list[str]:
+    """Add ``node`` to ``group``'s bans (a holder that is banned releases the group).
+    Returns the bans after the change."""
+
+    def change(spec: dict[str, Any]) -> None:
+        bans = _bans(spec)
+        spec["bans"] = bans if node in bans else [*bans, node]
+
+    return _bans(update_spec(store, keys, group, change, timeout))
+
+
+def unban(
+    store: Store, keys: Keys, group: str, node: str, timeout: float | None = None
+) -> list[str]:
+    """Remove ``node`` from ``group``'s bans. Returns the bans after the change."""
+
+    def change(spec: dict[str, Any]) -> None:
+        spec["bans"] = [b for b in _bans(spec) if b != node]
+
+    return _bans(update_spec(store, keys, group, change, timeout))
+
+
+def clear(store: Store, keys: Keys, group: str, timeout: float | None = None) -> str:
+    """Remove ``group``'s bans and its pending move (``pcs resource clear``). Returns a
+    sentence saying what was removed."""
+    removed: list[str] = []
+
+    def change(spec: dict[str, Any]) -> None:
+        removed[:] = _bans(spec)
+        spec["bans"] = []
+
+    move = store.get(keys.move(group), timeout=timeout)
+    update_spec(store, keys, group, change, timeout)
+    had_move = cancel_move(store, keys, group, timeout)
+    target = None
+    if had_move and move is not None:
+        try:
+            target = json.loads(move).get("target")
+        except (ValueError, AttributeError):
+            target = None
+    bans = f"bans ({', '.join(removed)})" if removed else "no bans"
+    moved = (
+        (f"the pending move to {target}" if target else "the pending move")
+        if had_move
+        else ("no pending move")
+    )
+    return f"cleared {bans} and {moved} of {group}"
+
+
+def cleanup(store: Store, keys: Keys, group: str, timeout: float | None = None) -> str:
     """Clear ``group``'s fail counts and bans (like ``pcs resource cleanup`` + ``clear``).
 
     Bans live in the spec key, updated by compare-and-put so a concurrent edit is not lost.
     Returns a sentence saying what was cleared.
     """
-    counts = store.delete_prefix(keys.failcount_prefix(group))
+    counts = reset_failcounts(store, keys, group, timeout)
     cleared_bans: list[str] = []
-    for _ in range(10):  # retry on a concurrent spec change
-        text = store.get(keys.spec(group))
-        if text is None:
-            break
-        try:
-            spec = json.loads(text)
-        except ValueError:
-            break
-        if not isinstance(spec, dict) or not spec.get("bans"):
-            break
-        cleared_bans = list(spec["bans"])
+
+    def change(spec: dict[str, Any]) -> None:
+        cleared_bans[:] = _bans(spec)
         spec["bans"] = []
-        if store.compare_and_put(keys.spec(group), text, json.dumps(spec, sort_keys=True)):
-            break
+
+    with contextlib.suppress(SpecMissing, RuntimeError):
+        update_spec(store, keys, group, change, timeout)
     bans = ", ".join(cleared_bans) or "none"
     return f"cleared {counts} fail count(s) and bans ({bans}) of {group}"
 
 
-def set_bans(store: Store, keys: Keys, group: str, bans: list[str]) -> None:
-    """Replace ``group``'s bans in its spec key (which must exist: agents publish it)."""
-    for _ in range(10):
-        text = store.get(keys.spec(group))
-        if text is None:
-            raise KeyError(f"no spec published for group {group!r}")
-        spec = json.loads(text)
-        spec["bans"] = list(bans)
-        if store.compare_and_put(keys.spec(group), text, json.dumps(spec, sort_keys=True)):
-            return
-    raise RuntimeError(f"spec of {group!r} kept changing; bans not set")
+def set_standby(
+    store: Store, keys: Keys, node: str, standby: bool, timeout: float | None = None
+) -> bool:
+    """Put ``node`` in standby (persistent ``standby/<node>`` key) or take it out. Returns
+    whether anything changed."""
+    if standby:
+        value = json.dumps({"standby": True})
+        return store.create_if_absent(keys.standby(node), value, timeout=timeout)
+    return store.delete(keys.standby(node), timeout=timeout)

@@ -106,6 +106,13 @@ class AgentConfig:
     request_timeout: float = 0.5
     standby: bool = False
     groups: tuple[GroupSpec, ...] = ()
+    api_port: int = 7480  # the REST API and /metrics (docs/agent-api.md); 0 disables it
+    api_bind: str = "0.0.0.0"
+    api_token_file: str = "/etc/clusterctl/api-token"
+
+    @property
+    def api_enabled(self) -> bool:
+        return self.api_port != 0
 
     def validate(self) -> AgentConfig:
         """Raise ``ConfigError`` naming the first broken rule; return self if all hold."""
@@ -149,6 +156,7 @@ class AgentConfig:
                 "loop_interval <= renew_interval",
                 f"{self.loop_interval} > {self.renew_interval}: renewals would be late",
             )
+        self._validate_api()
         seen: set[str] = set()
         for group in self.groups:
             if group.name in seen:
@@ -156,6 +164,23 @@ class AgentConfig:
             seen.add(group.name)
             validate_group(group)
         return self
+
+    def _validate_api(self) -> None:
+        port = self.api_port
+        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+            raise ConfigError("api_port 0..65535", f"{port!r} (0 disables the API)")
+        try:
+            if not isinstance(self.api_bind, str):
+                raise ValueError
+            ipaddress.ip_address(self.api_bind)
+        except ValueError:
+            raise ConfigError(
+                "api_bind is an IP address", f"{self.api_bind!r} (e.g. 0.0.0.0)"
+            ) from None
+        if self.api_enabled and (
+            not isinstance(self.api_token_file, str) or not self.api_token_file.strip()
+        ):
+            raise ConfigError("api_token_file", "a path is needed while api_port != 0")
 
 
 def validate_group(group: GroupSpec) -> None:

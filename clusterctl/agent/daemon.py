@@ -6,8 +6,10 @@ Exit codes: 0 after a clean stop (SIGTERM/SIGINT: resources stopped, lease revok
 a fence could not stop every resource (systemd's ``ExecStopPost=`` then removes the VIP);
 2 for a configuration error, reported on one line naming the broken rule.
 
-Seam for the API/metrics to come: ``Agent.snapshot`` is an immutable object replaced after
-every step; a server thread may read it at any time without locking.
+Before the first step it stops every configured resource found running (start-up cleanup:
+a starting agent holds nothing). With ``api_port`` != 0 it serves the REST API and
+``/metrics`` (docs/agent-api.md) in a thread that reads ``Agent.snapshot`` (immutable,
+replaced after every step) without locking and talks to etcd through its own store client.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from clusterctl.agent.config import ConfigError, load_config
+from clusterctl.agent.api import Api, ApiServer, load_token
+from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.notify import SystemdNotifier
 from clusterctl.agent.store.etcd import EtcdStore
@@ -33,6 +36,7 @@ def run(agent: Agent, notifier: SystemdNotifier, stop: threading.Event) -> int:
     Logs each sentence when it differs from the previous one; pings the watchdog after each
     iteration that completed without an unexpected exception.
     """
+    log.info("%s", agent.startup_cleanup())
     notifier.ready()
     previous = None
     code = 0
@@ -68,12 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
+        token = load_token(config.api_token_file) if config.api_enabled else None
     except ConfigError as exc:
         print(f"clusterctl-agent: config error: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
         groups = ", ".join(g.name for g in config.groups) or "no groups"
-        print(f"config OK: node {config.node}, cluster {config.cluster}, {groups}")
+        api = f"API on {config.api_bind}:{config.api_port}" if token else "API disabled"
+        print(f"config OK: node {config.node}, cluster {config.cluster}, {groups}, {api}")
         return 0
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
@@ -84,7 +90,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     store = EtcdStore(config.etcd_endpoints, request_timeout=config.request_timeout)
     agent = Agent(config, store)
     log.info("starting on %s (cluster %s)", config.node, config.cluster)
-    return run(agent, SystemdNotifier(), stop)
+    server = start_api(agent, config, token) if token else None
+    try:
+        return run(agent, SystemdNotifier(), stop)
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def start_api(agent: Agent, config: AgentConfig, token: str) -> ApiServer | None:
+    """Serve the API in a thread, with a store client of its own. A port that cannot be
+    bound is logged, not fatal: keeping the node's groups available matters more."""
+    store = EtcdStore(config.etcd_endpoints, request_timeout=config.request_timeout)
+    try:
+        server = ApiServer(Api(agent, token, store), config.api_bind, config.api_port)
+    except OSError as exc:
+        log.error("cannot serve the API on %s:%s: %s", config.api_bind, config.api_port, exc)
+        return None
+    log.info("API listening on %s:%s", config.api_bind, server.port)
+    return server.start()
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ to the API and asserted on by tests). The safety rule, in order of precedence:
 from __future__ import annotations
 
 import contextlib
+import logging
 from dataclasses import dataclass
 
 from clusterctl.agent.clock import Clock, MonotonicClock
@@ -24,6 +25,7 @@ from clusterctl.agent.config import AgentConfig
 from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.keys import Keys
 from clusterctl.agent.member import MemberLease
+from clusterctl.agent.metrics import Metrics
 from clusterctl.agent.placement import acquire_block, eligible, move_wait, release_reason
 from clusterctl.agent.resources import (
     CommandRunner,
@@ -35,6 +37,8 @@ from clusterctl.agent.resources import (
 from clusterctl.agent.resources.vip import ArpSender
 from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
 from clusterctl.agent.view import ClusterView, GroupView, parse_view
+
+log = logging.getLogger(__name__)
 
 
 class _Fence(Exception):
@@ -52,6 +56,7 @@ class GroupStatus:
     running_here: bool
     started: tuple[str, ...]
     failcount: int
+    failcounts: tuple[tuple[str, int], ...] = ()  # every node's, sorted by node
 
 
 @dataclass(frozen=True)
@@ -67,6 +72,8 @@ class AgentSnapshot:
     standby: bool
     members: tuple[str, ...]
     groups: tuple[GroupStatus, ...]
+    store_reachable: bool = False  # the last iteration read the cluster's keys from the store
+    iteration: int = 0  # completed loop iterations (0: not stepped yet)
 
 
 class Agent:
@@ -86,14 +93,20 @@ class Agent:
         self.store = store
         self.clock = clock or MonotonicClock()
         self.keys = Keys(config.cluster)
-        self.lease = MemberLease(store, self.keys, config, self.clock)
+        self.metrics = Metrics()
+        self.lease = MemberLease(
+            store, self.keys, config, self.clock, on_renew=self.metrics.observe_renewal
+        )
         runner = runner or SubprocessRunner()
         self.groups = {
             g.name: GroupRunner(g, [build_resource(r, runner, arp_sender) for r in g.resources])
             for g in config.groups
         }
-        self.standby = config.standby
+        self._standby_local = config.standby  # the config's, or set_standby's
+        self.standby = config.standby  # effective: local, or the ``standby/<node>`` key
         self.view: ClusterView | None = None
+        self._store_ok = False
+        self._iteration = 0
         self.fence_failed = False  # a fence could not stop everything: the daemon must exit
         self._seeded: set[str] = set()
         self._registered_at = float("-inf")
@@ -104,6 +117,7 @@ class Agent:
     def step(self) -> str:
         """One loop iteration; returns its sentence and publishes a new ``snapshot``."""
         sentence = self._step()
+        self._iteration += 1
         self.snapshot = self._make_snapshot(sentence)
         return sentence
 
@@ -122,9 +136,38 @@ class Agent:
         return [g.name for g in self.groups.values() if g.active]
 
     def set_standby(self, standby: bool) -> None:
-        """Put the node in (or out of) standby: it releases its groups and acquires none.
-        Published in ``members/<node>`` by the next step."""
-        self.standby = standby
+        """Put the node in (or out of) local standby: it releases its groups and acquires
+        none. Published in ``members/<node>`` by the next step. The node stays in standby
+        while a ``standby/<node>`` key exists (the persistent, cluster-wide switch)."""
+        self._standby_local = standby
+        keyed = self.view is not None and self.node in self.view.standby
+        self.standby = standby or keyed
+
+    def startup_cleanup(self) -> str:
+        """Before the first step: stop, locally, every configured resource found running.
+
+        A starting agent holds nothing, so anything running here (an nginx started by its
+        package, a VIP left by a previous run) must not serve from a non-holder. Like
+        Pacemaker's probes. Each group is stopped exclusive resources first, then in reverse
+        start order. Returns one sentence; never raises.
+        """
+        done: list[str] = []
+        for g in self.groups.values():
+            order = sorted(reversed(g.resources), key=lambda r: not r.exclusive)
+            for res in order:
+                verb, what = _describe(res)
+                try:
+                    if not res.monitor(res.spec.timeout):
+                        continue
+                    res.stop(res.spec.timeout)
+                except ResourceError as exc:
+                    done.append(f"failed to stop {what} ({exc})")
+                except Exception as exc:  # a bug must not keep the agent from starting
+                    log.exception("start-up cleanup of %s failed", res.name)
+                    done.append(f"failed to stop {what} ({type(exc).__name__})")
+                else:
+                    done.append(f"{verb} {what}")
+        return f"start-up cleanup: {', '.join(done) if done else 'nothing was running'}"
 
     def shutdown(self) -> str:
         """Stop everything, release leader keys, revoke the lease (SIGTERM path)."""
@@ -156,8 +199,10 @@ class Agent:
         try:
             self._maintain_lease()
             kv = self.store.get_prefix(self.keys.root, timeout=self._timeout())
+            self._store_ok = True
             view = parse_view(self.keys, kv, tuple(g.spec for g in self.groups.values()))
             self.view = view
+            self._update_standby(view)
             self._repair(view)
             parts = {
                 name: self._group_step(g, view.groups[name], view)
@@ -170,8 +215,15 @@ class Agent:
             self.lease.forget()
             return self._fence("lease expired") if had else "lease expired, registering again"
         except StoreUnavailable:
+            self._store_ok = False
             return self._unreachable()
         return self._compose(parts)
+
+    def _update_standby(self, view: ClusterView) -> None:
+        """Standby = local (config, set_standby) or the ``standby/<node>`` key; publish it in
+        our member value when it changed (placement already sees the key through the view)."""
+        self.standby = self._standby_local or self.node in view.standby
+        self.lease.register(self.standby, timeout=self._timeout())
 
     def _maintain_lease(self) -> None:
         if self.lease.lease_id is None:
@@ -222,6 +274,7 @@ class Agent:
                 errors += g.stop(lambda r: r.spec.timeout, exclusive_first=True)
                 g.active = False
         self.lease.forget()
+        self.metrics.fenced()
         self.fence_failed = bool(errors)
         sentence = f"{reason}, fencing: stopped {', '.join(stopped)}"
         if errors:
@@ -288,6 +341,7 @@ class Agent:
             self._record_failure(g, gv, fatal=True)
             return self._release(g, f"failed to start {g.name} ({exc})")
         g.schedule_monitors(self.clock.now())
+        self.metrics.acquired(g.name)
         if gv.move is not None and gv.move.target == self.node:
             self._finish_move(g, gv)
         return f"acquired {g.name} on {self.node}"
@@ -399,6 +453,7 @@ class Agent:
                     running_here=g.active,
                     started=tuple(r.name for r in g.resources if r.name in g.started),
                     failcount=gv.failcounts.get(self.node, 0) if gv else 0,
+                    failcounts=tuple(sorted(gv.failcounts.items())) if gv else (),
                 )
             )
         return AgentSnapshot(
@@ -410,4 +465,15 @@ class Agent:
             standby=self.standby,
             members=tuple(sorted(view.members)) if view else (),
             groups=tuple(groups),
+            store_reachable=self._store_ok,
+            iteration=self._iteration,
         )
+
+
+def _describe(res: Resource) -> tuple[str, str]:
+    """(verb, object) for the start-up cleanup sentence: ("removed", "VIP 10.0.0.100")."""
+    if res.spec.type == "vip":
+        return "removed", f"VIP {res.spec.params.get('address', res.name)}"
+    if res.spec.type == "systemd":
+        return "stopped", str(res.spec.params.get("unit", res.name))
+    return "stopped", res.name

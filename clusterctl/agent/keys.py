@@ -26,8 +26,19 @@ class Keys:
         """``members/<node>``: JSON {address, health, version, standby}; bound to its lease."""
         return f"{self.members_prefix()}{node}"
 
+    def standby_prefix(self) -> str:
+        return f"{self.root}standby/"
+
+    def standby(self, node: str) -> str:
+        """``standby/<node>``: present while the node is in standby (it releases its groups and
+        acquires none); persistent, written and deleted by the API (``admin.set_standby``)."""
+        return f"{self.standby_prefix()}{node}"
+
+    def groups_prefix(self) -> str:
+        return f"{self.root}groups/"
+
     def group_prefix(self, group: str) -> str:
-        return f"{self.root}groups/{group}/"
+        return f"{self.groups_prefix()}{group}/"
 
     def leader(self, group: str) -> str:
         """``groups/<g>/leader``: the holder's node name; bound to the holder's member lease."""

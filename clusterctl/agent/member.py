@@ -9,6 +9,7 @@ only until ``sent + lease_ttl - fence_margin``, which leaves ``fence_margin`` to
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from clusterctl.agent.clock import Clock
 from clusterctl.agent.config import AgentConfig
@@ -19,8 +20,17 @@ from clusterctl.agent.store.base import Store
 class MemberLease:
     """One agent's lease. Methods raise ``StoreError`` subclasses from the store unchanged."""
 
-    def __init__(self, store: Store, keys: Keys, config: AgentConfig, clock: Clock) -> None:
+    def __init__(
+        self,
+        store: Store,
+        keys: Keys,
+        config: AgentConfig,
+        clock: Clock,
+        on_renew: Callable[[float], None] | None = None,
+    ) -> None:
+        """``on_renew`` is called with the latency (seconds) of each successful renewal."""
         self.store = store
+        self.on_renew = on_renew
         self.keys = keys
         self.config = config
         self.clock = clock
@@ -99,6 +109,8 @@ class MemberLease:
             raise
         self.last_renewal = sent
         self.last_attempt_failed = False
+        if self.on_renew is not None:
+            self.on_renew(self.clock.now() - sent)
 
     def revoke(self) -> None:
         if self.lease_id is not None:

@@ -16,7 +16,8 @@ from clusterctl.agent.keys import Keys
 
 @dataclass(frozen=True)
 class Member:
-    """A live member: its ``members/<node>`` key exists, so its lease is alive."""
+    """A live member: its ``members/<node>`` key exists, so its lease is alive. ``standby``:
+    its member value says so, or a ``standby/<node>`` key exists."""
 
     node: str
     address: str = ""
@@ -49,6 +50,7 @@ class GroupView:
 class ClusterView:
     members: dict[str, Member]
     groups: dict[str, GroupView]
+    standby: frozenset[str] = frozenset()  # nodes with a ``standby/<node>`` key
 
 
 def _json(text: str | None) -> Any:
@@ -99,12 +101,17 @@ def placement_spec(local: GroupSpec, text: str | None) -> GroupSpec:
 
 def parse_view(keys: Keys, kv: dict[str, str], local_groups: tuple[GroupSpec, ...]) -> ClusterView:
     """Build the view from everything under ``keys.root`` (one ``get_prefix``)."""
+    sprefix = keys.standby_prefix()
+    standby = frozenset(k[len(sprefix) :] for k in kv if k.startswith(sprefix))
     members: dict[str, Member] = {}
     mprefix = keys.members_prefix()
     for key, value in kv.items():
         if key.startswith(mprefix):
             node = key[len(mprefix) :]
-            members[node] = parse_member(node, value)
+            member = parse_member(node, value)
+            if node in standby and not member.standby:
+                member = Member(node, member.address, True)
+            members[node] = member
     groups: dict[str, GroupView] = {}
     for local in local_groups:
         fprefix = keys.failcount_prefix(local.name)
@@ -123,4 +130,27 @@ def parse_view(keys: Keys, kv: dict[str, str], local_groups: tuple[GroupSpec, ..
             move=parse_move(kv.get(keys.move(local.name))),
             prestarted_by=kv.get(keys.prestarted(local.name)) or None,
         )
-    return ClusterView(members, groups)
+    return ClusterView(members, groups, standby)
+
+
+def published_groups(keys: Keys, kv: dict[str, str]) -> tuple[GroupSpec, ...]:
+    """Every group whose ``groups/<g>/spec`` key holds a valid spec, sorted by name: the
+    cluster's groups as any node sees them (for the API), not only this node's."""
+    gprefix = keys.groups_prefix()
+    specs = []
+    for key in sorted(kv):
+        if not key.startswith(gprefix) or not key.endswith("/spec"):
+            continue
+        name = key[len(gprefix) : -len("/spec")]
+        if "/" in name:
+            continue
+        data = _json(kv[key])
+        if not isinstance(data, dict):
+            continue
+        try:
+            spec = group_from_dict({**data, "name": name})
+            validate_group(spec)
+        except (ConfigError, TypeError, ValueError):
+            continue
+        specs.append(spec)
+    return tuple(specs)

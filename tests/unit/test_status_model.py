@@ -8,6 +8,7 @@ def sample() -> ClusterStatus:
         cluster="demo",
         provider="podman",
         quorum=False,
+        profile="web",
         nodes=[
             NodeStatus("node1", "10.0.0.11", True, True, True, "node1"),
             NodeStatus("node2", "10.0.0.12", False, False, False, error="timed out"),
@@ -24,5 +25,5 @@ def test_json_has_the_documented_fields():
 
 def test_table_shows_each_node():
     table = sample().to_table()
-    assert "node1  10.0.0.11  ok" in table
-    assert "node2  10.0.0.12  down" in table and "timed out" in table
+    assert "node1  10.0.0.11  yes     ok   ok" in table
+    assert "node2  10.0.0.12  no      down  down" in table and "timed out" in table

@@ -93,6 +93,13 @@ def test_load_config_file(tmp_path: Path) -> None:
          "migration_threshold >= 1"),
         ({"groups": [{"name": "web", "resources": [WEB]}, {"name": "web", "resources": [WEB]}]},
          "unique group names"),
+        ({"api_port": 70000}, "api_port 0..65535"),
+        ({"api_port": -1}, "api_port 0..65535"),
+        ({"api_port": True}, "api_port 0..65535"),
+        ({"api_port": "7480"}, "api_port 0..65535"),
+        ({"api_bind": "everywhere"}, "api_bind is an IP address"),
+        ({"api_bind": 0}, "api_bind is an IP address"),
+        ({"api_token_file": ""}, "api_token_file"),
     ],
 )  # fmt: skip
 def test_each_rule_is_named(overrides: dict[str, Any], rule: str) -> None:
@@ -105,3 +112,12 @@ def test_validate_on_dataclass_directly() -> None:
     assert config.validate() is config
     with pytest.raises(ConfigError, match=r"^fence_margin > renew_timeout: 0.25 <= 0.25"):
         dataclasses.replace(config, fence_margin=0.25).validate()
+
+
+def test_api_settings() -> None:
+    config = config_from_dict(sample())
+    assert (config.api_port, config.api_bind) == (7480, "0.0.0.0")
+    assert config.api_token_file == "/etc/clusterctl/api-token" and config.api_enabled
+    off = config_from_dict(sample(api_port=0, api_token_file=""))
+    assert not off.api_enabled
+    assert config_from_dict(sample(api_bind="::1")).api_bind == "::1"

@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -54,9 +56,26 @@ def test_check_config_errors_name_the_rule(tmp_path: Path, capsys) -> None:
         "clusterctl-agent: config error: renew_interval * 3 <= lease_ttl: "
         "0.5 * 3 > 1.0: too few renewals per lease\n"
     )
-    path.write_text(json.dumps({"node": "n1", "etcd_endpoints": ["http://127.0.0.1:1"]}))
+    base = {"node": "n1", "etcd_endpoints": ["http://127.0.0.1:1"]}
+    path.write_text(json.dumps({**base, "api_port": 0}))
     assert main(["--config", str(path), "--check-config"]) == 0
-    assert capsys.readouterr().out == "config OK: node n1, cluster demo, no groups\n"
+    assert capsys.readouterr().out == "config OK: node n1, cluster demo, no groups, API disabled\n"
+    # The API is on by default: its token file must be readable.
+    missing = tmp_path / "no-token"
+    path.write_text(json.dumps({**base, "api_token_file": str(missing)}))
+    assert main(["--config", str(path), "--check-config"]) == 2
+    assert capsys.readouterr().err == (
+        f"clusterctl-agent: config error: api_token_file readable: {missing}: "
+        "No such file or directory\n"
+    )
+    token = tmp_path / "api-token"
+    token.write_text("\n")
+    path.write_text(json.dumps({**base, "api_token_file": str(token)}))
+    assert main(["--config", str(path), "--check-config"]) == 2
+    assert capsys.readouterr().err.endswith(f"api_token_file readable: {token} is empty\n")
+    token.write_text("s3cret\n")
+    assert main(["--config", str(path), "--check-config"]) == 0
+    assert capsys.readouterr().out.endswith(", no groups, API on 0.0.0.0:7480\n")
 
 
 def test_notifier_abstract_socket(abstract_socket) -> None:
@@ -92,7 +111,7 @@ def test_run_loop_pings_and_shuts_down(abstract_socket) -> None:
             messages.append(sock.recv(200).decode())
     except TimeoutError:
         pass
-    assert messages[0] == "READY=1"
+    assert messages[0] == "READY=1"  # after the start-up cleanup
     assert "STATUS=acquired web on node1" in messages
     assert messages.count("WATCHDOG=1") >= 3
     assert messages[-1] == "STOPPING=1"
@@ -103,7 +122,7 @@ def test_run_loop_pings_and_shuts_down(abstract_socket) -> None:
 def test_daemon_process_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     path = tmp_path / "agent.json"
     dead = f"http://127.0.0.1:{free_port()}"  # no etcd: the agent loops on "no quorum"
-    path.write_text(json.dumps({"node": "n1", "etcd_endpoints": [dead]}))
+    path.write_text(json.dumps({"node": "n1", "etcd_endpoints": [dead], "api_port": 0}))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("NOTIFY_SOCKET", None)
     proc = subprocess.Popen(
@@ -125,3 +144,66 @@ def test_daemon_process_exits_cleanly_on_sigterm(tmp_path: Path) -> None:
     assert "no quorum: store unreachable, standing by" in err
     assert "shutting down: held nothing, had no lease" in err
     assert err.count("no quorum") == 1  # logged once, not every iteration
+
+
+def test_daemon_process_serves_the_api(tmp_path: Path) -> None:
+    token = tmp_path / "api-token"
+    token.write_text("s3cret\n")
+    port = free_port()
+    path = tmp_path / "agent.json"
+    dead = f"http://127.0.0.1:{free_port()}"
+    config = {
+        "node": "n1",
+        "etcd_endpoints": [dead],
+        "api_port": port,
+        "api_bind": "127.0.0.1",
+        "api_token_file": str(token),
+    }
+    path.write_text(json.dumps(config))
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("NOTIFY_SOCKET", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "clusterctl.agent.daemon", "--config", str(path)],
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    url = f"http://127.0.0.1:{port}/v1/health"
+
+    def get(headers: dict[str, str]) -> tuple[int, dict]:
+        request = urllib.request.Request(url, headers=headers)
+        try:
+            with opener.open(request, timeout=2) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    try:
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                status, body = get({"Authorization": "Bearer s3cret"})
+            except OSError:
+                assert time.monotonic() < deadline, "the API never answered"
+                time.sleep(0.05)
+                continue
+            if body["sentence"] != "starting: no loop iteration yet":
+                break
+            time.sleep(0.05)
+        # No etcd: the loop runs but the store is unreachable, so the node is unhealthy.
+        assert status == 503
+        assert body["healthy"] is False and body["node"] == "n1"
+        assert body["sentence"] == "no quorum: store unreachable, standing by"
+        assert get({}) == (401, {"error": "missing or invalid bearer token"})
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=5)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=5)
+    assert proc.returncode == 0, err
+    assert f"API listening on 127.0.0.1:{port}" in err
+    assert "start-up cleanup: nothing was running" in err
+    assert "Traceback" not in err

@@ -1,0 +1,539 @@
+"""The agent's REST API and ``/metrics`` (the contract is docs/agent-api.md).
+
+A ``ThreadingHTTPServer`` (daemon threads) next to the loop. Handlers never touch the agent's
+mutable state: health and metrics come from its immutable ``snapshot`` (replaced after every
+step) and its thread-safe ``metrics``; ``/v1/status`` reads etcd through the store with a short
+timeout, so any node answers for the whole cluster; actions only write etcd (``admin``) and the
+agents carry them out on their next iteration. Every answer is JSON (errors
+``{"error": "<one line>"}``), never a traceback: unexpected errors are logged and answered 500.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import socket
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from clusterctl.agent import admin
+from clusterctl.agent.config import ConfigError, GroupSpec
+from clusterctl.agent.ha import Agent
+from clusterctl.agent.metrics import CONTENT_TYPE, GroupState, render
+from clusterctl.agent.placement import eligible, node_block
+from clusterctl.agent.store.base import Store, StoreError, StoreUnavailable
+from clusterctl.agent.view import ClusterView, GroupView, parse_view, published_groups
+
+log = logging.getLogger("clusterctl.agent.api")
+
+JSON = "application/json"
+MAX_BODY = 64 * 1024
+MOVE_TTL = 30.0  # a move whose target never takes over is forgotten after this (admin)
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+GROUP_ACTIONS = ("move", "ban", "unban", "clear", "cleanup")
+NODE_ACTIONS = ("standby", "unstandby")
+
+
+def load_token(path: str | Path) -> str:
+    """Read the bearer token (stripped). Raises ``ConfigError`` naming the rule."""
+    try:
+        token = Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError("api_token_file readable", f"{path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError("api_token_file readable", f"{path}: not text") from None
+    if not token:
+        raise ConfigError("api_token_file readable", f"{path} is empty")
+    return token
+
+
+class ApiError(Exception):
+    """An answer other than success: HTTP ``status`` and a one-line message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: bytes
+    content_type: str = JSON
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json_reply(status: int, data: Any, headers: tuple[tuple[str, str], ...] = ()) -> Reply:
+    return Reply(status, (json.dumps(data) + "\n").encode(), JSON, headers)
+
+
+@dataclass(frozen=True)
+class _State:
+    """The cluster as read from etcd for one request."""
+
+    kv: dict[str, str]
+    specs: dict[str, GroupSpec]
+    view: ClusterView
+
+
+class Api:
+    """The request logic, independent of HTTP (``handle`` maps a request to a ``Reply``).
+
+    ``store`` defaults to the agent's; the daemon passes a separate client so that API calls
+    never share state with the loop. ``timeout`` bounds each store call; ``stall_after`` is
+    how long without a loop iteration makes the node unhealthy.
+    """
+
+    def __init__(
+        self,
+        agent: Agent,
+        token: str,
+        store: Store | None = None,
+        timeout: float = 1.0,
+        stall_after: float = 5.0,
+    ) -> None:
+        if not token:
+            raise ValueError("an empty API token would let anyone in")
+        self.agent = agent
+        self.token = token.encode()
+        self.store = store or agent.store
+        self.keys = agent.keys
+        self.timeout = timeout
+        self.stall_after = stall_after
+        self._addresses: dict[str, str] = {}  # last address seen per member (offline ones)
+        self._lock = threading.Lock()
+        if agent.config.address:
+            self._addresses[agent.node] = agent.config.address
+
+    # -- entry point -------------------------------------------------------------------------
+
+    def handle(self, method: str, target: str, authorization: str | None, body: bytes) -> Reply:
+        try:
+            if not self._authorized(authorization):
+                raise ApiError(401, "missing or invalid bearer token")
+            return self._route(method, urlsplit(target).path, body)
+        except ApiError as exc:
+            headers = (("WWW-Authenticate", "Bearer"),) if exc.status == 401 else ()
+            return _json_reply(exc.status, {"error": exc.message}, headers)
+        except StoreUnavailable as exc:
+            log.warning("API %s %s: %s", method, target, exc)
+            return _json_reply(503, {"error": f"etcd unreachable, no quorum here: {_line(exc)}"})
+        except StoreError as exc:
+            log.warning("API %s %s: %s", method, target, exc)
+            return _json_reply(503, {"error": f"etcd error: {_line(exc)}"})
+        except Exception:
+            log.exception("API %s %s failed", method, target)
+            return _json_reply(500, {"error": "internal error (see the agent's log)"})
+
+    def _authorized(self, authorization: str | None) -> bool:
+        scheme, _, token = (authorization or "").strip().partition(" ")
+        if scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(token.strip().encode(), self.token)
+
+    def _route(self, method: str, path: str, body: bytes) -> Reply:
+        parts = [p for p in path.split("/") if p]
+        if parts == ["v1", "health"]:
+            self._method(method, "GET", path)
+            return self.health()
+        if parts == ["v1", "status"]:
+            self._method(method, "GET", path)
+            return self.status()
+        if parts == ["metrics"]:
+            self._method(method, "GET", path)
+            return self.metrics()
+        if len(parts) == 4 and parts[:2] == ["v1", "groups"] and parts[3] in GROUP_ACTIONS:
+            self._method(method, "POST", path)
+            data = _parse_body(body)
+            return getattr(self, f"group_{parts[3]}")(parts[2], data)
+        if len(parts) == 4 and parts[:2] == ["v1", "nodes"] and parts[3] in NODE_ACTIONS:
+            self._method(method, "POST", path)
+            _fields(_parse_body(body))
+            return self.node_standby(parts[2], parts[3] == "standby")
+        raise ApiError(404, f"no such path: {path}")
+
+    @staticmethod
+    def _method(method: str, allowed: str, path: str) -> None:
+        if method != allowed:
+            raise ApiError(405, f"{method} is not allowed on {path} (use {allowed})")
+
+    # -- reading the cluster -----------------------------------------------------------------
+
+    def _read(self) -> _State:
+        """One linearizable read of the cluster's keys (raises ``StoreError``)."""
+        kv = self.store.get_prefix(self.keys.root, timeout=self.timeout)
+        specs = {s.name: s for s in published_groups(self.keys, kv)}
+        view = parse_view(self.keys, kv, tuple(specs.values()))
+        with self._lock:
+            for node, member in view.members.items():
+                if member.address:
+                    self._addresses[node] = member.address
+        return _State(kv, specs, view)
+
+    @staticmethod
+    def _group(state: _State, name: str) -> GroupView:
+        gv = state.view.groups.get(name)
+        if gv is None:
+            raise ApiError(404, f"no such group: {name}")
+        return gv
+
+    def _known_nodes(self, view: ClusterView) -> set[str]:
+        nodes = set(view.members) | set(view.standby) | {self.agent.node}
+        for gv in view.groups.values():
+            nodes |= set(gv.spec.bans) | set(gv.spec.preferred) | set(gv.failcounts)
+            if gv.leader:
+                nodes.add(gv.leader)
+        return nodes
+
+    def _node(self, state: _State, name: Any, field: str = "node") -> str:
+        """Validate a node name from the request: 400 unless it is a member or known to a
+        group spec (bans, preferred), a fail count, a leader or a standby key."""
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise ApiError(400, f"{field!r} must be a node name, got {json.dumps(name)}")
+        if name not in self._known_nodes(state.view):
+            raise ApiError(400, f"unknown node: {name} (not a member, not in any group spec)")
+        return name
+
+    # -- GET ---------------------------------------------------------------------------------
+
+    def _health_numbers(self) -> tuple[Any, float, float]:
+        snap = self.agent.snapshot
+        age = max(0.0, self.agent.clock.now() - snap.at)
+        return snap, age, max(0.0, snap.lease_time_left - age)
+
+    def health(self) -> Reply:
+        snap, age, left = self._health_numbers()
+        if snap.iteration == 0:
+            sentence = "starting: no loop iteration yet"
+        elif age > self.stall_after:
+            sentence = f"loop stalled: no iteration for {age:.1f} s (last: {snap.sentence})"
+        else:
+            sentence = snap.sentence
+        healthy = snap.iteration > 0 and age <= self.stall_after and snap.store_reachable
+        body = {
+            "node": snap.node,
+            "healthy": healthy,
+            "sentence": sentence,
+            "lease_valid": snap.lease_valid and left > 0,
+            "lease_time_left": round(left, 3),
+        }
+        return _json_reply(200 if healthy else 503, body)
+
+    def status(self) -> Reply:
+        state = self._read()  # raises StoreUnavailable -> 503: no quorum here
+        view = state.view
+        with self._lock:
+            addresses = dict(self._addresses)
+        members = []
+        for name in sorted(self._known_nodes(view)):
+            member = view.members.get(name)
+            members.append(
+                {
+                    "name": name,
+                    "address": member.address if member else addresses.get(name, ""),
+                    "online": member is not None,
+                    "standby": member.standby if member else name in view.standby,
+                }
+            )
+        groups = []
+        for name in sorted(view.groups):
+            gv = view.groups[name]
+            vip = next(
+                (str(r.params.get("address", "")) for r in gv.spec.resources if r.type == "vip"),
+                "",
+            )
+            group_state = "started" if gv.leader else "stopped"
+            group_state = "moving" if gv.move is not None else group_state
+            groups.append(
+                {
+                    "name": name,
+                    "vip": vip,
+                    "node": gv.leader,
+                    "state": group_state,
+                    "failcounts": dict(sorted(gv.failcounts.items())),
+                    "bans": list(gv.spec.bans),
+                    "move": gv.move.target if gv.move else None,
+                    "migration_threshold": gv.spec.migration_threshold,
+                }
+            )
+        return _json_reply(
+            200,
+            {
+                "cluster": self.agent.config.cluster,
+                "node": self.agent.node,
+                "quorum": True,  # the linearizable read above just succeeded
+                "sentence": self.agent.snapshot.sentence,
+                "members": members,
+                "groups": groups,
+            },
+        )
+
+    def metrics(self) -> Reply:
+        snap, _, left = self._health_numbers()
+        text = render(
+            cluster=self.agent.config.cluster,
+            node=snap.node,
+            counters=self.agent.metrics.snapshot(),
+            groups=[
+                GroupState(g.name, g.leader, g.running_here, g.failcounts) for g in snap.groups
+            ],
+            lease_time_left=left,
+            members_online=len(snap.members),
+            quorum=snap.store_reachable,
+        )
+        return Reply(200, text.encode(), CONTENT_TYPE)
+
+    # -- POST: groups ------------------------------------------------------------------------
+
+    def group_move(self, group: str, data: dict[str, Any]) -> Reply:
+        _fields(data, required=("to",))
+        to = data["to"]
+        if to is not None and not isinstance(to, str):
+            raise ApiError(400, "'to' must be a node name or null")
+        state = self._read()
+        gv = self._group(state, group)
+        view, holder = state.view, gv.leader
+        if to is None:
+            to = self._pick_target(view, gv)
+        else:
+            to = self._node(state, to, "to")
+            if to == holder:
+                raise ApiError(409, f"{group} already runs on {to}")
+            if to not in view.members:
+                raise ApiError(409, f"{to} is not a live member")
+            block = node_block(to, view, gv)
+            if block:
+                raise ApiError(409, f"cannot move {group} to {to}: {block}")
+        admin.request_move(self.store, self.keys, group, to, ttl=MOVE_TTL, timeout=self.timeout)
+        sentence = (
+            f"moving {group} from {holder} to {to}" if holder else f"starting {group} on {to}"
+        )
+        log.info("API: %s", sentence)
+        return _json_reply(202, {"group": group, "from": holder, "to": to, "sentence": sentence})
+
+    @staticmethod
+    def _pick_target(view: ClusterView, gv: GroupView) -> str:
+        """``to: null``: the best other eligible member — preferred ones first (in their
+        order), then the fewest failures, then by name."""
+        preferred = list(gv.spec.preferred)
+        candidates = [n for n in view.members if n != gv.leader and eligible(n, view, gv)]
+        if not candidates:
+            raise ApiError(409, f"no other eligible node to move {gv.name} to")
+
+        def rank(node: str) -> tuple[int, int, str]:
+            order = preferred.index(node) if node in preferred else len(preferred)
+            return order, gv.failcounts.get(node, 0), node
+
+        return min(candidates, key=rank)
+
+    def group_ban(self, group: str, data: dict[str, Any]) -> Reply:
+        _fields(data, required=("node",))
+        state = self._read()
+        gv = self._group(state, group)
+        node = self._node(state, data["node"])
+        bans = self._spec_change(admin.ban, group, node)
+        if node == gv.leader:
+            sentence = f"banned {node} from {group}: it holds {group}, which moves away"
+        else:
+            sentence = f"banned {node} from {group}"
+        log.info("API: %s", sentence)
+        return _json_reply(200, {"group": group, "bans": bans, "sentence": sentence})
+
+    def group_unban(self, group: str, data: dict[str, Any]) -> Reply:
+        _fields(data, required=("node",))
+        state = self._read()
+        gv = self._group(state, group)
+        node = self._node(state, data["node"])
+        was = node in gv.spec.bans
+        bans = self._spec_change(admin.unban, group, node)
+        sentence = f"unbanned {node} from {group}" if was else f"{node} was not banned from {group}"
+        log.info("API: %s", sentence)
+        return _json_reply(200, {"group": group, "bans": bans, "sentence": sentence})
+
+    def _spec_change(self, action: Any, group: str, node: str) -> list[str]:
+        try:
+            return action(self.store, self.keys, group, node, timeout=self.timeout)
+        except admin.SpecMissing:
+            raise ApiError(404, f"no such group: {group}") from None
+        except RuntimeError as exc:
+            raise ApiError(409, f"{exc}, try again") from None
+
+    def group_clear(self, group: str, data: dict[str, Any]) -> Reply:
+        _fields(data)
+        self._group(self._read(), group)
+        try:
+            sentence = admin.clear(self.store, self.keys, group, timeout=self.timeout)
+        except admin.SpecMissing:
+            raise ApiError(404, f"no such group: {group}") from None
+        except RuntimeError as exc:
+            raise ApiError(409, f"{exc}, try again") from None
+        log.info("API: %s", sentence)
+        return _json_reply(200, {"group": group, "sentence": sentence})
+
+    def group_cleanup(self, group: str, data: dict[str, Any]) -> Reply:
+        _fields(data)
+        self._group(self._read(), group)
+        count = admin.reset_failcounts(self.store, self.keys, group, timeout=self.timeout)
+        sentence = f"reset {count} fail count(s) of {group}"
+        log.info("API: %s", sentence)
+        return _json_reply(200, {"group": group, "sentence": sentence})
+
+    # -- POST: nodes -------------------------------------------------------------------------
+
+    def node_standby(self, node: str, standby: bool) -> Reply:
+        state = self._read()
+        node = self._node(state, node)
+        changed = admin.set_standby(self.store, self.keys, node, standby, timeout=self.timeout)
+        if standby:
+            sentence = (
+                f"{node} is in standby: it releases its groups and acquires none"
+                if changed
+                else f"{node} was already in standby"
+            )
+        elif changed:
+            sentence = f"{node} left standby (its former groups stay where they are)"
+        else:
+            sentence = f"{node} was not in standby (by the API)"
+        log.info("API: %s", sentence)
+        return _json_reply(200, {"node": node, "standby": standby, "sentence": sentence})
+
+
+def _line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _parse_body(body: bytes) -> dict[str, Any]:
+    """An empty body is ``{}``; otherwise it must be a JSON object."""
+    if not body.strip():
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return data
+
+
+def _fields(data: dict[str, Any], required: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(data) - set(required))
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
+    missing = [f for f in required if f not in data]
+    if missing:
+        raise ApiError(400, f"missing field(s): {', '.join(missing)}")
+
+
+# -- HTTP ------------------------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    server_version = "clusterctl-agent"
+    timeout = 10.0  # a slow or silent client does not hold a thread for ever
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch("POST")
+
+    def do_PUT(self) -> None:  # noqa: N802
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch("DELETE")
+
+    def _dispatch(self, method: str) -> None:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0 or length > MAX_BODY:
+            reply = _json_reply(400, {"error": f"bad Content-Length (at most {MAX_BODY} bytes)"})
+            self.close_connection = True
+        else:
+            body = self.rfile.read(length) if length else b""
+            reply = self.server.api.handle(
+                method, self.path, self.headers.get("Authorization"), body
+            )
+        self.send_response(reply.status)
+        self.send_header("Content-Type", reply.content_type)
+        self.send_header("Content-Length", str(len(reply.body)))
+        self.send_header("Cache-Control", "no-store")
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(reply.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
+        log.debug("%s %s", self.address_string(), format % args)
+
+    def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
+        log.info("%s %s", self.address_string(), format % args)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], api: Api) -> None:
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        self.api = api
+        super().__init__(address, _Handler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("API connection from %s failed", client_address)
+
+
+class ApiServer:
+    """The HTTP server and its thread. Binds in the constructor (``OSError`` if it cannot);
+    ``start`` serves in a daemon thread; ``stop`` shuts down and closes the socket."""
+
+    def __init__(self, api: Api, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.api = api
+        self.httpd = _Server((host, port), api)
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return int(self.httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        host = str(self.httpd.server_address[0])
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> ApiServer:
+        self._thread = threading.Thread(
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.1},
+            name="clusterctl-api",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self.httpd.shutdown()
+            self._thread.join(timeout=5)
+            self._thread = None
+        self.httpd.server_close()
+
+    def __enter__(self) -> ApiServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
