@@ -25,5 +25,7 @@ def test_json_has_the_documented_fields():
 
 def test_table_shows_each_node():
     table = sample().to_table()
-    assert "node1  10.0.0.11  yes     ok   ok" in table
-    assert "node2  10.0.0.12  no      down  down" in table and "timed out" in table
+    rows = [line.split() for line in table.splitlines()[1:]]
+    assert rows[0] == ["NODE", "ADDRESS", "ONLINE", "SSH", "WEB", "ETCD", "NOTE"]
+    assert rows[1] == ["node1", "10.0.0.11", "yes", "ok", "ok", "-", "node1"]
+    assert rows[2] == ["node2", "10.0.0.12", "no", "down", "down", "-", "timed", "out"]
