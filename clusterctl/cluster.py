@@ -82,6 +82,7 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         raise ClusterctlError(
             f"unknown profile {options.profile!r}", f"use one of: {', '.join(PROFILES)}"
         )
+    provider = make_provider(state, reporter, options)  # checks its tools first (podman)
     existing = state.load() if state.exists() else None
     if existing is not None:
         if options.profile and options.profile != existing.profile:
@@ -89,8 +90,7 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
                 f"cluster {options.cluster!r} runs profile {existing.profile}",
                 f"omit --profile, or `clusterctl down --cluster {options.cluster}` first",
             )
-        options.profile = existing.profile
-    provider = make_provider(state, reporter, options)  # checks its tools first (podman)
+        provider.profile = existing.profile
     try:
         record, nodes = provider.ensure_nodes(existing)
         forget_host_keys(state.known_hosts, provider.new_host_addresses())

@@ -124,8 +124,12 @@ def load_inventory(path: Path) -> list[InventoryNode]:
 
     from ansible.inventory.manager import InventoryManager
     from ansible.parsing.dataloader import DataLoader
+    from ansible.vars.manager import VariableManager
 
-    manager = InventoryManager(loader=DataLoader(), sources=[str(path)])
+    loader = DataLoader()
+    manager = InventoryManager(loader=loader, sources=[str(path)])
+    # host vars merged with group vars (and group_vars/ files), as a play would see them
+    variables = VariableManager(loader=loader, inventory=manager)
     groups = manager.groups
     hosts = groups[NODE_GROUP].get_hosts() if NODE_GROUP in groups else manager.get_hosts()
     if not hosts and not manager.get_hosts():
@@ -135,7 +139,7 @@ def load_inventory(path: Path) -> list[InventoryNode]:
         )
     nodes = []
     for host in hosts:
-        hv = host.get_vars()
+        hv = variables.get_vars(host=host, include_hostvars=False)
         nodes.append(
             InventoryNode(
                 name=host.name,

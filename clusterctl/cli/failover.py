@@ -28,7 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=run_failover)
 
     for name, on in (("standby", True), ("unstandby", False)):
-        what = "release its groups and take none" if on else "may run groups again"
+        what = "releases its groups and takes none" if on else "may run groups again"
         p = sub.add_parser(
             name,
             help=f"{name} a node: it {what}",

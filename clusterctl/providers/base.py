@@ -14,6 +14,7 @@ class Provider(ABC):
     """Makes (or finds) the machines of a cluster; reports through a reporter, never prints."""
 
     name: str
+    profile: str = "ha"
     # how long to wait for sshd on every node: fresh containers need a few seconds,
     # existing hosts answer at once or not at all
     ssh_wait_s: float = 60.0

@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 STATE_ROOT = Path(os.environ.get("CLUSTERCTL_IT_STATE", "/tmp/clusterctl-it-state"))
-CLUSTER = "it-main"
+CLUSTER = "it-main"  # profile web: nginx on every node (the walking skeleton)
+HA_CLUSTER = "it-ha"  # profile ha: etcd, agents, group web = VIP + nginx
 
 
 @dataclass
@@ -93,9 +94,21 @@ class Sandbox:
 @pytest.fixture(scope="session")
 def sandbox() -> Iterator[Sandbox]:
     cli("down", "--cluster", CLUSTER)  # leftovers of an interrupted run
-    result = cli("up", "--cluster", CLUSTER, "--json", timeout=900)
+    result = cli("up", "--cluster", CLUSTER, "--profile", "web", "--json", timeout=900)
     try:
         assert result.rc == 0, result.stderr[-3000:]
         yield Sandbox(CLUSTER, result, result.json())
     finally:
         cli("down", "--cluster", CLUSTER)
+
+
+@pytest.fixture(scope="session")
+def ha_sandbox() -> Iterator[Sandbox]:
+    """A 3-node cluster in the ha profile, shared by the failover tests."""
+    cli("down", "--cluster", HA_CLUSTER)
+    result = cli("up", "--cluster", HA_CLUSTER, "--profile", "ha", "--json", timeout=900)
+    try:
+        assert result.rc == 0, result.stderr[-3000:]
+        yield Sandbox(HA_CLUSTER, result, result.json())
+    finally:
+        cli("down", "--cluster", HA_CLUSTER)

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -97,8 +100,8 @@ def test_podman_missing_while_not_root(tmp_path):
     bindir.mkdir()
     tmp_path.chmod(0o755)
     (bindir / "python3").symlink_to(sys.executable)
-    state = tmp_path / "state"
-    state.mkdir(mode=0o777)
+    # a state root the unprivileged user can reach (pytest's tmp_path is root-only)
+    state = Path(tempfile.mkdtemp(prefix="clusterctl-it-nopod-"))
     state.chmod(0o777)
     env = {
         "PATH": str(bindir),  # python only: no podman on it
@@ -111,6 +114,7 @@ def test_podman_missing_while_not_root(tmp_path):
         [*nobody, str(bindir / "python3"), "-m", "clusterctl", "up", "--cluster", "it-nopod"],
         capture_output=True, text=True, timeout=60, env=env,
     )  # fmt: skip
+    shutil.rmtree(state, ignore_errors=True)
     assert proc.returncode == 1, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "error: podman is not installed" in proc.stderr

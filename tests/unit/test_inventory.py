@@ -13,6 +13,10 @@ def write(tmp_path: Path, name: str, text: str) -> Path:
     return path
 
 
+THREE_INI = (
+    "[cluster]\na ansible_host=192.0.2.1\nb ansible_host=192.0.2.2\nc ansible_host=192.0.2.3\n"
+)
+
 YAML_OK = """\
 all:
   children:
@@ -97,3 +101,18 @@ def test_rendered_inventory_round_trips(tmp_path):
     assert "StrictHostKeyChecking=yes" in data["all"]["vars"]["ansible_ssh_common_args"]
     path = write(tmp_path, "inv.yml", text)
     assert [n.address for n in load_inventory(path)] == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+
+
+def test_group_vars_reach_the_nodes(tmp_path):
+    text = THREE_INI + "[cluster:vars]\nansible_ssh_private_key_file=/keys/k\nansible_user=ops\n"
+    nodes = load_inventory(write(tmp_path, "hosts.ini", text))
+    assert {(n.key_file, n.user) for n in nodes} == {("/keys/k", "ops")}
+
+
+def test_sample_inventories_are_valid():
+    from clusterctl.paths import PROJECT_ROOT
+
+    for name in ("hosts.yml", "hosts.ini"):
+        nodes = load_inventory(PROJECT_ROOT / "inventories/sample" / name)
+        assert [n.name for n in nodes] == ["web1", "web2", "web3"]
+        assert all(n.key_file == "~/.ssh/id_ed25519" for n in nodes)

@@ -1,0 +1,1 @@
+"""Benchmarks: measured on real sandbox clusters, printed as JSON and a table."""

@@ -1,0 +1,188 @@
+"""`clusterctl bench failover`: service outage through the VIP for each kind of fault.
+
+A client on the host starts a request to the VIP every 20 ms (200 ms timeout, each in its own
+thread). The outage is the time from the last answer before the fault to the first answer
+after it. Every trial also samples all nodes' addresses every 50 ms and counts samples in
+which two nodes held the VIP.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from clusterctl import cluster as api
+from clusterctl.bench.prober import Outage, Prober, outage
+from clusterctl.bench.sandbox import HolderSampler, node_pids, vip_holders
+from clusterctl.errors import ClusterctlError
+from clusterctl.providers.podman_cli import Podman
+from clusterctl.reporter import ListReporter, Reporter
+from clusterctl.state import ClusterRecord, StateDir
+
+FAULTS = ("node_crash", "web_crash", "agent_kill", "planned_move")
+
+
+@dataclass(frozen=True)
+class Trial:
+    fault: str
+    trial: int
+    outage_s: float
+    failed_requests: int
+    requests: int
+    from_node: str
+    to_node: str
+    dual_holder_samples: int
+    holder_samples: int
+
+
+class FailoverBench:
+    def __init__(self, cluster: str, reporter: Reporter) -> None:
+        self.cluster = cluster
+        self.reporter = reporter
+        self.state = StateDir(cluster)
+        self.record: ClusterRecord = self.state.load()
+        if self.record.provider != "podman" or self.record.profile != "ha":
+            raise ClusterctlError(
+                f"cluster {cluster!r} is not a podman sandbox in the ha profile",
+                "run `clusterctl bench failover` without --cluster to use its own sandbox",
+            )
+        self.podman = Podman(self.state.root)
+        self.url = f"http://{self.record.vip}/"
+
+    def container(self, node: str) -> str:
+        return f"{self.cluster}-{node}"
+
+    def exec(self, node: str, *cmd: str) -> None:
+        self.podman.run("exec", self.container(node), *cmd)
+
+    def holder(self) -> str:
+        holders = vip_holders(node_pids(self.podman, self.record), self.record.vip)
+        if len(holders) != 1:
+            raise ClusterctlError(f"expected one VIP holder, found {holders}", "check status")
+        return holders[0]
+
+    def wait_healthy(self, timeout: float = 120.0) -> str:
+        """Until every node is an online member, the group is started and the VIP answers."""
+        deadline = time.monotonic() + timeout
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                status = api.status(self.cluster)
+                group = next((g for g in status.groups if g.name == "web"), None)
+                online = all(n.online for n in status.nodes)
+                if online and status.quorum and group and group.state == "started":
+                    prober = Prober(self.url)
+                    prober._one(time.monotonic())
+                    if prober.samples and prober.samples[0].ok:
+                        return group.node
+                last = f"group {group}, online {online}, quorum {status.quorum}"
+            except ClusterctlError as exc:
+                last = exc.message
+            time.sleep(0.5)
+        raise ClusterctlError(f"cluster did not become healthy: {last}", "see clusterctl status")
+
+    def heal(self) -> None:
+        """Bring every node back (restart crashed ones) and reset fail counts."""
+        api.up(api.UpOptions(cluster=self.cluster), ListReporter())
+        api.cleanup(self.cluster, "web")
+        self.wait_healthy()
+
+    def inject(self, fault: str, holder: str) -> Callable[[], None]:
+        others = [n.name for n in self.record.nodes if n.name != holder]
+        actions: dict[str, Callable[[], None]] = {
+            "node_crash": lambda: self.podman.run("kill", self.container(holder)),
+            "web_crash": lambda: self.exec(holder, "systemctl", "kill", "-s", "KILL", "nginx"),
+            "agent_kill": lambda: self.exec(
+                holder, "systemctl", "kill", "-s", "KILL", "clusterctl-agent"
+            ),
+            "planned_move": lambda: api.failover(self.cluster, "web", others[0], ListReporter()),
+        }
+        return actions[fault]
+
+    def trial(self, fault: str, number: int) -> Trial:
+        holder = self.wait_healthy()
+        pids = node_pids(self.podman, self.record)
+        sampler = HolderSampler(pids, self.record.vip).start()
+        prober = Prober(self.url).start()
+        time.sleep(1.0)
+        fault_at = time.monotonic()
+        self.inject(fault, holder)()
+        time.sleep(4.0)
+        samples = prober.stop()
+        holder_samples = sampler.stop()
+        result: Outage = outage(samples, fault_at)
+        trial = Trial(
+            fault=fault,
+            trial=number,
+            outage_s=round(result.seconds, 3),
+            failed_requests=result.failed,
+            requests=result.sent,
+            from_node=result.before,
+            to_node=result.after,
+            dual_holder_samples=sampler.dual,
+            holder_samples=len(holder_samples),
+        )
+        self.reporter.info(
+            f"{fault} #{number}: outage {trial.outage_s:.3f} s, {trial.failed_requests} failed, "
+            f"{trial.from_node} -> {trial.to_node}, dual-holder samples {trial.dual_holder_samples}"
+        )
+        if fault in ("node_crash", "agent_kill", "web_crash"):
+            self.heal()
+        return trial
+
+
+def summarize(trials: list[Trial]) -> list[dict]:
+    rows = []
+    for fault in FAULTS:
+        of_fault = [t for t in trials if t.fault == fault]
+        values = [t.outage_s for t in of_fault]
+        if not values:
+            continue
+        rows.append(
+            {
+                "fault": fault,
+                "trials": len(values),
+                "outage_min_s": min(values),
+                "outage_median_s": round(statistics.median(values), 3),
+                "outage_max_s": max(values),
+                "failed_requests_total": sum(t.failed_requests for t in trials if t.fault == fault),
+                "dual_holder_samples": sum(
+                    t.dual_holder_samples for t in trials if t.fault == fault
+                ),
+            }
+        )
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        "| fault | trials | outage min / median / max (s) | failed requests "
+        "| dual-holder samples |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['fault']} | {r['trials']} | {r['outage_min_s']:.3f} / "
+            f"{r['outage_median_s']:.3f} / {r['outage_max_s']:.3f} | "
+            f"{r['failed_requests_total']} | {r['dual_holder_samples']} |"
+        )
+    return "\n".join(lines)
+
+
+def run(cluster: str, trials: int, faults: list[str], reporter: Reporter) -> dict:
+    bench = FailoverBench(cluster, reporter)
+    results: list[Trial] = []
+    for number in range(1, trials + 1):
+        for fault in faults:  # interleaved, so machine noise spreads over every fault
+            results.append(bench.trial(fault, number))
+    rows = summarize(results)
+    return {
+        "benchmark": "failover",
+        "cluster": cluster,
+        "nodes": len(bench.record.nodes),
+        "probe": {"period_s": 0.02, "timeout_s": 0.2},
+        "summary": rows,
+        "trials": [asdict(t) for t in results],
+    }

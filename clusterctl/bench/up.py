@@ -1,0 +1,76 @@
+"""`clusterctl bench up`: how long building a sandbox takes.
+
+cold: the node image is built first (debootstrap + import), then a new cluster converged;
+warm: a new cluster from the cached image; noop: `up` again on a converged cluster.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+from clusterctl import cluster as api
+from clusterctl.providers.image import image_name
+from clusterctl.providers.podman_cli import Podman
+from clusterctl.reporter import ListReporter, Reporter
+from clusterctl.state import state_root
+
+
+def _timed_up(cluster: str, profile: str) -> tuple[float, int]:
+    started = time.monotonic()
+    result = api.up(api.UpOptions(cluster=cluster, profile=profile), ListReporter())
+    changed = result.playbook.changed if result.playbook else -1
+    return time.monotonic() - started, changed
+
+
+def run(cluster: str, trials: int, cold: bool, profile: str, reporter: Reporter) -> dict:
+    podman = Podman(state_root())
+    measurements: dict[str, list[float]] = {"cold": [], "warm": [], "noop": []}
+    api.down(cluster, ListReporter())
+    if cold:
+        reporter.info(f"cold: removing the cached image {image_name()} first")
+        podman.run("image", "rm", "-f", image_name(), check=False)
+        seconds, _ = _timed_up(cluster, profile)
+        measurements["cold"].append(seconds)
+        reporter.info(f"cold up: {seconds:.1f} s")
+        api.down(cluster, ListReporter())
+    for number in range(1, trials + 1):
+        seconds, _ = _timed_up(cluster, profile)
+        measurements["warm"].append(seconds)
+        noop, changed = _timed_up(cluster, profile)
+        measurements["noop"].append(noop)
+        reporter.info(f"trial {number}: warm up {seconds:.1f} s, no-op re-run {noop:.1f} s "
+                      f"(changed={changed})")  # fmt: skip
+        api.down(cluster, ListReporter())
+    summary = {
+        name: {
+            "runs": len(values),
+            "min_s": round(min(values), 1),
+            "median_s": round(statistics.median(values), 1),
+            "max_s": round(max(values), 1),
+        }
+        for name, values in measurements.items()
+        if values
+    }
+    return {
+        "benchmark": "up",
+        "profile": profile,
+        "nodes": 3,
+        "summary": summary,
+        "runs": measurements,
+    }
+
+
+def table(result: dict) -> str:
+    labels = {
+        "cold": "cold `up` (node image built first)",
+        "warm": "warm `up` on new containers",
+        "noop": "no-op re-run of `up`",
+    }
+    lines = ["| step | runs | min / median / max (s) |", "|---|---|---|"]
+    for name, row in result["summary"].items():
+        lines.append(
+            f"| {labels[name]} | {row['runs']} | {row['min_s']} / {row['median_s']} / "
+            f"{row['max_s']} |"
+        )
+    return "\n".join(lines)
