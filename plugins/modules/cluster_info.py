@@ -17,28 +17,11 @@ description:
   - Any node answers for the whole cluster, so O(api_url) lists several endpoints which are
     tried in order.
 version_added: "0.1.0"
+extends_documentation_fragment:
+  - clusterctl.cluster.agent_api
 author:
   - clusterctl developers
-options:
-  api_url:
-    description:
-      - Base URLs of the agents' API, for example V(http://10.0.0.11:7480), tried in order until
-        one answers (an endpoint that is unreachable or answers 503 is skipped).
-    type: list
-    elements: str
-    required: true
-  api_token:
-    description:
-      - Bearer token of the API (the C(api-token) file that C(clusterctl up) writes).
-      - Exactly one of O(api_token) and O(api_token_file) is required.
-    type: str
-  api_token_file:
-    description: File holding the bearer token (read on the host running the module).
-    type: path
-  api_timeout:
-    description: Timeout in seconds of each HTTP request.
-    type: float
-    default: 5
+options: {}
 attributes:
   check_mode:
     support: full
