@@ -1,7 +1,7 @@
 """The agent's configuration: a JSON file, validated before anything runs.
 
-Default timings (etcd tuned to ``--heartbeat-interval 50 --election-timeout 500`` so that it
-grants 1 s leases; ENVIRONMENT.md):
+Default timings (etcd tuned to ``--heartbeat-interval 20 --election-timeout 200`` so that it
+grants 1 s leases and elects a new leader in 0.2-0.4 s; roles/etcd/defaults):
 
 * ``lease_ttl = 1.0`` — a crashed holder's key vanishes 1.0-1.5 s after its last renewal
   (etcd's lessor checks expiry every ~0.5 s).
@@ -18,7 +18,8 @@ grants 1 s leases; ENVIRONMENT.md):
 
 Expected failover after a holder crash: lease remainder (0.8-1.0 s) + lessor tick (0-0.5 s)
 + poll (0-0.1 s) + start of the resources, i.e. ~1.2-1.3 s median. The price of the short TTL
-is that an etcd outage longer than ~0.6 s (e.g. an etcd leader election) fences the holder.
+is that an etcd outage longer than ~0.4-0.6 s fences the holder; an etcd leader election
+(0.2-0.4 s with the role's settings) does not.
 """
 
 from __future__ import annotations

@@ -37,6 +37,7 @@ def run(agent: Agent, notifier: SystemdNotifier, stop: threading.Event) -> int:
     iteration that completed without an unexpected exception.
     """
     log.info("%s", agent.startup_cleanup())
+    agent.on_progress = notifier.watchdog
     notifier.ready()
     previous = None
     code = 0

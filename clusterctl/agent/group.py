@@ -24,6 +24,8 @@ class GroupRunner:
         self.active = False
         self.started: set[str] = set()
         self.next_monitor: dict[str, float] = {}
+        self.restart_from: str | None = None  # a restart in place in progress (Agent._restart)
+        self.restart_until = 0.0
 
     @property
     def name(self) -> str:
@@ -70,6 +72,8 @@ class GroupRunner:
                 continue
             self.started.discard(res.name)
         self.next_monitor.clear()
+        if only is None:
+            self.restart_from = None  # the whole group stopped: no restart left to finish
         return errors
 
     def schedule_monitors(self, now: float) -> None:

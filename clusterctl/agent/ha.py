@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from clusterctl.agent.clock import Clock, MonotonicClock
@@ -39,6 +40,8 @@ from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUn
 from clusterctl.agent.view import ClusterView, GroupView, parse_view
 
 log = logging.getLogger(__name__)
+
+HANDOVER_POLL = 0.01  # seconds between steps while a planned move to this node is pending
 
 
 class _Fence(Exception):
@@ -108,6 +111,8 @@ class Agent:
         self._store_ok = False
         self._iteration = 0
         self.fence_failed = False  # a fence could not stop everything: the daemon must exit
+        self.on_progress: Callable[[], None] | None = None  # the daemon pings its watchdog
+        self._step_started = 0.0
         self._seeded: set[str] = set()
         self._registered_at = float("-inf")
         self.snapshot = self._make_snapshot("starting")
@@ -129,7 +134,23 @@ class Agent:
         deadline = self.lease.deadline
         if self.holding() and deadline is not None:
             wake = min(wake, max(now, deadline))
+        if self._awaiting_handover():
+            # The holder drops the VIP and deletes its leader key as soon as we pre-started;
+            # until we take over, nobody serves. Polling at loop_interval made that gap up to
+            # 0.1 s, and clients' connections in it failed (measured on real nodes); the move
+            # key expires after 30 s, so the fast poll is bounded.
+            wake = min(wake, now + HANDOVER_POLL)
         return wake
+
+    def _awaiting_handover(self) -> bool:
+        """True while a planned move targets this node and the group is not ours yet."""
+        if self.view is None or self.standby:
+            return False
+        for name, g in self.groups.items():
+            move = gv.move if (gv := self.view.groups.get(name)) is not None else None
+            if not g.active and move is not None and move.target == self.node:
+                return True
+        return False
 
     def holding(self) -> list[str]:
         """Groups this node holds (leader key won, resources started or starting)."""
@@ -191,7 +212,7 @@ class Agent:
     # -- the step ----------------------------------------------------------------------------
 
     def _step(self) -> str:
-        now = self.clock.now()
+        now = self._step_started = self.clock.now()
         # Rule 1: no I/O before checking the deadline (a frozen process wakes up here).
         if self.holding() and not self.lease.valid(now):
             reason = "renewal failed" if self.lease.last_attempt_failed else "lease deadline passed"
@@ -295,6 +316,10 @@ class Agent:
                 raise _Fence("lease expired") from None
         if not self.lease.valid(self.clock.now()):
             raise _Fence("renewal failed")
+        if self.on_progress is not None and self.clock.now() - self._step_started > 0.5:
+            # A step that runs several (bounded) resource commands may outlast WatchdogSec;
+            # a checkpoint passed with a valid lease is progress, not a hung loop.
+            self.on_progress()
 
     def _timeout(self, cap: float | None = None) -> float:
         """A call's timeout: ``cap`` (default request_timeout), never past the deadline while
@@ -355,16 +380,22 @@ class Agent:
             return f"lost {g.name} (leader is now {gv.leader or 'nobody'}): stopped it{tail}"
         reason = release_reason(self.node, view, gv)
         if reason:
-            return self._release(g, reason)
+            # A planned hand-over to a target that already runs the prestart_safe resources:
+            # drop the VIP first, so new connections stop arriving here while the local web
+            # server still finishes the ones in flight (in reverse order it was stopped first
+            # and clients saw "connection refused" on the VIP).
+            handover = gv.move is not None and gv.prestarted_by == gv.move.target
+            return self._release(g, reason, exclusive_first=handover)
         if gv.move is not None and gv.move.target == self.node:
             self._finish_move(g, gv)
             return f"{g.name} is already on {self.node}, move done"
         return self._monitor(g, gv) or move_wait(self.node, view, gv)
 
-    def _release(self, g: GroupRunner, reason: str) -> str:
-        """Stop the group (reverse order), then delete our leader key. If an exclusive
-        resource would not stop, keep the key: nobody else may start it meanwhile."""
-        errors = g.stop(self._op_timeout)
+    def _release(self, g: GroupRunner, reason: str, exclusive_first: bool = False) -> str:
+        """Stop the group (reverse order, or exclusive resources first), then delete our
+        leader key. If an exclusive resource would not stop, keep the key: nobody else may
+        start it meanwhile."""
+        errors = g.stop(self._op_timeout, exclusive_first=exclusive_first)
         stuck = [r.name for r in g.resources if r.exclusive and r.name in g.started]
         if stuck:
             failed = f"failed to stop {', '.join(stuck)} ({'; '.join(errors)})"
@@ -374,6 +405,8 @@ class Agent:
         return f"{reason}: stopped {g.name}, released it"
 
     def _monitor(self, g: GroupRunner, gv: GroupView) -> str | None:
+        if g.restart_from is not None:
+            return self._restart(g, gv)
         for res in g.due_monitors(self.clock.now()):
             self._checkpoint()
             healthy = res.monitor(self._op_timeout(res))
@@ -384,6 +417,10 @@ class Agent:
             failures = self._record_failure(g, gv)
             if failures >= threshold:
                 return self._release(g, f"{res.name} failed ({failures}/{threshold} failures)")
+            if not any(r.exclusive for r in g.after(res)):
+                g.restart_from = res.name
+                g.restart_until = self.clock.now() + res.spec.timeout
+                return self._restart(g, gv)
             try:
                 g.stop(self._op_timeout, only=g.after(res))
                 g.start(g.after(res), self._op_timeout, self._checkpoint)
@@ -393,6 +430,47 @@ class Agent:
             g.schedule_monitors(self.clock.now())
             return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
         return None
+
+    def _restart(self, g: GroupRunner, gv: GroupView) -> str:
+        """Restart in place a failed resource with no exclusive resource after it, over as
+        many steps as it takes within the resource's ``timeout``.
+
+        Why: a killed service's unit may stay "deactivating" for seconds (seen with nginx on
+        the sandbox nodes: systemd waited its whole TimeoutStopSec for the killed workers),
+        and ``systemctl stop/start`` block meanwhile. Done in one step, each command used up
+        the time left before the fencing deadline, so the group was fenced (or the loop
+        overran WatchdogSec and systemd killed the agent) instead of restarted in place.
+        Here each command leaves time to renew the lease, and a command that did not finish
+        is retried on the next step; only past ``timeout`` does the failure become fatal.
+        """
+        res = next(r for r in g.resources if r.name == g.restart_from)
+        threshold = gv.spec.migration_threshold
+        failures = gv.failcounts.get(self.node, 0)
+        errors = g.stop(self._restart_timeout, only=g.after(res))
+        if not errors:
+            try:
+                self._checkpoint()
+                g.start(g.after(res), self._restart_timeout, self._checkpoint)
+            except ResourceError as exc:
+                errors = [str(exc)]
+        if not errors:
+            g.restart_from = None
+            g.schedule_monitors(self.clock.now())
+            return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
+        if self.clock.now() >= g.restart_until:
+            g.restart_from = None
+            self._record_failure(g, gv, fatal=True)
+            return self._release(g, f"restart of {res.name} failed ({errors[0]})")
+        return (
+            f"{res.name} failed, restart in place pending ({errors[0]}) "
+            f"(failcount {failures}/{threshold})"
+        )
+
+    def _restart_timeout(self, res: Resource) -> float:
+        """A restart command's timeout: like ``_op_timeout`` but leaving ``renew_timeout``
+        before the fencing deadline, so a slow command never costs the lease."""
+        left = self.lease.time_left(self.clock.now()) - self.config.renew_timeout
+        return max(0.01, min(res.spec.timeout, left))
 
     def _record_failure(self, g: GroupRunner, gv: GroupView, fatal: bool = False) -> int:
         """Count a failure in ``failcount/<node>``; a failed start counts as reaching the

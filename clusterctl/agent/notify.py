@@ -27,7 +27,9 @@ class SystemdNotifier:
         target = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-                sock.sendto(state.encode(), target)
+                # Never block the loop: a full receive queue (10 datagrams by default) would
+                # otherwise stall it until systemd reads; a lost ping is the lesser evil.
+                sock.sendto(state.encode(), socket.MSG_DONTWAIT, target)
         except OSError:
             return False
         return True

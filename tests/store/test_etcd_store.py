@@ -133,6 +133,21 @@ def test_hung_endpoint_costs_one_request_timeout(etcd_url: str, prefix: str) -> 
         assert time.monotonic() - start < 0.15
 
 
+def test_blackholed_endpoint_is_left_after_one_failed_call(etcd_url: str, prefix: str) -> None:
+    # A call whose whole budget goes to a member that never answers (a partitioned node)
+    # fails, but the next call must start at another endpoint, not wait on the same one.
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
+        hung.bind(("127.0.0.1", 0))
+        hung.listen(8)
+        store = EtcdStore([f"http://127.0.0.1:{hung.getsockname()[1]}", etcd_url], 0.5)
+        with pytest.raises(StoreUnavailable):
+            store.get(prefix + "k", timeout=0.2)
+        start = time.monotonic()
+        store.put(prefix + "k", "v", timeout=0.2)
+        assert store.get(prefix + "k", timeout=0.2) == "v"
+        assert time.monotonic() - start < 0.15
+
+
 def test_unavailable_when_no_endpoint_answers(free_port) -> None:
     store = EtcdStore([f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
     with pytest.raises(StoreUnavailable):

@@ -81,11 +81,12 @@ class EtcdStore(Store):
         budget = self.request_timeout * len(self.endpoints) if timeout is None else timeout
         data = json.dumps(body).encode()
         errors: list[str] = []
+        first = self._current
         for attempt in range(len(self.endpoints)):
             remaining = budget - (time.monotonic() - start)
             if remaining <= 0.001:
                 break
-            index = (self._current + attempt) % len(self.endpoints)
+            index = (first + attempt) % len(self.endpoints)
             url = self.endpoints[index] + path
             request = urllib.request.Request(
                 url, data=data, headers={"Content-Type": "application/json"}, method="POST"
@@ -104,10 +105,12 @@ class EtcdStore(Store):
                     raise LeaseExpired(message) from None
                 if exc.code >= 500 or code in _RETRY_CODES:
                     errors.append(f"{self.endpoints[index]}: {message}")
+                    self._skip(index)
                     continue
                 raise StoreError(f"{self.endpoints[index]}{path}: {message}") from None
             except (OSError, ValueError) as exc:  # refused, timeout, reset, bad JSON
                 errors.append(f"{self.endpoints[index]}: {exc}")
+                self._skip(index)
                 continue
             self._current = index
             if "error" in payload and "result" not in payload:
@@ -115,6 +118,16 @@ class EtcdStore(Store):
             return payload
         detail = "; ".join(errors) or "timeout exhausted"
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
+
+    def _skip(self, index: int) -> None:
+        """Start the next call after a failed endpoint. Without this, a call whose budget is
+        spent on one unanswering endpoint (a partitioned member: packets dropped, so the
+        request times out rather than being refused) leaves ``_current`` on it, and every later
+        call with a budget <= request_timeout (renewals, the loop's reads) waits on the same
+        dead member again: the agent saw "no quorum" for as long as the partition lasted,
+        although two healthy members were a request away."""
+        if self._current == index:
+            self._current = (index + 1) % len(self.endpoints)
 
     @staticmethod
     def _error_payload(exc: urllib.error.HTTPError) -> dict[str, Any]:

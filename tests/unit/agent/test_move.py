@@ -93,3 +93,23 @@ def test_move_key_expires_with_its_lease(sim: Sim) -> None:
     sim.run(1.5)
     assert sim.keys.move("web") not in sim.backend.dump()
     assert sim.last(node) == "renewed lease, holding web"
+
+
+def test_handover_drops_the_vip_before_the_local_service_and_target_polls_fast(sim: Sim) -> None:
+    # On real nodes, stopping nginx before the VIP made clients of the VIP see "connection
+    # refused" during a planned move, and the target's 0.1 s poll left the VIP unserved.
+    node = holder(sim)
+    target = next(n for n in sim.nodes if n != node)
+    admin.request_move(sim.admin, sim.keys, "web", target)
+    fast_poll = False
+    while sim.vip_on() != [target]:
+        sim.run(0.01)
+        agent = sim.agents[target]
+        fast_poll |= agent.next_wakeup() - agent.clock.now() <= 0.011
+        assert sim.clock.now() - sim.start < 5
+    assert fast_poll
+    log = [c for _, c in sim.fake[node].log if c.startswith(("ip addr del", "systemctl stop"))]
+    assert log[:2] == ["ip addr del 10.0.0.100/24 dev eth0", "systemctl stop nginx.service"]
+    sim.run(0.5)
+    agent = sim.agents[target]
+    assert agent.next_wakeup() - agent.clock.now() > 0.05  # move done: normal pace again

@@ -140,3 +140,30 @@ def test_shutdown_stops_releases_and_revokes(sim: Sim) -> None:
     assert sim.keys.member(node) not in sim.backend.dump()
     sim.run(0.5)  # no lease expiry to wait for: another node takes over at once
     assert len(sim.vip_on()) == 1
+
+
+def test_slow_restart_in_place_is_retried_not_escalated(sim: Sim) -> None:
+    # A killed unit can stay "deactivating" for seconds (systemd waiting for its processes),
+    # and `systemctl start` fails meanwhile: the agent retries within the resource's timeout
+    # instead of fencing or moving the group.
+    node = holder(sim)
+    sim.fake[node].units.discard("nginx.service")
+    sim.fake[node].fail_start.add("nginx.service")
+    sim.run(2.0)
+    assert any("nginx failed, restart in place pending" in s for s in sim.sentences(node))
+    assert sim.vip_on() == [node]
+    sim.fake[node].fail_start.discard("nginx.service")
+    sim.run(1.0)
+    assert "nginx failed, restarted in place (failcount 1/3)" in sim.sentences(node)
+    assert sim.vip_on() == [node] and sim.nginx_on() == [node]
+    assert failcount(sim, node) == "1"
+
+
+def test_restart_in_place_gives_up_after_the_resource_timeout(sim: Sim) -> None:
+    node = holder(sim)
+    sim.fake[node].units.discard("nginx.service")
+    sim.fake[node].fail_start.add("nginx.service")
+    sim.run(13.0)  # the resource's timeout is 10 s
+    assert any(s.startswith("restart of nginx failed") for s in sim.sentences(node))
+    (new,) = sim.vip_on()
+    assert new != node
