@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from clusterctl.agent import admin
+from clusterctl.agent import admin, api_backends
 from clusterctl.agent.config import ConfigError, GroupSpec
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.metrics import CONTENT_TYPE, GroupState, render
@@ -118,7 +118,11 @@ class Api:
         try:
             if not self._authorized(authorization):
                 raise ApiError(401, "missing or invalid bearer token")
-            return self._route(method, urlsplit(target).path, body)
+            parsed = urlsplit(target)
+            if parsed.path.rstrip("/") == "/v1/backends":
+                self._method(method, "GET", parsed.path)
+                return api_backends.list_backends(self, local_only="local=1" in parsed.query)
+            return self._route(method, parsed.path, body)
         except ApiError as exc:
             headers = (("WWW-Authenticate", "Bearer"),) if exc.status == 401 else ()
             return _json_reply(exc.status, {"error": exc.message}, headers)
@@ -153,6 +157,14 @@ class Api:
             self._method(method, "POST", path)
             data = _parse_body(body)
             return getattr(self, f"group_{parts[3]}")(parts[2], data)
+        if len(parts) == 3 and parts[:2] == ["v1", "backends"]:
+            node = parts[2]
+            if not _NAME.match(node):
+                raise ApiError(400, f"not a node name: {node}")
+            if method == "DELETE":
+                return api_backends.delete_backend(self, node)
+            self._method(method, "POST", path)
+            return api_backends.update_backend(self, node, _parse_body(body))
         if len(parts) == 4 and parts[:2] == ["v1", "nodes"] and parts[3] in NODE_ACTIONS:
             self._method(method, "POST", path)
             _fields(_parse_body(body))

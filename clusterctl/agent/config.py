@@ -37,6 +37,8 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 RESOURCE_TYPES: dict[str, dict[str, Any]] = {
     "vip": {"required": ("address", "prefix", "interface"), "exclusive": True},
     "systemd": {"required": ("unit",), "exclusive": False},
+    # a front end on the VIP: must never run on two nodes (it answers for the VIP)
+    "lb": {"required": ("address", "port", "backend_port"), "exclusive": True},
 }
 
 
@@ -107,6 +109,9 @@ class AgentConfig:
     request_timeout: float = 0.5
     standby: bool = False
     groups: tuple[GroupSpec, ...] = ()
+    # this node as an LB backend ({"address", "port", "weight"}): registered in
+    # ``backends/<node>`` when that key is absent (an operator's weight or drain persists)
+    backend: dict[str, Any] | None = None
     api_port: int = 7480  # the REST API and /metrics (docs/agent-api.md); 0 disables it
     api_bind: str = "0.0.0.0"
     api_token_file: str = "/etc/clusterctl/api-token"
@@ -158,12 +163,32 @@ class AgentConfig:
                 f"{self.loop_interval} > {self.renew_interval}: renewals would be late",
             )
         self._validate_api()
+        if self.backend is not None:
+            from clusterctl.agent.lb.model import Backend
+
+            try:
+                Backend(
+                    self.node,
+                    str(self.backend.get("address", "")),
+                    self.backend.get("port", 0),
+                    self.backend.get("weight", 1),
+                ).validate()
+            except ConfigError as exc:
+                raise ConfigError(f"backend: {exc.rule}", exc.detail) from None
         seen: set[str] = set()
         for group in self.groups:
             if group.name in seen:
                 raise ConfigError("unique group names", f"group {group.name!r} appears twice")
             seen.add(group.name)
             validate_group(group)
+            for res in group.resources:
+                lifetime = res.params.get("lifetime") if res.type == "vip" else None
+                if lifetime is not None and lifetime < self.lease_ttl - self.fence_margin:
+                    raise ConfigError(
+                        "vip lifetime >= lease_ttl - fence_margin",
+                        f"group {group.name!r}: {lifetime} s would let the kernel drop the VIP "
+                        "before the agent itself would fence",
+                    )
         return self
 
     def _validate_api(self) -> None:
@@ -220,6 +245,13 @@ def validate_group(group: GroupSpec) -> None:
             raise ConfigError("positive numbers", f"{rwhere}: timeout/monitor_interval")
         if res.type == "vip":
             _validate_vip(rwhere, res.params)
+        if res.type == "lb":
+            from clusterctl.agent.lb.model import LbSpec  # lb.model imports this module
+
+            try:
+                LbSpec.from_params(res.params)
+            except ConfigError as exc:
+                raise ConfigError(exc.rule, f"{rwhere}: {exc.detail}") from None
 
 
 def _validate_vip(where: str, params: dict[str, Any]) -> None:
@@ -230,6 +262,11 @@ def _validate_vip(where: str, params: dict[str, Any]) -> None:
     prefix = params["prefix"]
     if isinstance(prefix, bool) or not isinstance(prefix, int) or not 0 < prefix <= 32:
         raise ConfigError("vip prefix", f"{where}: {prefix!r} is not 1..32")
+    lifetime = params.get("lifetime")
+    if lifetime is not None and (
+        isinstance(lifetime, bool) or not isinstance(lifetime, int) or lifetime < 1
+    ):
+        raise ConfigError("vip lifetime", f"{where}: {lifetime!r} is not a whole number >= 1")
 
 
 # -- JSON ----------------------------------------------------------------------------------

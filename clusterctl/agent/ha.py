@@ -17,6 +17,7 @@ to the API and asserted on by tests). The safety rule, in order of precedence:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from clusterctl.agent.resources import (
     SubprocessRunner,
     build_resource,
 )
+from clusterctl.agent.resources.lb import BackendStats, LoadBalancer
 from clusterctl.agent.resources.vip import ArpSender
 from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
 from clusterctl.agent.view import ClusterView, GroupView, parse_view
@@ -114,6 +116,7 @@ class Agent:
         self.on_progress: Callable[[], None] | None = None  # the daemon pings its watchdog
         self._step_started = 0.0
         self._seeded: set[str] = set()
+        self._backend_registered = False
         self._registered_at = float("-inf")
         self.snapshot = self._make_snapshot("starting")
 
@@ -225,6 +228,8 @@ class Agent:
             self.view = view
             self._update_standby(view)
             self._repair(view)
+            self._register_backend(view)
+            self._hand_backends(view)
             parts = {
                 name: self._group_step(g, view.groups[name], view)
                 for name, g in self.groups.items()
@@ -252,7 +257,20 @@ class Agent:
             self._registered_at = self.clock.now()
         elif self.lease.renew_due(self.clock.now()):
             self.lease.renew()
+            self._keepalive()
         self.lease.register(self.standby, timeout=self._timeout())
+
+    def _keepalive(self) -> None:
+        """After a renewal: let running resources extend their own deadlines (VIP lifetime)."""
+        for g in self.groups.values():
+            if not g.active:
+                continue
+            for res in g.resources:
+                if res.name in g.started:
+                    try:
+                        res.keepalive(self._op_timeout(res))
+                    except ResourceError as exc:
+                        log.warning("keepalive of %s failed: %s", res.name, exc)
 
     def _repair(self, view: ClusterView) -> None:
         """Re-register if our member key vanished; publish specs nobody published yet."""
@@ -265,6 +283,39 @@ class Agent:
                     self.keys.spec(name), g.spec.to_json(), timeout=self._timeout()
                 )
                 self._seeded.add(name)
+
+    def _register_backend(self, view: ClusterView) -> None:
+        """Register this node as an LB backend once; afterwards ``backends/<node>`` belongs
+        to the operator (weight, drain), so it is never overwritten here."""
+        spec = self.config.backend
+        if spec is None or self.node in view.backends or self._backend_registered:
+            return
+        value = json.dumps(
+            {
+                "address": spec.get("address", ""),
+                "port": spec.get("port", 80),
+                "weight": spec.get("weight", 1),
+                "state": "active",
+            },
+            sort_keys=True,
+        )
+        self.store.create_if_absent(self.keys.backend(self.node), value, timeout=self._timeout())
+        self._backend_registered = True
+
+    def _hand_backends(self, view: ClusterView) -> None:
+        """Give every load balancer the registered backends, as of this step."""
+        for g in self.groups.values():
+            for res in g.resources:
+                if isinstance(res, LoadBalancer):
+                    res.set_backends(view.backends.values())
+
+    def lb_stats(self) -> tuple[BackendStats, ...]:
+        """Backends as seen by a load balancer running here (empty on other nodes)."""
+        for g in self.groups.values():
+            for res in g.resources:
+                if isinstance(res, LoadBalancer) and res.name in g.started:
+                    return res.stats
+        return ()
 
     def _unreachable(self) -> str:
         held = self.holding()
@@ -310,6 +361,7 @@ class Agent:
         if self.lease.valid(now) and self.lease.renew_due(now):
             try:
                 self.lease.renew()
+                self._keepalive()
             except StoreUnavailable:
                 pass  # keep going until the deadline
             except LeaseExpired:

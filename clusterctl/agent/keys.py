@@ -68,6 +68,9 @@ class Keys:
         prestart_safe resources; bound to that target's member lease, so it vanishes with it."""
         return f"{self.group_prefix(group)}prestarted"
 
+    def backends_prefix(self) -> str:
+        return f"{self.root}backends/"
+
     def backend(self, node: str) -> str:
         """``backends/<node>``: weight and state of an LB backend; persistent."""
         return f"{self.root}backends/{node}"

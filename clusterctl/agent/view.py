@@ -12,6 +12,7 @@ from typing import Any
 
 from clusterctl.agent.config import ConfigError, GroupSpec, group_from_dict, validate_group
 from clusterctl.agent.keys import Keys
+from clusterctl.agent.lb.model import Backend
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,7 @@ class ClusterView:
     members: dict[str, Member]
     groups: dict[str, GroupView]
     standby: frozenset[str] = frozenset()  # nodes with a ``standby/<node>`` key
+    backends: dict[str, Backend] = field(default_factory=dict)  # ``backends/<node>``
 
 
 def _json(text: str | None) -> Any:
@@ -130,7 +132,22 @@ def parse_view(keys: Keys, kv: dict[str, str], local_groups: tuple[GroupSpec, ..
             move=parse_move(kv.get(keys.move(local.name))),
             prestarted_by=kv.get(keys.prestarted(local.name)) or None,
         )
-    return ClusterView(members, groups, standby)
+    return ClusterView(members, groups, standby, parse_backends(keys, kv))
+
+
+def parse_backends(keys: Keys, kv: dict[str, str]) -> dict[str, Backend]:
+    """Every valid ``backends/<node>`` value; a malformed one is skipped (and so gets no
+    traffic) rather than stopping the loop."""
+    prefix = keys.backends_prefix()
+    backends: dict[str, Backend] = {}
+    for key, value in kv.items():
+        if key.startswith(prefix):
+            node = key[len(prefix) :]
+            try:
+                backends[node] = Backend.from_json(node, value).validate()
+            except (ConfigError, ValueError, TypeError):
+                continue
+    return backends
 
 
 def published_groups(keys: Keys, kv: dict[str, str]) -> tuple[GroupSpec, ...]:

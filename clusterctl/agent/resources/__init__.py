@@ -30,4 +30,8 @@ def build_resource(
         return VirtualIP(spec, runner, arp_sender)
     if spec.type == "systemd":
         return SystemdUnit(spec, runner)
+    if spec.type == "lb":
+        from clusterctl.agent.resources.lb import LoadBalancer
+
+        return LoadBalancer(spec, runner)
     raise ValueError(f"unknown resource type {spec.type!r}")

@@ -51,6 +51,10 @@ class Resource(ABC):
     @abstractmethod
     def monitor(self, timeout: float) -> bool: ...
 
+    def keepalive(self, timeout: float) -> None:  # noqa: B027 - optional hook, no-op default
+        """Called on the holder after every successful lease renewal (e.g. to extend a VIP's
+        kernel lifetime). Raises ``ResourceError`` on failure; the default does nothing."""
+
     def _run(self, argv: list[str], timeout: float) -> CommandResult:
         return self.runner.run(argv, timeout=max(timeout, 0.01))
 

@@ -121,7 +121,8 @@ class LoadBalancer(Resource):
             raise ResourceError(str(exc)) from None
 
     def monitor(self, timeout: float) -> bool:
-        self._converge()
+        if self.running():  # not before start: the start-up cleanup only looks
+            self._converge()
         if self.nft:
             assert isinstance(self.engine, NftEngine)
             return self.engine.current(timeout)

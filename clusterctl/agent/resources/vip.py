@@ -16,7 +16,14 @@ ArpSender = Callable[[str, str], None]
 
 
 class VirtualIP(Resource):
-    """Params: ``address`` (IPv4), ``prefix`` (int), ``interface``. Exclusive by type."""
+    """Params: ``address`` (IPv4), ``prefix`` (int), ``interface``, optional ``lifetime``
+    (whole seconds). Exclusive by type.
+
+    With a lifetime the address is added with ``valid_lft``: the kernel itself deletes it
+    ``lifetime`` to ``lifetime + 1`` s after the agent last refreshed it (``keepalive``, after
+    every lease renewal). So a holder whose agent is frozen or hung loses the VIP even though
+    nothing on the node runs any more - a fence that needs no process of ours.
+    """
 
     def __init__(
         self,
@@ -35,15 +42,33 @@ class VirtualIP(Resource):
     def interface(self) -> str:
         return str(self.spec.params["interface"])
 
+    @property
+    def lifetime(self) -> int | None:
+        value = self.spec.params.get("lifetime")
+        return int(value) if value else None
+
+    def _add_argv(self) -> list[str]:
+        if not self.lifetime:
+            return ["ip", "addr", "add", self.cidr, "dev", self.interface]
+        lifetime = str(self.lifetime)
+        # `replace` both adds and refreshes, so keepalive needs no state of its own
+        return ["ip", "addr", "replace", self.cidr, "dev", self.interface,
+                "valid_lft", lifetime, "preferred_lft", lifetime]  # fmt: skip
+
     def start(self, timeout: float) -> None:
-        if not self.monitor(timeout):
-            self._check(["ip", "addr", "add", self.cidr, "dev", self.interface], timeout)
+        if self.lifetime or not self.monitor(timeout):
+            self._check(self._add_argv(), timeout)
         try:
             self.arp_sender(self.interface, str(self.spec.params["address"]))
         except OSError as exc:
             # The address is up; neighbours will re-learn its MAC when their caches expire.
             # Not worth failing the group over, but worth a warning.
             log.warning("gratuitous ARP for %s failed: %s", self.cidr, exc)
+
+    def keepalive(self, timeout: float) -> None:
+        """Push the kernel's deadline for the address out again (no-op without lifetime)."""
+        if self.lifetime:
+            self._check(self._add_argv(), timeout)
 
     def stop(self, timeout: float) -> None:
         if self.monitor(timeout):

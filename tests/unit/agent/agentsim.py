@@ -51,6 +51,8 @@ class FakeNode:
                 if cidr in self.addresses:
                     return CommandResult(2, "", "RTNETLINK answers: File exists")
                 self.addresses.add(cidr)
+            case ["ip", "addr", "replace", cidr, "dev", _, *_lifetime]:
+                self.addresses.add(cidr)
             case ["ip", "addr", "del", cidr, "dev", _]:
                 if cidr not in self.addresses:
                     return CommandResult(2, "", "RTNETLINK answers: Cannot assign")

@@ -109,3 +109,54 @@ def test_subprocess_runner_kills_at_timeout() -> None:
     result = runner.run([sys.executable, "-c", "import time; time.sleep(10)"], timeout=0.3)
     assert result.rc == 124 and time.monotonic() - start < 3
     assert runner.run(["/nonexistent/command"], timeout=1).rc == 127
+
+
+def test_vip_with_lifetime_is_added_and_refreshed_with_valid_lft():
+    from clusterctl.agent.config import ResourceSpec
+    from clusterctl.agent.resources.vip import VirtualIP
+
+    calls: list[list[str]] = []
+
+    class Runner:
+        def run(self, argv, timeout):
+            from clusterctl.agent.resources.runner import CommandResult
+
+            calls.append(list(argv))
+            return CommandResult(0, "", "")
+
+    spec = ResourceSpec(
+        "vip",
+        "vip",
+        {"address": "10.0.0.100", "prefix": 24, "interface": "eth0", "lifetime": 1},
+    )
+    vip = VirtualIP(spec, Runner(), arp_sender=lambda iface, addr: None)
+    vip.start(1.0)
+    vip.keepalive(1.0)
+    expected = ["ip", "addr", "replace", "10.0.0.100/24", "dev", "eth0"]
+    expected += ["valid_lft", "1", "preferred_lft", "1"]
+    assert calls == [expected, expected]
+
+
+def test_vip_lifetime_shorter_than_the_fence_is_refused():
+    import pytest
+
+    from clusterctl.agent.config import ConfigError, config_from_dict
+
+    group = {
+        "name": "web",
+        "resources": [
+            {"name": "vip", "type": "vip", "address": "10.0.0.100", "prefix": 24,
+             "interface": "eth0", "lifetime": 1},
+        ],
+    }  # fmt: skip
+    data = {
+        "node": "n1",
+        "etcd_endpoints": ["http://127.0.0.1:2379"],
+        "lease_ttl": 3.0,
+        "renew_interval": 0.5,
+        "fence_margin": 0.5,
+        "api_port": 0,
+        "groups": [group],
+    }
+    with pytest.raises(ConfigError, match="vip lifetime >= lease_ttl - fence_margin"):
+        config_from_dict(data)

@@ -1,0 +1,132 @@
+"""The API's LB backend endpoints (docs/agent-api.md, "Backends").
+
+The registry is ``backends/<node>`` in etcd, so any node reads and changes it. Health and
+active connections are known only where the load balancer runs (the group's holder): another
+node asks the holder's API for them and answers ``unknown`` if it cannot reach it.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+from clusterctl.agent.config import ConfigError
+from clusterctl.agent.lb.model import Backend
+
+if TYPE_CHECKING:
+    from clusterctl.agent.api import Api, Reply
+
+FORWARD_TIMEOUT = 1.0
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def lb_group(api: Api) -> tuple[str, str | None, str]:
+    """(group, holder, engine) of the first group with an ``lb`` resource."""
+    from clusterctl.agent.api import ApiError
+
+    state = api._read()
+    for name, spec in state.specs.items():
+        for res in spec.resources:
+            if res.type == "lb":
+                gv = state.view.groups.get(name)
+                return name, gv.leader if gv else None, str(res.params.get("engine", "nft"))
+    raise ApiError(404, "no group has a load balancer (profile lb)")
+
+
+def list_backends(api: Api, local_only: bool) -> Reply:
+    from clusterctl.agent.api import _json_reply
+
+    stats = {s.node: asdict(s) for s in api.agent.lb_stats()}
+    if local_only:
+        return _json_reply(200, {"node": api.agent.node, "backends": list(stats.values())})
+    group, holder, engine = lb_group(api)
+    state = api._read()
+    if holder and holder != api.agent.node and not stats:
+        stats = _ask_holder(api, holder, state.view.members.get(holder))
+    rows = []
+    for node, backend in sorted(state.view.backends.items()):
+        live = stats.get(node, {})
+        rows.append(
+            {
+                "node": node,
+                "address": backend.address,
+                "port": backend.port,
+                "weight": backend.weight,
+                "state": backend.state,
+                "health": live.get("health", "unknown"),
+                "active_connections": live.get("active_connections"),
+                "in_rotation": live.get("in_rotation"),
+            }
+        )
+    body = {"group": group, "holder": holder, "engine": engine, "backends": rows}
+    return _json_reply(200, body)
+
+
+def _ask_holder(api: Api, holder: str, member: Any) -> dict[str, dict]:
+    address = getattr(member, "address", "") if member is not None else ""
+    if not address:
+        return {}
+    port = api.agent.config.api_port
+    request = urllib.request.Request(f"http://{address}:{port}/v1/backends?local=1")
+    request.add_header("Authorization", "Bearer " + api.token.decode())
+    try:
+        with _OPENER.open(request, timeout=FORWARD_TIMEOUT) as resp:
+            data = json.loads(resp.read())
+        return {row["node"]: row for row in data.get("backends", [])}
+    except (OSError, ValueError, KeyError):
+        return {}
+
+
+def update_backend(api: Api, node: str, data: dict[str, Any]) -> Reply:
+    """Change a backend's weight and/or state (compare-and-put: concurrent edits are safe)."""
+    from clusterctl.agent.api import ApiError, _json_reply
+
+    unknown = sorted(set(data) - {"weight", "state"})
+    if unknown:
+        raise ApiError(400, f"unknown field(s): {', '.join(unknown)}")
+    if not data:
+        raise ApiError(400, "give weight and/or state")
+    key = api.keys.backend(node)
+    for _ in range(10):
+        text = api.store.get(key, timeout=api.timeout)
+        if text is None:
+            raise ApiError(404, f"no such backend: {node}")
+        current = Backend.from_json(node, text)
+        wanted = Backend(
+            node,
+            current.address,
+            current.port,
+            data.get("weight", current.weight),
+            data.get("state", current.state),
+        )
+        try:
+            wanted.validate()
+        except ConfigError as exc:
+            raise ApiError(400, f"{exc.rule}: {exc.detail}") from None
+        if wanted == current:
+            return _json_reply(200, {**_public(wanted), "changed": False})
+        if api.store.compare_and_put(key, text, wanted.to_json(), timeout=api.timeout):
+            return _json_reply(200, {**_public(wanted), "changed": True})
+    raise ApiError(409, f"backend {node} kept changing; try again")
+
+
+def delete_backend(api: Api, node: str) -> Reply:
+    from clusterctl.agent.api import _json_reply
+
+    key = api.keys.backend(node)
+    existed = api.store.get(key, timeout=api.timeout) is not None
+    if existed:
+        api.store.delete(key, timeout=api.timeout)
+    return _json_reply(200, {"node": node, "changed": existed})
+
+
+def _public(backend: Backend) -> dict[str, Any]:
+    return {
+        "node": backend.node,
+        "address": backend.address,
+        "port": backend.port,
+        "weight": backend.weight,
+        "state": backend.state,
+    }
