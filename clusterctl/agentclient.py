@@ -72,6 +72,15 @@ class AgentClient:
     def clear(self, group: str) -> dict[str, Any]:
         return self.request("POST", f"/v1/groups/{group}/clear", {})
 
+    def backends(self) -> dict[str, Any]:
+        return self.request("GET", "/v1/backends")
+
+    def set_backend(self, node: str, **fields: Any) -> dict[str, Any]:
+        return self.request("POST", f"/v1/backends/{node}", fields)
+
+    def delete_backend(self, node: str) -> dict[str, Any]:
+        return self.request("DELETE", f"/v1/backends/{node}")
+
     def standby(self, node: str, on: bool) -> dict[str, Any]:
         action = "standby" if on else "unstandby"
         return self.request("POST", f"/v1/nodes/{node}/{action}", {})

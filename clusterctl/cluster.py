@@ -18,13 +18,21 @@ from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
 from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
 from clusterctl.state import ClusterRecord, StateDir, ensure_token
-from clusterctl.status import ClusterStatus, GroupStatus, NodeStatus, http_probe_all
+from clusterctl.status import (
+    BackendStatus,
+    ClusterStatus,
+    GroupStatus,
+    NodeStatus,
+    http_probe_all,
+)
 
 PROFILES = {
     "ha": "etcd + clusterctl-agent: the group web (VIP + nginx) runs on exactly one node",
+    "lb": "etcd + clusterctl-agent: the group web (VIP + load balancer) over nginx on every node",
     "web": "nginx on every node, no failover (the walking skeleton)",
 }
 DEFAULT_PROFILE = "ha"
+AGENT_PROFILES = ("ha", "lb")  # profiles with etcd and the failover agent
 
 
 @dataclass
@@ -164,14 +172,14 @@ def down(cluster: str, reporter: Reporter, purge: bool = False) -> list[str]:
 
 def etcd_members(record: ClusterRecord) -> list[str]:
     """Nodes running an etcd member: the first 3, or 5 with 5+ nodes (as the etcd role)."""
-    if record.profile != "ha":
+    if record.profile not in AGENT_PROFILES:
         return []
     count = 5 if len(record.nodes) >= 5 else 3
     return [n.name for n in record.nodes[:count]]
 
 
 def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:
-    if record.profile != "ha":
+    if record.profile not in AGENT_PROFILES:
         raise ClusterctlError(
             f"cluster {record.name!r} runs profile {record.profile}, which has no failover agent",
             "create an HA cluster with `clusterctl up --profile ha`",
@@ -202,10 +210,14 @@ def status(cluster: str) -> ClusterStatus:
         with contextlib.suppress(ClusterctlError):
             nodes = load_inventory(Path(record.source_inventory))
     agent_view: dict = {}
+    backend_view: dict = {}
     agent_error = ""
-    if record.profile == "ha":
+    if record.profile in AGENT_PROFILES:
         try:
-            agent_view = agent_client(state, record).status()
+            client = agent_client(state, record)
+            agent_view = client.status()
+            if record.profile == "lb":
+                backend_view = client.backends()
         except ClusterctlError as exc:
             agent_error = exc.message
     ssh = probe_all(nodes, provider.key_for, timeout=2.0)
@@ -215,7 +227,7 @@ def status(cluster: str) -> ClusterStatus:
     node_status = []
     for node, (web_ok, reply) in zip(nodes, web, strict=True):
         probe = ssh[node.name]
-        if record.profile == "ha":
+        if record.profile in AGENT_PROFILES:
             online = bool(members.get(node.name, {}).get("online"))
         else:
             online = probe.authenticated
@@ -243,6 +255,17 @@ def status(cluster: str) -> ClusterStatus:
         )
         for g in agent_view.get("groups", [])
     ]
+    backends = [
+        BackendStatus(
+            node=b["node"],
+            address=b.get("address", ""),
+            state=b.get("state", ""),
+            weight=int(b.get("weight", 0)),
+            health=b.get("health", "unknown"),
+            active_connections=b.get("active_connections"),
+        )
+        for b in backend_view.get("backends", [])
+    ]
     return ClusterStatus(
         cluster=cluster,
         provider=record.provider,
@@ -250,6 +273,7 @@ def status(cluster: str) -> ClusterStatus:
         quorum=bool(agent_view.get("quorum")),
         nodes=node_status,
         groups=groups,
+        backends=backends,
         agent_error=agent_error,
     )
 
@@ -317,6 +341,22 @@ def set_standby(cluster: str, node: str, on: bool) -> dict:
             f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
         )
     return agent_client(state, record).standby(node, on)
+
+
+def wait_not_holding(cluster: str, node: str, timeout: float = 30.0) -> None:
+    """Wait until `node` holds no group (after standby, its groups move away)."""
+    state = StateDir(cluster)
+    client = agent_client(state, state.load())
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        groups = client.status().get("groups", [])
+        if all(g.get("node") != node or g.get("state") != "started" for g in groups):
+            return
+        time.sleep(0.1)
+    raise ClusterctlError(
+        f"{node} still holds a group after {timeout:.0f} s in standby",
+        "see `clusterctl status`; another node must be eligible to take it",
+    )
 
 
 def cleanup(cluster: str, group: str) -> dict:

@@ -38,6 +38,8 @@ class BackendStatus:
     address: str
     state: str
     weight: int
+    health: str = "unknown"
+    active_connections: int | None = None
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,7 @@ class ClusterStatus:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_table(self) -> str:
-        ha = self.profile == "ha"
+        ha = self.profile in ("ha", "lb")
         rows = [("NODE", "ADDRESS", "ONLINE", "SSH", "WEB", "ETCD", "NOTE")]
         for n in self.nodes:
             note = n.error or ("standby" if n.standby else n.web_reply)
@@ -88,6 +90,13 @@ class ClusterStatus:
                     (g.name, g.vip, g.node or "-", g.state, counts or "-", ",".join(g.bans) or "-")
                 )
             lines += _table(group_rows)
+        if self.backends:
+            lines.append("")
+            backend_rows = [("BACKEND", "ADDRESS", "STATE", "WEIGHT", "HEALTH", "ACTIVE")]
+            for b in self.backends:
+                active = "-" if b.active_connections is None else str(b.active_connections)
+                backend_rows.append((b.node, b.address, b.state, str(b.weight), b.health, active))
+            lines += _table(backend_rows)
         return "\n".join(lines)
 
 

@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = kinds.add_parser("up", help="cold / warm / no-op `up` times")
     up.add_argument("--trials", type=int, default=3)
     up.add_argument("--cold", action="store_true", help="also rebuild the node image once")
-    up.add_argument("--profile", choices=["ha", "web"], default="ha")
+    up.add_argument("--profile", choices=["ha", "lb", "web"], default="ha")
     for p in (fail, up):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
     parser.set_defaults(func=run)

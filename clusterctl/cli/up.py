@@ -31,8 +31,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-i", "--inventory", type=Path, help="inventory of existing hosts (ssh)")
     parser.add_argument(
         "--profile",
-        choices=["ha", "web"],
-        help="ha (default): VIP + nginx on one node with failover; web: nginx on every node",
+        choices=["ha", "lb", "web"],
+        help="ha (default): VIP + nginx on one node with failover; lb: VIP + load balancer "
+        "over nginx on every node; web: nginx on every node",
     )
     parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
     parser.add_argument(
@@ -86,5 +87,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         print(f"  {node.name:<10} {node.address:<16} http://{node.address}/")
     if record.profile == "ha" and record.vip:
         print(f"VIP: http://{record.vip}/  (group web: VIP + nginx, on one node at a time)")
+    if record.profile == "lb" and record.vip:
+        print(f"VIP: http://{record.vip}/  (group web: VIP + load balancer over every node)")
     print(f"inventory: {result.inventory}")
     return 0

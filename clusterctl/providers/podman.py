@@ -236,6 +236,41 @@ class PodmanProvider(Provider):
             write_private(path, text)
         return path
 
+    # -- scaling ----------------------------------------------------------------------------
+
+    def add_nodes(self, record: ClusterRecord, count: int) -> list[InventoryNode]:
+        """Create `count` more nodes (next free names and addresses); return them."""
+        subnet = ipaddress.ip_network(record.subnet)
+        taken_names = {n.name for n in record.nodes}
+        taken_addresses = {n.address for n in record.nodes} | {record.vip}
+        new: list[NodeRecord] = []
+        index = 1
+        while len(new) < count:
+            name = f"node{index}"
+            address = node_address(subnet, index)
+            index += 1
+            if name in taken_names or address in taken_addresses:
+                continue
+            if ipaddress.ip_address(address) not in subnet or address == record.vip:
+                raise ClusterctlError(
+                    f"subnet {record.subnet} has no room for {count} more nodes",
+                    "create the cluster on a larger --subnet",
+                )
+            container = container_name(record.name, name)
+            new.append(NodeRecord(name, address, container, node_mac(record.name, name)))
+        record.nodes.extend(new)
+        self.state.save(record)  # recorded first: `down` cleans up an interrupted scale
+        for node in new:
+            self._ensure_container(record, node)
+        return [InventoryNode(n.name, n.address) for n in new]
+
+    def remove_node(self, record: ClusterRecord, name: str) -> None:
+        node = next(n for n in record.nodes if n.name == name)
+        if self.podman.container_exists(node.container):
+            self.podman.run("rm", "-f", "-t", "10", node.container)
+        record.nodes = [n for n in record.nodes if n.name != name]
+        self.state.save(record)
+
     # -- removing ---------------------------------------------------------------------------
 
     def destroy(self, record: ClusterRecord | None) -> list[str]:

@@ -197,6 +197,23 @@ class AgentApi:
     def unstandby(self, node):
         return self.request("POST", f"/v1/nodes/{_seg(node)}/unstandby", {})
 
+    def backends(self):
+        """The load balancer's backends (404 when no group has a load balancer)."""
+        return self.request("GET", "/v1/backends")
+
+    def set_backend(self, node, weight=None, state=None):
+        """Change the backend's weight and/or state; only the given fields are sent."""
+        body = {}
+        if weight is not None:
+            body["weight"] = weight
+        if state is not None:
+            body["state"] = state
+        return self.request("POST", f"/v1/backends/{_seg(node)}", body)
+
+    def delete_backend(self, node):
+        """Remove the backend's registration (``changed`` is false when there was none)."""
+        return self.request("DELETE", f"/v1/backends/{_seg(node)}")
+
 
 def find_group(status, name):
     """The group ``name`` of a /v1/status answer, or None."""
@@ -211,6 +228,14 @@ def find_member(status, name):
     for member in status.get("members") or []:
         if member.get("name") == name:
             return member
+    return None
+
+
+def find_backend(backends, node):
+    """The backend ``node`` of a /v1/backends answer, or None."""
+    for backend in backends.get("backends") or []:
+        if backend.get("node") == node:
+            return backend
     return None
 
 

@@ -1,7 +1,9 @@
 """A FAKE clusterctl agent API for the module tests: a real HTTP server on 127.0.0.1:<free
 port>, serving the endpoints of docs/agent-api.md over an in-memory dict. It is not the agent:
 moves are applied ``move_delay`` seconds after they are asked for (on the next status read),
-which is enough to make the modules poll."""
+which is enough to make the modules poll. Load balancer backends live in ``fake.lb``; each
+GET /v1/backends lowers a draining backend's ``active_connections`` by ``drain_per_read``.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +14,29 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 TOKEN = "fake-token-0123456789"
+
+
+BACKEND_STATES = ("active", "draining", "disabled")
+
+
+def initial_lb():
+    return {
+        "group": "web",
+        "holder": "node1",
+        "engine": "nft",
+        "backends": {
+            n: {
+                "address": f"10.0.0.1{i}",
+                "port": 8080,
+                "weight": 100,
+                "state": "active",
+                "health": "up",
+                "active_connections": 0,
+                "in_rotation": True,
+            }
+            for i, n in enumerate(["node1", "node2", "node3"], start=1)
+        },
+    }
 
 
 def initial_cluster():
@@ -46,6 +71,8 @@ class FakeAgentApi:
         self.token = token
         self.move_delay = move_delay
         self.cluster = initial_cluster()
+        self.lb = initial_lb()  # "backends": {node: row}; set self.lb = None for "no LB" (404)
+        self.drain_per_read = 1
         self.requests: list[tuple[str, str, object]] = []  # (method, path, body), authorised
         self.due: dict[str, float] = {}  # group -> time its pending move completes
         self.lock = threading.Lock()
@@ -60,6 +87,9 @@ class FakeAgentApi:
 
             def do_POST(self):
                 fake._handle(self, "POST")
+
+            def do_DELETE(self):
+                fake._handle(self, "DELETE")
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -81,7 +111,14 @@ class FakeAgentApi:
             return copy.deepcopy(self._group(name))
 
     def writes(self):
-        return [r for r in self.requests if r[0] == "POST"]
+        return [r for r in self.requests if r[0] in ("POST", "DELETE")]
+
+    def backend(self, node):
+        with self.lock:
+            return copy.deepcopy((self.lb or {}).get("backends", {}).get(node))
+
+    def backend_reads(self):
+        return sum(1 for r in self.requests if r[:2] == ("GET", "/v1/backends"))
 
     def status_reads(self):
         return sum(1 for r in self.requests if r[:2] == ("GET", "/v1/status"))
@@ -125,7 +162,11 @@ class FakeAgentApi:
         with self.lock:
             self.requests.append((method, req.path, body))
             self._settle()
-            code, answer = self._route(method, req.path.split("/")[1:], body or {})
+            parts = req.path.split("?", 1)[0].split("/")[1:]
+            if parts[:2] == ["v1", "backends"]:
+                code, answer = self._route_backends(method, parts[2:], body)
+            else:
+                code, answer = self._route(method, parts, body or {})
         _reply(req, code, answer)
 
     def _route(self, method, parts, body):
@@ -174,6 +215,50 @@ class FakeAgentApi:
             group["failcounts"] = {n: 0 for n in group["failcounts"]}
             return 200, {"group": name, "sentence": "cleaned up"}
         return 404, {"error": f"unknown action {action}"}
+
+    def _route_backends(self, method, rest, body):
+        if self.lb is None:
+            return 404, {"error": "no group has a load balancer (profile lb)"}
+        backends = self.lb["backends"]
+        if not rest and method == "GET":
+            for row in backends.values():
+                if row["state"] == "draining" and row["active_connections"]:
+                    row["active_connections"] = max(
+                        0, row["active_connections"] - self.drain_per_read
+                    )
+            rows = [{"node": n, **row} for n, row in sorted(backends.items())]
+            return 200, {
+                "group": self.lb["group"],
+                "holder": self.lb["holder"],
+                "engine": self.lb["engine"],
+                "backends": copy.deepcopy(rows),
+            }
+        if len(rest) != 1 or method == "GET":
+            return 405, {"error": "method not allowed"}
+        node = rest[0]
+        if method == "DELETE":
+            return 200, {"node": node, "changed": backends.pop(node, None) is not None}
+        body = body if body is not None else {}
+        if not isinstance(body, dict):
+            return 400, {"error": "body must be a JSON object"}
+        unknown = sorted(set(body) - {"weight", "state"})
+        if unknown:
+            return 400, {"error": f"unknown field(s): {', '.join(unknown)}"}
+        if not body:
+            return 400, {"error": "give weight and/or state"}
+        row = backends.get(node)
+        if row is None:
+            return 404, {"error": f"no such backend: {node}"}
+        weight = body.get("weight", row["weight"])
+        state = body.get("state", row["state"])
+        if isinstance(weight, bool) or not isinstance(weight, int) or not 0 <= weight <= 256:
+            return 400, {"error": f"backend weight 0..256: {node}: {weight!r}"}
+        if state not in BACKEND_STATES:
+            return 400, {"error": f"known backend states: {node}: {state!r}"}
+        changed = (weight, state) != (row["weight"], row["state"])
+        row.update(weight=weight, state=state, in_rotation=state == "active" and weight > 0)
+        public = {k: row[k] for k in ("address", "port", "weight", "state")}
+        return 200, {"node": node, **public, "changed": changed}
 
 
 def _reply(req, code, answer):

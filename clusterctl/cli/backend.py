@@ -1,0 +1,67 @@
+"""`clusterctl drain`, `undrain` and `weight`: LB backends."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from clusterctl.backends import drain, set_weight, undrain
+from clusterctl.cli.common import add_cluster_option, add_json_option, examples
+from clusterctl.reporter import StderrReporter
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "drain",
+        help="stop new connections to a node's backend and wait for active ones to end",
+        epilog=examples("clusterctl drain node2", "clusterctl drain node2 --timeout 120"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("node")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    add_cluster_option(p)
+    add_json_option(p)
+    p.set_defaults(func=run_drain)
+
+    p = sub.add_parser(
+        "undrain",
+        help="let a drained backend take new connections again",
+        epilog=examples("clusterctl undrain node2"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("node")
+    add_cluster_option(p)
+    add_json_option(p)
+    p.set_defaults(func=run_undrain)
+
+    p = sub.add_parser(
+        "weight",
+        help="set a backend's weight (0-256; 0 takes no new connections)",
+        epilog=examples("clusterctl weight node2 3"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("node")
+    p.add_argument("weight", type=int)
+    add_cluster_option(p)
+    add_json_option(p)
+    p.set_defaults(func=run_weight)
+
+
+def _print(args: argparse.Namespace, data: dict, text: str) -> int:
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0
+
+
+def run_drain(args: argparse.Namespace, reporter: StderrReporter) -> int:
+    result = drain(args.cluster, args.node, reporter, timeout=args.timeout)
+    return _print(args, result, f"{args.node} drained in {result['seconds']:.1f} s")
+
+
+def run_undrain(args: argparse.Namespace, reporter: StderrReporter) -> int:
+    result = undrain(args.cluster, args.node)
+    return _print(args, result, f"{args.node} takes new connections again")
+
+
+def run_weight(args: argparse.Namespace, reporter: StderrReporter) -> int:
+    result = set_weight(args.cluster, args.node, args.weight)
+    return _print(args, result, f"{args.node} weight {result.get('weight')}")

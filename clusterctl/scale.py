@@ -1,0 +1,122 @@
+"""Scaling a cluster out and in: `clusterctl scale --add N` / `--remove NODE`.
+
+Adding provisions only the new nodes (`playbooks/scale.yml`, limited to them), so nothing
+restarts on the others; their agents register them as LB backends, and the load balancer
+sends traffic once they pass its health checks. Removing drains the node's backend first,
+puts it in standby (a group it holds moves away), stops its services
+(`playbooks/remove_node.yml`) and then deletes the machine (sandbox) or forgets it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clusterctl import cluster as api
+from clusterctl.errors import ClusterctlError
+from clusterctl.inventory import MIN_NODES, load_inventory
+from clusterctl.reporter import Reporter
+from clusterctl.runner import run_playbook
+from clusterctl.sshcheck import forget_host_keys, wait_and_trust
+from clusterctl.state import StateDir, ensure_token
+
+
+def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
+    state = StateDir(cluster)
+    record = state.load()
+    provider = api.provider_for_record(state, reporter, record)
+    if record.provider == "podman":
+        if not count or count < 1:
+            raise ClusterctlError("--add needs a number of nodes >= 1", "e.g. --add 1")
+        from clusterctl.providers.podman import PodmanProvider
+
+        assert isinstance(provider, PodmanProvider)
+        new = provider.add_nodes(record, count)
+    else:
+        inventory = load_inventory(Path(record.source_inventory))
+        known = {n.name for n in record.nodes}
+        new = [n for n in inventory if n.name not in known]
+        if not new:
+            raise ClusterctlError(
+                f"no new hosts in {record.source_inventory}",
+                "add the hosts to the inventory's `cluster` group first",
+            )
+        if count is not None and count != len(new):
+            raise ClusterctlError(
+                f"--add {count}, but the inventory has {len(new)} new host(s)",
+                "omit the number with the ssh provider",
+            )
+        from clusterctl.state import NodeRecord
+
+        record.nodes.extend(NodeRecord(n.name, n.address) for n in new)
+        state.save(record)
+    reporter.progress(f"waiting for SSH on {', '.join(n.name for n in new)}")
+    wait_and_trust(new, provider.key_for, state.known_hosts, provider.ssh_wait_s)
+    ensure_token(state.api_token)
+    run_playbook(
+        "scale.yml",
+        inventory=provider.inventory_path(record),
+        work_dir=state.runner_dir,
+        reporter=reporter,
+        host_count=len(new),
+        extravars=provider.extravars(),
+        limit=",".join(n.name for n in new),
+    )
+    return [n.name for n in new]
+
+
+def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 60.0) -> None:
+    state = StateDir(cluster)
+    record = state.load()
+    names = [n.name for n in record.nodes]
+    if node not in names:
+        raise ClusterctlError(
+            f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
+        )
+    members = api.etcd_members(record)
+    if node in members:
+        others = ", ".join(n for n in names if n not in members) or "none yet"
+        raise ClusterctlError(
+            f"{node} runs one of the {len(members)} etcd members; removing it would leave "
+            f"{len(members) - 1}",
+            f"remove a node that is not an etcd member ({others})",
+        )
+    if len(names) - 1 < MIN_NODES:
+        raise ClusterctlError(
+            f"removing {node} would leave {len(names) - 1} nodes; a cluster needs {MIN_NODES}",
+            "add a node first (`clusterctl scale --add 1`)",
+        )
+    provider = api.provider_for_record(state, reporter, record)
+    if record.profile == "lb":
+        from clusterctl.backends import drain
+
+        reporter.progress(f"draining {node}")
+        drain(cluster, node, reporter, timeout=drain_timeout)
+    if record.profile in api.AGENT_PROFILES:
+        reporter.progress(f"moving {node}'s groups away (standby)")
+        api.set_standby(cluster, node, True)
+        api.wait_not_holding(cluster, node)
+    run_playbook(
+        "remove_node.yml",
+        inventory=provider.inventory_path(record),
+        work_dir=state.runner_dir,
+        reporter=reporter,
+        host_count=1,
+        extravars=provider.extravars(),
+        limit=node,
+    )
+    if record.profile in api.AGENT_PROFILES:
+        client = api.agent_client(state, record)
+        client.standby(node, False)  # the node is gone: leave no standby key behind
+        if record.profile == "lb":
+            client.delete_backend(node)
+    address = next(n.address for n in record.nodes if n.name == node)
+    if record.provider == "podman":
+        from clusterctl.providers.podman import PodmanProvider
+
+        assert isinstance(provider, PodmanProvider)
+        provider.remove_node(record, node)
+        provider.inventory_path(record)
+    else:
+        record.nodes = [n for n in record.nodes if n.name != node]
+        state.save(record)
+    forget_host_keys(state.known_hosts, [address])
