@@ -44,6 +44,7 @@ class UpOptions:
     inventory: Path | None = None
     converge: bool = True
     profile: str | None = None  # None: the cluster's recorded profile, else "ha"
+    lb_engine: str | None = None  # None: the recorded engine, else "nft"
 
 
 @dataclass
@@ -110,6 +111,9 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         if existing is None and options.provider == "ssh":
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
+    if options.lb_engine:
+        record.lb_engine = options.lb_engine  # changing it re-converges the agents
+        state.save(record)
     ensure_token(state.api_token)
     inventory = provider.inventory_path(record)
     result = UpResult(record=record, inventory=inventory)
@@ -117,6 +121,11 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         return result
     result.playbook = converge(state, provider, record, reporter, nodes)
     return result
+
+
+def playbook_vars(provider: Provider, record: ClusterRecord) -> dict:
+    """Extra variables of every playbook run: the provider's plus the cluster's settings."""
+    return {**provider.extravars(), "clusterctl_lb_engine": record.lb_engine}
 
 
 def converge(
@@ -132,7 +141,7 @@ def converge(
         work_dir=state.runner_dir,
         reporter=reporter,
         host_count=len(nodes),
-        extravars=provider.extravars(),
+        extravars=playbook_vars(provider, record),
     )
     record.converged = True
     state.save(record)

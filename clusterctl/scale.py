@@ -58,7 +58,7 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
         work_dir=state.runner_dir,
         reporter=reporter,
         host_count=len(new),
-        extravars=provider.extravars(),
+        extravars=api.playbook_vars(provider, record),
         limit=",".join(n.name for n in new),
     )
     return [n.name for n in new]
@@ -101,7 +101,7 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
         work_dir=state.runner_dir,
         reporter=reporter,
         host_count=1,
-        extravars=provider.extravars(),
+        extravars=api.playbook_vars(provider, record),
         limit=node,
     )
     if record.profile in api.AGENT_PROFILES:

@@ -63,6 +63,7 @@ class ClusterRecord:
     source_inventory: str = ""  # ssh provider: the user's inventory
     profile: str = "ha"
     vip: str = ""
+    lb_engine: str = "nft"  # profile lb: nft (kernel L4) or haproxy
     nodes: list[NodeRecord] = field(default_factory=list)
     converged: bool = False
 

@@ -35,6 +35,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="ha (default): VIP + nginx on one node with failover; lb: VIP + load balancer "
         "over nginx on every node; web: nginx on every node",
     )
+    parser.add_argument(
+        "--lb-engine",
+        choices=["nft", "haproxy"],
+        help="profile lb: nft (kernel L4, default) or haproxy (HTTP checks, retries)",
+    )
     parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
     parser.add_argument(
         "--no-converge", action="store_true", help="only create the nodes; do not run Ansible"
@@ -53,6 +58,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         inventory=args.inventory,
         converge=not args.no_converge,
         profile=args.profile,
+        lb_engine=args.lb_engine,
     )
     try:
         result = up(options, reporter)

@@ -29,3 +29,21 @@ def test_table_shows_each_node():
     assert rows[0] == ["NODE", "ADDRESS", "ONLINE", "SSH", "WEB", "ETCD", "NOTE"]
     assert rows[1] == ["node1", "10.0.0.11", "yes", "ok", "ok", "-", "node1"]
     assert rows[2] == ["node2", "10.0.0.12", "no", "down", "down", "-", "timed", "out"]
+
+
+def test_wrk_output_is_parsed():
+    from clusterctl.bench.lb import parse_wrk
+
+    text = """Running 8s test @ http://10.0.0.100/
+  2 threads and 64 connections
+  Latency Distribution
+     50%  800.00us
+     75%    1.10ms
+     90%    1.60ms
+     99%    4.20ms
+  458000 requests in 8.00s, 120.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+Requests/sec:  57250.12
+Transfer/sec:     15.00MB
+"""
+    assert parse_wrk(text) == (57250.12, 4.2, 3)

@@ -54,6 +54,16 @@ class HealthTracker:
             self._checked_at[node] = now
         return new
 
+    def seed(self, node: str, ok: bool, now: float | None = None) -> BackendHealth:
+        """Set ``node``'s state from one check, skipping rise/fall: for the backends present
+        when a load balancer starts (a new holder must serve at once, but not send to a
+        backend its first check already found dead)."""
+        new = BackendHealth(ok, 1 if ok else 0, 0 if ok else 1)
+        self._states[node] = new
+        if now is not None:
+            self._checked_at[node] = now
+        return new
+
     def due(self, nodes: Iterable[str], now: float) -> list[str]:
         """Nodes of ``nodes`` to check at ``now``, in the given order."""
         return [

@@ -61,7 +61,9 @@ class LoadBalancer(Resource):
         self.engine: NftEngine | HaproxyEngine = (
             NftEngine(self.input_runner) if self.nft else HaproxyEngine(self.input_runner)
         )
-        self.tracker = HealthTracker.for_spec(self.lb)
+        # A backend that appears while we run must pass `rise` checks before it gets traffic
+        # (scale out without failed requests); those present at start are seeded instead.
+        self.tracker = HealthTracker.for_spec(self.lb, initially_healthy=False)
         self._lock = threading.Lock()  # guards the backends, the tracker and engine calls
         self._backends: tuple[Backend, ...] = ()
         self._stop = threading.Event()
@@ -99,7 +101,7 @@ class LoadBalancer(Resource):
 
     def start(self, timeout: float) -> None:
         if self.nft:
-            self._check_now()  # the first map must not wait for the checker thread
+            self._check_now(seed=True)  # the first map must not wait for the checker thread
         self._converge(raise_errors=True)
         if not self.running():
             self._stop.clear()
@@ -152,7 +154,7 @@ class LoadBalancer(Resource):
                 if raise_errors:
                     raise ResourceError(str(exc)) from None
 
-    def _check_now(self, only_due: bool = False) -> None:
+    def _check_now(self, only_due: bool = False, seed: bool = False) -> None:
         with self._lock:
             backends = self._backends
             due = set(self.tracker.due(self._nodes(), self.clock())) if only_due else None
@@ -165,7 +167,10 @@ class LoadBalancer(Resource):
             known = set(self._nodes())
             for node, ok in results.items():
                 if node in known:
-                    self.tracker.record(node, ok, now)
+                    if seed:
+                        self.tracker.seed(node, ok, now)
+                    else:
+                        self.tracker.record(node, ok, now)
 
     def _checker(self) -> None:
         while not self._stop.is_set():

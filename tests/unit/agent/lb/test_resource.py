@@ -54,7 +54,7 @@ def test_a_backend_failing_fall_checks_leaves_the_map_and_comes_back_after_rise(
     health = {"10.0.0.11": True, "10.0.0.12": True}
     lb, runner, clock = make(health)
     lb.set_backends([A, B])
-    lb._check_now()
+    lb._check_now(seed=True)
     lb._converge()
     health["10.0.0.12"] = False
     for _ in range(2):  # fall = 2
@@ -74,7 +74,7 @@ def test_draining_and_zero_weight_backends_get_no_new_connections():
     lb, _, _ = make({"10.0.0.11": True, "10.0.0.12": True})
     drained = Backend("node2", "10.0.0.12", 80, state="draining")
     lb.set_backends([A, drained, Backend("node3", "10.0.0.13", 80, weight=0)])
-    lb._check_now()
+    lb._check_now(seed=True)
     assert [b.node for b in lb.live()] == ["node1"]
     lb._publish()
     states = {s.node: (s.state, s.in_rotation) for s in lb.stats}
@@ -91,3 +91,24 @@ def test_monitor_before_start_only_looks():
     lb.monitor(1.0)
     assert scripts(runner) == []
     assert runner.calls[-1][0][:3] == ["nft", "-j", "list"]
+
+
+def test_a_backend_added_while_running_needs_rise_checks_first():
+    lb, _, clock = make({"10.0.0.11": True, "10.0.0.12": True})
+    lb.set_backends([A])
+    lb._check_now(seed=True)
+    lb.set_backends([A, B])
+    assert [b.node for b in lb.live()] == ["node1"]
+    clock.t += 1.0
+    lb._check_now(only_due=True)
+    assert [b.node for b in lb.live()] == ["node1"]  # 1 of rise = 2
+    clock.t += 1.0
+    lb._check_now(only_due=True)
+    assert [b.node for b in lb.live()] == ["node1", "node2"]
+
+
+def test_a_backend_dead_at_start_gets_no_traffic():
+    lb, _, _ = make({"10.0.0.11": True})
+    lb.set_backends([A, B])
+    lb._check_now(seed=True)
+    assert [b.node for b in lb.live()] == ["node1"]
