@@ -31,8 +31,21 @@ def lb_group(api: Api) -> tuple[str, str | None, str]:
         for res in spec.resources:
             if res.type == "lb":
                 gv = state.view.groups.get(name)
-                return name, gv.leader if gv else None, str(res.params.get("engine", "nft"))
+                # The spec key keeps the resources first published (only its placement rules
+                # are edited later), so after `clusterctl up --lb-engine haproxy` it still
+                # said nft. The agents run their own config's resources: report those.
+                params = _local_lb_params(api, name) or res.params
+                return name, gv.leader if gv else None, str(params.get("engine", "nft"))
     raise ApiError(404, "no group has a load balancer (profile lb)")
+
+
+def _local_lb_params(api: Api, group: str) -> dict[str, Any] | None:
+    """The params of the ``lb`` resource of ``group`` in this agent's own config, if any."""
+    local = api.agent.groups.get(group)
+    for res in local.spec.resources if local is not None else ():
+        if res.type == "lb":
+            return dict(res.params)
+    return None
 
 
 def list_backends(api: Api, local_only: bool) -> Reply:

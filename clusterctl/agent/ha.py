@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from clusterctl.agent.clock import Clock, MonotonicClock
 from clusterctl.agent.config import AgentConfig
 from clusterctl.agent.group import GroupRunner
+from clusterctl.agent.handover import Handover
 from clusterctl.agent.keys import Keys
+from clusterctl.agent.lb.command import InputRunner
 from clusterctl.agent.member import MemberLease
 from clusterctl.agent.metrics import Metrics
 from clusterctl.agent.placement import acquire_block, eligible, move_wait, release_reason
@@ -92,6 +94,7 @@ class Agent:
         clock: Clock | None = None,
         runner: CommandRunner | None = None,
         arp_sender: ArpSender | None = None,
+        handover_runner: InputRunner | None = None,
     ) -> None:
         self.config = config
         self.node = config.node
@@ -117,6 +120,7 @@ class Agent:
         self._step_started = 0.0
         self._seeded: set[str] = set()
         self._backend_registered = False
+        self.handover = Handover(handover_runner)
         self._registered_at = float("-inf")
         self.snapshot = self._make_snapshot("starting")
 
@@ -176,6 +180,8 @@ class Agent:
         start order. Returns one sentence; never raises.
         """
         done: list[str] = []
+        if any(r.spec.type == "vip" for g in self.groups.values() for r in g.resources):
+            self.handover.remove()  # a forwarding table left by a previous run's move
         for g in self.groups.values():
             order = sorted(reversed(g.resources), key=lambda r: not r.exclusive)
             for res in order:
@@ -216,6 +222,7 @@ class Agent:
 
     def _step(self) -> str:
         now = self._step_started = self.clock.now()
+        self.handover.expire(now)
         # Rule 1: no I/O before checking the deadline (a frozen process wakes up here).
         if self.holding() and not self.lease.valid(now):
             reason = "renewal failed" if self.lease.last_attempt_failed else "lease deadline passed"
@@ -412,6 +419,9 @@ class Agent:
         if not self.store.create_if_absent(key, self.node, self.lease.lease_id, self._timeout()):
             return f"{g.name} was just taken by another node, standing by"
         g.active = True  # from here on every call is bounded by the fencing deadline
+        if self.handover.until is not None:
+            # we forwarded the VIP away in a recent move: it is ours again, serve it here
+            self.handover.remove(self._timeout(1.0))
         try:
             g.start(g.resources, self._op_timeout, self._checkpoint)
         except ResourceError as exc:
@@ -437,11 +447,23 @@ class Agent:
             # server still finishes the ones in flight (in reverse order it was stopped first
             # and clients saw "connection refused" on the VIP).
             handover = gv.move is not None and gv.prestarted_by == gv.move.target
+            if handover and gv.move is not None:
+                self._forward_to(g, view, gv.move.target)
             return self._release(g, reason, exclusive_first=handover)
         if gv.move is not None and gv.move.target == self.node:
             self._finish_move(g, gv)
             return f"{g.name} is already on {self.node}, move done"
         return self._monitor(g, gv) or move_wait(self.node, view, gv)
+
+    def _forward_to(self, g: GroupRunner, view: ClusterView, target: str) -> None:
+        """Before a planned hand-over drops the VIP: forward its traffic to the target (which
+        already runs the pre-started service) until clients learn the VIP's new MAC."""
+        member = view.members.get(target)
+        vips = [r for r in g.resources if r.spec.type == "vip" and r.name in g.started]
+        if member is None or not member.address or not vips:
+            return
+        vip = str(vips[0].spec.params["address"])
+        self.handover.forward(vip, member.address, self.clock.now(), self._timeout(1.0))
 
     def _release(self, g: GroupRunner, reason: str, exclusive_first: bool = False) -> str:
         """Stop the group (reverse order, or exclusive resources first), then delete our

@@ -154,6 +154,19 @@ class ServerStat:
     weight: int
 
 
+def stat_health(status: str) -> str:
+    """``up``, ``down`` or ``unknown`` from a ``show stat`` status: HAProxy's own checks.
+    ``UP``, ``UP 1/2`` (failing, not yet ``fall`` times), ``DRAIN`` and ``NOLB`` are up;
+    ``DOWN`` and ``DOWN 1/2`` (recovering, not yet ``rise`` times) are down; ``MAINT`` (not
+    checked) and ``no check`` are unknown."""
+    word = status.split(" ", 1)[0].upper()
+    if word in ("UP", "DRAIN", "NOLB"):
+        return "up"
+    if word == "DOWN":
+        return "down"
+    return "unknown"
+
+
 def parse_servers_state(text: str) -> list[ServerState]:
     """Parse ``show servers state`` (format version 1: a version line, a ``#`` header naming
     the columns, then one space-separated line per server). Columns are found by name."""
@@ -360,12 +373,25 @@ class HaproxyEngine:
             actions.append(f"set server {BACKEND}/{server} {what} {value}")
         return actions
 
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop HAProxy. No reload is in flight afterwards, so the next ``apply`` must start
+        it at once: without forgetting the last reload, a stop and start within
+        ``reload_grace`` (a restart in place, a quick move back) only "waited for the
+        reload", the monitor found HAProxy stopped, and each try cost a fail count."""
+        argv = ["systemctl", "stop", "haproxy"]
+        check(self.runner.run(argv, max(self.timeout if timeout is None else timeout, 0.01)), argv)
+        self._reloaded_at = None
+
     def active_connections(self, backend: Backend) -> int:
         """Current sessions (scur) on ``backend``'s server; 0 if HAProxy does not list it."""
         for stat in self.runtime.stats(BACKEND):
             if stat.name == backend.node:
                 return stat.sessions
         return 0
+
+    def server_stats(self) -> dict[str, ServerStat]:
+        """``show stat`` of every server of the backend, by name (one runtime API call)."""
+        return {s.name: s for s in self.runtime.stats(BACKEND)}
 
     def _read_config(self) -> str | None:
         try:

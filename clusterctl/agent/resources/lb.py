@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from clusterctl.agent.config import ResourceSpec
 from clusterctl.agent.lb.command import InputRunner, LbError, SubprocessInputRunner
-from clusterctl.agent.lb.haproxy import HaproxyEngine
+from clusterctl.agent.lb.haproxy import HaproxyEngine, stat_health
 from clusterctl.agent.lb.health import CheckFn, HealthTracker, check_backends, http_check
 from clusterctl.agent.lb.health import live_backends as healthy_live_backends
 from clusterctl.agent.lb.model import Backend, LbSpec
@@ -69,6 +69,7 @@ class LoadBalancer(Resource):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._counts: dict[str, int | None] = {}
+        self._haproxy_health: dict[str, str] = {}  # HAProxy's own check results, by node
         self._counted_at = float("-inf")
         self.last_error = ""
         self.stats: tuple[BackendStats, ...] = ()  # replaced whole, read without locking
@@ -118,7 +119,8 @@ class LoadBalancer(Resource):
                 assert isinstance(self.engine, NftEngine)
                 self.engine.remove(timeout)
             else:
-                self._check(["systemctl", "stop", "haproxy"], timeout)
+                assert isinstance(self.engine, HaproxyEngine)
+                self.engine.stop(timeout)
         except LbError as exc:
             raise ResourceError(str(exc)) from None
 
@@ -188,20 +190,35 @@ class LoadBalancer(Resource):
         backends = self._backends
         if now - self._counted_at >= STATS_INTERVAL:
             counts: dict[str, int | None] = {}
-            for b in backends:
-                try:
-                    if self.nft:
-                        assert isinstance(self.engine, NftEngine)
+            if self.nft:
+                assert isinstance(self.engine, NftEngine)
+                for b in backends:
+                    try:
                         counts[b.node] = self.engine.active_connections(b, self.lb, timeout=1.0)
-                    else:
-                        assert isinstance(self.engine, HaproxyEngine)
-                        counts[b.node] = self.engine.active_connections(b)
+                    except (LbError, OSError):
+                        counts[b.node] = None
+            else:
+                # One `show stat` gives every server's sessions and HAProxy's own check result
+                # (health used to be "unknown" with this engine: nothing read HAProxy's view).
+                assert isinstance(self.engine, HaproxyEngine)
+                try:
+                    servers = self.engine.server_stats()
                 except (LbError, OSError):
-                    counts[b.node] = None
+                    servers = None
+                for b in backends:
+                    stat = servers.get(b.node) if servers is not None else None
+                    counts[b.node] = None if servers is None else (stat.sessions if stat else 0)
+                self._haproxy_health = {
+                    node: stat_health(stat.status) for node, stat in (servers or {}).items()
+                }
             self._counts = counts
             self._counted_at = now
         live = {b.node for b in self.live()}
-        health = self.tracker.snapshot(self._nodes()) if self.nft else {}
+        if self.nft:
+            checked = self.tracker.snapshot(self._nodes())
+            health = {n: "up" if h.healthy else "down" for n, h in checked.items()}
+        else:
+            health = self._haproxy_health
         self.stats = tuple(
             BackendStats(
                 node=b.node,
@@ -209,11 +226,10 @@ class LoadBalancer(Resource):
                 port=b.port,
                 weight=b.weight,
                 state=b.state,
-                health=(
-                    ("up" if health[b.node].healthy else "down") if b.node in health else "unknown"
-                ),
+                health=health.get(b.node, "unknown"),
                 active_connections=self._counts.get(b.node),
-                in_rotation=b.node in live,
+                # HAProxy sends nothing to a server its checks found down
+                in_rotation=b.node in live and health.get(b.node) != "down",
             )
             for b in backends
         )

@@ -28,14 +28,17 @@ class FakeNode:
         self.clock = clock
         self.units: set[str] = set()
         self.addresses: set[str] = set()
+        self.nft_scripts: list[str] = []  # hand-over forwarding tables
         self.fail_start: set[str] = set()
         self.log: list[tuple[float, str]] = []
 
-    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+    def run(self, argv: Sequence[str], timeout: float, stdin: str | None = None) -> CommandResult:
         assert timeout > 0, f"non-positive timeout for {argv}"
         cmd = " ".join(argv)
         self.log.append((self.clock.now(), cmd))
         match list(argv):
+            case ["nft", "-f", "-"]:
+                self.nft_scripts.append(stdin or "")
             case ["systemctl", "start", unit]:
                 if unit in self.fail_start:
                     return CommandResult(1, "", f"Job for {unit} failed.")
@@ -92,6 +95,7 @@ class Sim:
     group: GroupSpec = field(default_factory=web_group)
     settings: dict[str, Any] = field(default_factory=dict)
     granularity: float = 0.0
+    addresses: bool = False  # give nodes addresses (node1 = 10.0.0.11, ...)
 
     def __post_init__(self) -> None:
         self.clock = FakeClock()
@@ -113,9 +117,13 @@ class Sim:
     # -- cluster life ----------------------------------------------------------------------
 
     def config(self, node: str) -> AgentConfig:
+        extra: dict[str, Any] = {}
+        if self.addresses:
+            extra["address"] = f"10.0.0.{11 + list(self.nodes).index(node)}"
         return AgentConfig(
             node=node,
             etcd_endpoints=("http://127.0.0.1:2379",),
+            **extra,
             groups=(self.group,),
             **self.settings,
         ).validate()
@@ -132,6 +140,7 @@ class Sim:
             arp_sender=lambda iface, addr, node=node: self.arps.append(
                 (self.clock.now(), node, addr)
             ),
+            handover_runner=self.fake[node],
         )
         self.wake[node] = self.clock.now()
         self.dead.discard(node)

@@ -70,3 +70,25 @@ def test_list_needs_a_load_balancer_group(lb_cluster) -> None:
     assert code == 404 and "no group has a load balancer" in body["error"]
     code, body = client.get("/v1/backends?local=1")
     assert code == 200 and body == {"node": "node1", "backends": []}
+
+
+def test_engine_comes_from_the_running_config_not_the_first_published_spec() -> None:
+    from types import SimpleNamespace
+
+    from clusterctl.agent.api_backends import lb_group
+    from clusterctl.agent.config import GroupSpec, ResourceSpec
+
+    def group(engine: str) -> GroupSpec:
+        params = {"address": "10.0.0.100", "port": 80, "backend_port": 80, "engine": engine}
+        return GroupSpec(name="web", resources=(ResourceSpec("lb", "lb", params),))
+
+    # etcd's spec key was published while the engine was nft; the agents now run haproxy.
+    view = SimpleNamespace(groups={"web": SimpleNamespace(leader="node2")})
+    state = SimpleNamespace(specs={"web": group("nft")}, view=view)
+    api = SimpleNamespace(
+        _read=lambda: state,
+        agent=SimpleNamespace(groups={"web": SimpleNamespace(spec=group("haproxy"))}),
+    )
+    assert lb_group(api) == ("web", "node2", "haproxy")
+    api.agent.groups = {}  # an agent without the group: the published spec is all it knows
+    assert lb_group(api) == ("web", "node2", "nft")

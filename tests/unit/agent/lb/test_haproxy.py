@@ -20,6 +20,7 @@ from clusterctl.agent.lb.haproxy import (
     parse_stat,
     render_config,
     runtime_commands,
+    stat_health,
     structure_hash,
 )
 from clusterctl.agent.lb.model import Backend, LbSpec
@@ -307,6 +308,21 @@ def test_engine_reloads_when_servers_change(
     assert engine.apply(other, [N1, N2, N3])[-1] == "reload"
 
 
+def test_engine_starts_at_once_after_a_stop(
+    tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]
+) -> None:
+    fake, server = hap
+    runner, clock = FakeRunner(), Clock()
+    engine = make_engine(tmp_path, server.path, runner, clock)
+    assert engine.apply(SPEC, [N1, N2, N3])[-1] == "reload"
+    engine.stop()
+    fake.states.clear()  # HAProxy is stopped: its socket lists no server
+    clock.now += 1  # well within reload_grace: a restart in place
+    runner.calls.clear()
+    assert engine.apply(SPEC, [N1, N2, N3]) == ["reload"]
+    assert runner.commands() == ["systemctl reload-or-restart haproxy"]
+
+
 def test_engine_failed_reload_is_retried(
     tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]
 ) -> None:
@@ -343,6 +359,26 @@ def test_engine_active_connections(tmp_path: Path, hap: tuple[Haproxy, FakeHapro
     engine = make_engine(tmp_path, server.path, FakeRunner(), Clock())
     assert engine.active_connections(N2) == 1
     assert engine.active_connections(Backend("ghost", "10.0.0.99", 80)) == 0
+
+
+def test_engine_server_stats(tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]) -> None:
+    _, server = hap
+    engine = make_engine(tmp_path, server.path, FakeRunner(), Clock())
+    stats = engine.server_stats()
+    assert sorted(stats) == ["node1", "node2", "node3"]
+    assert (stats["node2"].sessions, stat_health(stats["node2"].status)) == (1, "up")
+
+
+@pytest.mark.parametrize(
+    ("status", "health"),
+    [
+        ("UP", "up"), ("UP 1/3", "up"), ("DRAIN", "up"), ("NOLB", "up"),
+        ("DOWN", "down"), ("DOWN 1/2", "down"),
+        ("MAINT", "unknown"), ("MAINT (resolution)", "unknown"), ("no check", "unknown"),
+    ],
+)  # fmt: skip
+def test_stat_health(status: str, health: str) -> None:
+    assert stat_health(status) == health
 
 
 @pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
