@@ -20,6 +20,7 @@ import pytest
 STATE_ROOT = Path(os.environ.get("CLUSTERCTL_IT_STATE", "/tmp/clusterctl-it-state"))
 CLUSTER = "it-main"  # profile web: nginx on every node (the walking skeleton)
 HA_CLUSTER = "it-ha"  # profile ha: etcd, agents, group web = VIP + nginx
+LB_CLUSTER = "it-lb"  # profile lb: etcd, agents, group web = VIP + load balancer (nft)
 
 
 @dataclass
@@ -112,3 +113,15 @@ def ha_sandbox() -> Iterator[Sandbox]:
         yield Sandbox(HA_CLUSTER, result, result.json())
     finally:
         cli("down", "--cluster", HA_CLUSTER)
+
+
+@pytest.fixture(scope="session")
+def lb_sandbox() -> Iterator[Sandbox]:
+    """A 3-node cluster in the lb profile (engine nft), shared by the LB and scaling tests."""
+    cli("down", "--cluster", LB_CLUSTER)
+    result = cli("up", "--cluster", LB_CLUSTER, "--profile", "lb", "--json", timeout=900)
+    try:
+        assert result.rc == 0, result.stderr[-3000:]
+        yield Sandbox(LB_CLUSTER, result, result.json())
+    finally:
+        cli("down", "--cluster", LB_CLUSTER)

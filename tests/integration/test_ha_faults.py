@@ -159,7 +159,7 @@ def test_no_quorum_no_service(ha_sandbox, healthy, holder_down):
     for node in down:
         podman("kill", container(ha_sandbox, node))
     # The survivor has no quorum: it must not run the group (the holder fences itself).
-    wait_for(lambda: not vip_holders(ha_sandbox), 3, 0.05, "no VIP anywhere")
+    wait_for(lambda: not vip_holders(ha_sandbox), 6, 0.05, "no VIP anywhere")
     stopped = time.monotonic() - fault
     with HolderSampler(ha_sandbox) as sampler:
         time.sleep(3)

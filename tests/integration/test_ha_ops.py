@@ -145,12 +145,11 @@ def test_planned_failover_cli_and_playbook(ha_sandbox, healthy):
     gap2, failures2, errors2 = _planned_move(ha_sandbox, second, by_playbook)
     print(f"playbook failover {first} -> {second}: gap {gap2:.3f} s, {failures2} failed {errors2}")
     assert holder(ha_sandbox) == second and vip_holders(ha_sandbox) == [second]
-    # Break-before-make of the VIP leaves a short gap with no holder, and a connection in
-    # flight when the VIP leaves the old holder is lost; a lost SYN is retransmitted after
-    # 1 s, past the prober's 200 ms timeout. Measured: 0-1 failed requests per move (gap
-    # 20-40 ms), up to 4 (gap 0.1 s) while ansible-playbook loads the 2 CPUs; before the
-    # agent's hand-over fixes it was 5-6 with a 0.14 s gap. Not yet the ideal 0.
-    assert failures <= 10 and failures2 <= 10, (errors, errors2)
+    # The VIP is break-before-make, but the old holder forwards its traffic to the target
+    # (full NAT) while clients still send to its MAC, so no request is lost in the gap:
+    # measured 0 failed in 5 of 5 moves on a quiet machine, 1 in one move with the two
+    # CPUs fully loaded by other clusters. One is tolerated so CI load cannot fail it.
+    assert failures + failures2 <= 1, (errors, errors2)
     assert gap < 1.0 and gap2 < 1.0
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from clusterctl.agent.config import ResourceSpec
 from clusterctl.agent.lb.command import InputRunner, LbError, SubprocessInputRunner
@@ -102,7 +102,14 @@ class LoadBalancer(Resource):
 
     def start(self, timeout: float) -> None:
         if self.nft:
-            self._check_now(seed=True)  # the first map must not wait for the checker thread
+            # The first map must not wait for the checker thread. But this runs in the HA
+            # loop, whose lease must be renewed meanwhile (``timeout`` is bounded by the
+            # lease's time left): bound the seed checks by it too. With the full
+            # check_timeout (1 s), a dead backend (no ARP answer: after a crash of the LB
+            # holder, always) kept every new holder past its fencing deadline, and the group
+            # flapped with the VIP up and no rules. A backend too slow for this short check
+            # is seeded down and joins after `rise` checks.
+            self._check_now(seed=True, check_timeout=min(self.lb.check_timeout, timeout / 2))
         self._converge(raise_errors=True)
         if not self.running():
             self._stop.clear()
@@ -156,14 +163,19 @@ class LoadBalancer(Resource):
                 if raise_errors:
                     raise ResourceError(str(exc)) from None
 
-    def _check_now(self, only_due: bool = False, seed: bool = False) -> None:
+    def _check_now(
+        self, only_due: bool = False, seed: bool = False, check_timeout: float | None = None
+    ) -> None:
         with self._lock:
             backends = self._backends
             due = set(self.tracker.due(self._nodes(), self.clock())) if only_due else None
         targets = [b for b in backends if due is None or b.node in due]
         if not targets:
             return
-        results = check_backends(targets, self.lb, self.check)
+        spec = self.lb
+        if check_timeout is not None:
+            spec = replace(spec, check_timeout=max(0.01, check_timeout))
+        results = check_backends(targets, spec, self.check)
         now = self.clock()
         with self._lock:
             known = set(self._nodes())

@@ -112,3 +112,22 @@ def test_a_backend_dead_at_start_gets_no_traffic():
     lb.set_backends([A, B])
     lb._check_now(seed=True)
     assert [b.node for b in lb.live()] == ["node1"]
+
+
+def test_start_checks_within_its_own_timeout():
+    # start() runs in the HA loop, whose lease must be renewed meanwhile: a dead backend
+    # must not hold it for the full check_timeout (1 s), past the new holder's deadline.
+    timeouts: list[float] = []
+
+    def check(address: str, port: int, path: str, status: int, timeout: float) -> bool:
+        timeouts.append(timeout)
+        return address == "10.0.0.11"  # node2 is dead: it would take `timeout` to fail
+
+    spec = ResourceSpec("lb", "lb", dict(PARAMS))
+    runner = FakeRunner()
+    lb = LoadBalancer(spec, runner, input_runner=runner, check=check, clock=Clock())
+    lb.set_backends([A, B])
+    lb.start(0.4)
+    lb.stop(1.0)
+    assert timeouts[:2] == [0.2, 0.2]
+    assert [b.node for b in lb.live()] == ["node1"]
