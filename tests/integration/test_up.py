@@ -131,7 +131,9 @@ def test_ssh_provider_runs_the_same_playbooks_on_existing_hosts(sandbox, tmp_pat
     inventory.write_text("\n".join(lines) + "\n")
     cluster = "it-hosts"
     cli("down", "--cluster", cluster)
-    args = ["--provider", "ssh", "-i", str(inventory), "--cluster", cluster, "--json"]
+    # the sandbox runs profile web; the ha and lb profiles also need clusterctl_vip
+    args = ["--provider", "ssh", "-i", str(inventory), "--cluster", cluster, "--profile", "web"]
+    args.append("--json")
     try:
         first = cli("up", *args)
         assert first.rc == 0, first.stderr[-2000:]
