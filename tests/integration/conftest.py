@@ -92,36 +92,31 @@ class Sandbox:
         return podman("exec", f"{self.cluster}-{node}", *cmd).stdout
 
 
-@pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
-    cli("down", "--cluster", CLUSTER)  # leftovers of an interrupted run
-    result = cli("up", "--cluster", CLUSTER, "--profile", "web", "--json", timeout=900)
+def _sandbox(cluster: str, profile: str) -> Iterator[Sandbox]:
+    """Build a 3-node cluster (after removing leftovers of an interrupted run), yield it,
+    and remove it at the end of the session."""
+    cli("down", "--cluster", cluster)
+    result = cli("up", "--cluster", cluster, "--profile", profile, "--json", timeout=900)
     try:
         assert result.rc == 0, result.stderr[-3000:]
-        yield Sandbox(CLUSTER, result, result.json())
+        yield Sandbox(cluster, result, result.json())
     finally:
-        cli("down", "--cluster", CLUSTER)
+        cli("down", "--cluster", cluster)
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> Iterator[Sandbox]:
+    """A 3-node cluster in the web profile (the walking skeleton)."""
+    yield from _sandbox(CLUSTER, "web")
 
 
 @pytest.fixture(scope="session")
 def ha_sandbox() -> Iterator[Sandbox]:
     """A 3-node cluster in the ha profile, shared by the failover tests."""
-    cli("down", "--cluster", HA_CLUSTER)
-    result = cli("up", "--cluster", HA_CLUSTER, "--profile", "ha", "--json", timeout=900)
-    try:
-        assert result.rc == 0, result.stderr[-3000:]
-        yield Sandbox(HA_CLUSTER, result, result.json())
-    finally:
-        cli("down", "--cluster", HA_CLUSTER)
+    yield from _sandbox(HA_CLUSTER, "ha")
 
 
 @pytest.fixture(scope="session")
 def lb_sandbox() -> Iterator[Sandbox]:
     """A 3-node cluster in the lb profile (engine nft), shared by the LB and scaling tests."""
-    cli("down", "--cluster", LB_CLUSTER)
-    result = cli("up", "--cluster", LB_CLUSTER, "--profile", "lb", "--json", timeout=900)
-    try:
-        assert result.rc == 0, result.stderr[-3000:]
-        yield Sandbox(LB_CLUSTER, result, result.json())
-    finally:
-        cli("down", "--cluster", LB_CLUSTER)
+    yield from _sandbox(LB_CLUSTER, "lb")
