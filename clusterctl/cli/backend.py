@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from clusterctl.backends import drain, set_weight, undrain
-from clusterctl.cli.common import add_cluster_option, add_json_option, examples
+from clusterctl.cli.common import add_cluster_option, add_json_option, examples, print_result
 from clusterctl.reporter import StderrReporter
 
 
@@ -47,21 +46,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_weight)
 
 
-def _print(args: argparse.Namespace, data: dict, text: str) -> int:
-    print(json.dumps(data, indent=2) if args.json else text)
-    return 0
-
-
 def run_drain(args: argparse.Namespace, reporter: StderrReporter) -> int:
     result = drain(args.cluster, args.node, reporter, timeout=args.timeout)
-    return _print(args, result, f"{args.node} drained in {result['seconds']:.1f} s")
+    return print_result(args, result, f"{args.node} drained in {result['seconds']:.1f} s")
 
 
 def run_undrain(args: argparse.Namespace, reporter: StderrReporter) -> int:
     result = undrain(args.cluster, args.node)
-    return _print(args, result, f"{args.node} takes new connections again")
+    return print_result(args, result, f"{args.node} takes new connections again")
 
 
 def run_weight(args: argparse.Namespace, reporter: StderrReporter) -> int:
     result = set_weight(args.cluster, args.node, args.weight)
-    return _print(args, result, f"{args.node} weight {result.get('weight')}")
+    return print_result(args, result, f"{args.node} weight {result.get('weight')}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 
 
 def add_cluster_option(parser: argparse.ArgumentParser) -> None:
@@ -17,3 +18,9 @@ def add_json_option(parser: argparse.ArgumentParser) -> None:
 
 def examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+def print_result(args: argparse.Namespace, data: dict, text: str) -> int:
+    """Data to stdout: JSON with --json, else one human sentence."""
+    print(json.dumps(data, indent=2) if args.json else text)
+    return 0

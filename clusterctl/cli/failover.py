@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from clusterctl.cli.common import add_cluster_option, add_json_option, examples
+from clusterctl.cli.common import add_cluster_option, add_json_option, examples, print_result
 from clusterctl.cluster import cleanup, failover, set_standby
 from clusterctl.reporter import StderrReporter
 
@@ -52,11 +51,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run_cleanup)
 
 
-def _print(args: argparse.Namespace, data: dict, text: str) -> int:
-    print(json.dumps(data, indent=2) if args.json else text)
-    return 0
-
-
 def run_failover(args: argparse.Namespace, reporter: StderrReporter) -> int:
     result = failover(args.cluster, args.group, args.to, reporter, timeout=args.timeout)
     if not result["changed"]:
@@ -66,14 +60,14 @@ def run_failover(args: argparse.Namespace, reporter: StderrReporter) -> int:
             f"{args.group} moved from {result['from'] or 'nowhere'} to {result['to']} "
             f"in {result['seconds']:.2f} s"
         )
-    return _print(args, result, text)
+    return print_result(args, result, text)
 
 
 def run_standby(args: argparse.Namespace, reporter: StderrReporter) -> int:
     result = set_standby(args.cluster, args.node, args.standby)
-    return _print(args, result, result.get("sentence", f"{args.node} updated"))
+    return print_result(args, result, result.get("sentence", f"{args.node} updated"))
 
 
 def run_cleanup(args: argparse.Namespace, reporter: StderrReporter) -> int:
     result = cleanup(args.cluster, args.group)
-    return _print(args, result, result.get("sentence", f"{args.group} cleaned up"))
+    return print_result(args, result, result.get("sentence", f"{args.group} cleaned up"))
