@@ -411,6 +411,11 @@ class Agent:
             # Nodes starting together first see each other's member keys one tick later;
             # without this pause the first to start would beat a preferred node to the group.
             return f"{g.name} is free, waiting one tick for other members to register"
+        if self.lease.time_left(self.clock.now()) < self.config.renew_timeout:
+            # Slow store calls this step (a loaded node) ate the lease: taking the group now
+            # would fence it again within one tick, a needless second outage. A faster
+            # node takes it, or we do after the next renewal.
+            return f"{g.name} is free but our lease is about to lapse, renewing first"
         return self._acquire(g, gv)
 
     def _acquire(self, g: GroupRunner, gv: GroupView) -> str:

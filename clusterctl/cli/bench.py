@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from clusterctl.cli.common import examples
@@ -15,9 +17,10 @@ DEFAULT_OUT = Path("bench/results")
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
-        help="measure failover outages or sandbox build times",
+        help="measure failover outages, load-balancer throughput or sandbox build times",
         epilog=examples(
             "clusterctl bench failover --trials 5",
+            "clusterctl bench lb --rounds 3",
             "clusterctl bench up --trials 3 --cold",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -33,11 +36,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fail.add_argument("--cluster", help="an existing ha sandbox (default: a new bench-ha)")
     fail.add_argument("--keep", action="store_true", help="keep the bench cluster afterwards")
+    lb = kinds.add_parser("lb", help="wrk through the VIP per engine vs direct and stock HAProxy")
+    lb.add_argument("--rounds", type=int, default=3, help="interleaved repetitions per engine")
+    lb.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
+    lb.add_argument("--connections", type=int, default=64, help="wrk connections")
+    lb.add_argument("--cluster", help="an existing lb sandbox (default: a new bench-lb)")
+    lb.add_argument("--keep", action="store_true", help="keep the bench cluster afterwards")
     up = kinds.add_parser("up", help="cold / warm / no-op `up` times")
     up.add_argument("--trials", type=int, default=3)
     up.add_argument("--cold", action="store_true", help="also rebuild the node image once")
     up.add_argument("--profile", choices=["ha", "lb", "web"], default="ha")
-    for p in (fail, up):
+    for p in (fail, lb, up):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
     parser.set_defaults(func=run)
 
@@ -48,28 +57,45 @@ def _save(out: Path, name: str, result: dict, table: str) -> None:
     (out / f"{name}.md").write_text(table + "\n")
 
 
-def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
+@contextmanager
+def _bench_cluster(
+    args: argparse.Namespace, default: str, profile: str, reporter: StderrReporter
+) -> Iterator[str]:
+    """The cluster named by --cluster, or a new sandbox removed afterwards unless --keep."""
     from clusterctl import cluster as api
 
+    if args.cluster:
+        yield args.cluster
+        return
+    reporter.info(f"creating sandbox {default} (profile {profile})")
+    api.up(api.UpOptions(cluster=default, profile=profile), reporter)
+    try:
+        yield default
+    finally:
+        if not args.keep:
+            api.down(default, ListReporter())
+
+
+def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
     if args.kind == "up":
         from clusterctl.bench import up
 
         result = up.run("bench-up", args.trials, args.cold, args.profile, reporter)
         table = up.table(result)
         _save(args.out, "up", result, table)
+    elif args.kind == "lb":
+        from clusterctl.bench import lb
+
+        with _bench_cluster(args, "bench-lb", "lb", reporter) as cluster:
+            result = lb.run(cluster, args.rounds, args.duration, args.connections, reporter)
+        table = lb.table(result["summary"], result["events"])
+        _save(args.out, "lb", result, table)
     else:
         from clusterctl.bench import failover
 
-        cluster = args.cluster or "bench-ha"
-        if not args.cluster:
-            reporter.info("creating sandbox bench-ha (profile ha)")
-            api.up(api.UpOptions(cluster=cluster, profile="ha"), reporter)
-        try:
+        with _bench_cluster(args, "bench-ha", "ha", reporter) as cluster:
             faults = args.fault or list(failover.FAULTS)
             result = failover.run(cluster, args.trials, faults, reporter)
-        finally:
-            if not args.cluster and not args.keep:
-                api.down(cluster, ListReporter())
         table = failover.table(result["summary"])
         _save(args.out, "failover", result, table)
     print(table)

@@ -166,3 +166,25 @@ def test_overall_timeout_is_respected() -> None:
         with pytest.raises(StoreUnavailable):
             store.keepalive(1, timeout=0.3)
         assert time.monotonic() - start < 0.5
+
+
+def test_requests_reuse_one_connection(store: EtcdStore, prefix: str) -> None:
+    # Renewals must not pay a TCP handshake each: one warm connection serves every call.
+    store.put(prefix + "k", "v")
+    (conn,) = store._pool._idle[store.endpoints[0]]
+    local = conn.sock.getsockname()
+    lease = store.grant_lease(5)
+    for _ in range(20):
+        store.keepalive(lease)
+        assert store.get(prefix + "k") == "v"
+    (conn,) = store._pool._idle[store.endpoints[0]]
+    assert conn.sock.getsockname() == local
+    store.close()
+    assert store._pool._idle == {}
+    assert store.get(prefix + "k") == "v"  # a closed pool opens a new connection
+
+
+def test_endpoint_must_be_a_plain_http_url() -> None:
+    for bad in ("127.0.0.1:2379", "https://127.0.0.1:2379", "http://127.0.0.1:2379/v3"):
+        with pytest.raises(ValueError, match="http://host:port"):
+            EtcdStore([bad])

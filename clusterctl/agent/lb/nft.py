@@ -112,6 +112,18 @@ def render(spec: LbSpec, live: Sequence[Backend]) -> str:
                 f"\t\t{dnat}",
                 "\t}",
             ]
+        # Packets conntrack calls invalid (e.g. out of its TCP window under load) are not
+        # NATed: to the VIP they would reach this node's own stack, which answers with a
+        # reset and kills the client's connection; from a backend, the reset kills the
+        # backend's side. Dropping them lets TCP retransmit instead (kube-proxy does the same).
+        replies = ", ".join(sorted({f"{b.address} . {b.port}" for b in live}))
+        lines += [
+            "\tchain invalid {",
+            "\t\ttype filter hook prerouting priority -150; policy accept;",
+            f"\t\t{match} ct state invalid drop",
+            f"\t\tip saddr . tcp sport {{ {replies} }} ct state invalid drop",
+            "\t}",
+        ]
         # Full NAT: backends answer the LB, not the client, so replies are un-NATed here even
         # when client and backend share a subnet. Only connections dnat'ed from our frontend
         # are masqueraded, never the node's other traffic to the same hosts.

@@ -69,12 +69,16 @@ class FakeNode:
 
 
 class CountingStore(MemoryStore):
-    """A MemoryStore that counts the calls its client made."""
+    """A MemoryStore that counts the calls its client made; each call takes ``latency``
+    seconds of the fake clock (a loaded node), if set."""
 
     calls = 0
+    latency = 0.0
 
     def _enter(self, timeout: float | None) -> None:
         self.calls += 1
+        if self.latency:
+            self.backend.clock.advance(self.latency)
         super()._enter(timeout)
 
 

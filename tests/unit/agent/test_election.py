@@ -74,3 +74,30 @@ def test_etcd_like_lease_expiry_granularity() -> None:
     took = sim.run_until(lambda: len(sim.vip_on()) == 1, timeout=3.0)
     assert took <= 1.0 + 0.5 + 0.1 + 1e-6
     assert VIP in sim.fake[sim.vip_on()[0]].addresses
+
+
+def test_slow_node_does_not_take_a_group_its_lease_cannot_keep(sim: Sim) -> None:
+    sim.run(1.0)
+    old = sim.vip_on()[0]
+    slow, fast = [n for n in sim.nodes if n != old]
+    sim.stores[slow].latency = 0.2  # renew + read eat 0.4 s of its 0.6 s deadline
+    sim.crash(old)
+    sim.run_until(lambda: len(sim.vip_on()) == 1, timeout=3.0)
+    sim.run(1.0)
+    assert sim.vip_on() == [fast]
+    said = sim.sentences(slow)
+    assert "web is free but our lease is about to lapse, renewing first" in said
+    assert not [s for s in said if "acquired" in s or "fencing" in s]
+
+
+def test_moderately_slow_node_still_takes_a_free_group(sim: Sim) -> None:
+    sim.run(1.0)
+    old = sim.vip_on()[0]
+    for node in sim.nodes:
+        sim.stores[node].latency = 0.08
+    sim.crash(old)
+    sim.run_until(lambda: len(sim.vip_on()) == 1, timeout=3.0)
+    sim.run(2.0)
+    (new,) = sim.vip_on()
+    assert sim.last(new) == "renewed lease, holding web"
+    assert not [s for s in sim.sentences(new) if "fencing" in s]

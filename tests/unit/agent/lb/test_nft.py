@@ -59,6 +59,13 @@ def test_roundrobin_script() -> None:
         "ct original proto-dst 80 masquerade" in script
     )
     assert "reject" not in script
+    # Invalid packets of our flows are dropped before NAT, both directions.
+    assert "type filter hook prerouting priority -150; policy accept;" in script
+    assert "ip daddr 10.0.0.100 tcp dport 80 ct state invalid drop" in script
+    assert (
+        "ip saddr . tcp sport { 10.0.0.11 . 8080, 10.0.0.12 . 8080 } ct state invalid drop"
+        in script
+    )
     # Input order does not matter: the same set renders the same text.
     assert render(RR, [A, B]) == script
 
