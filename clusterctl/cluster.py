@@ -31,7 +31,8 @@ PROFILES = {
     "lb": "etcd + clusterctl-agent: the group web (VIP + load balancer) over nginx on every node",
     "web": "nginx on every node, no failover (the walking skeleton)",
 }
-DEFAULT_PROFILE = "ha"
+DEFAULT_PROFILE = "lb"
+MIN_LEASE_TTL, MAX_LEASE_TTL = 1, 10  # seconds; etcd counts lease TTLs in whole seconds
 AGENT_PROFILES = ("ha", "lb")  # profiles with etcd and the failover agent
 
 
@@ -43,8 +44,9 @@ class UpOptions:
     subnet: str | None = None
     inventory: Path | None = None
     converge: bool = True
-    profile: str | None = None  # None: the cluster's recorded profile, else "ha"
+    profile: str | None = None  # None: the cluster's recorded profile, else "lb"
     lb_engine: str | None = None  # None: the recorded engine, else "nft"
+    lease_ttl: int | None = None  # None: the recorded lease TTL, else 1 s
 
 
 @dataclass
@@ -91,6 +93,12 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         raise ClusterctlError(
             f"unknown profile {options.profile!r}", f"use one of: {', '.join(PROFILES)}"
         )
+    if options.lease_ttl is not None and not MIN_LEASE_TTL <= options.lease_ttl <= MAX_LEASE_TTL:
+        raise ClusterctlError(
+            f"lease TTL {options.lease_ttl} s is out of range",
+            f"use {MIN_LEASE_TTL}-{MAX_LEASE_TTL} whole seconds (1: fastest failover, "
+            "2: steady under CPU saturation)",
+        )
     provider = make_provider(state, reporter, options)  # checks its tools first (podman)
     existing = state.load() if state.exists() else None
     if existing is not None:
@@ -111,8 +119,10 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         if existing is None and options.provider == "ssh":
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
-    if options.lb_engine:
-        record.lb_engine = options.lb_engine  # changing it re-converges the agents
+    if options.lb_engine or options.lease_ttl:
+        # changing either re-converges the agents
+        record.lb_engine = options.lb_engine or record.lb_engine
+        record.lease_ttl = options.lease_ttl or record.lease_ttl
         state.save(record)
     ensure_token(state.api_token)
     inventory = provider.inventory_path(record)
@@ -125,7 +135,11 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
 
 def playbook_vars(provider: Provider, record: ClusterRecord) -> dict:
     """Extra variables of every playbook run: the provider's plus the cluster's settings."""
-    return {**provider.extravars(), "clusterctl_lb_engine": record.lb_engine}
+    return {
+        **provider.extravars(),
+        "clusterctl_lb_engine": record.lb_engine,
+        "clusterctl_lease_ttl": record.lease_ttl,
+    }
 
 
 def converge(

@@ -64,6 +64,7 @@ class ClusterRecord:
     profile: str = "ha"
     vip: str = ""
     lb_engine: str = "nft"  # profile lb: nft (kernel L4) or haproxy
+    lease_ttl: int = 1  # agent member lease, whole seconds (the other timings scale with it)
     nodes: list[NodeRecord] = field(default_factory=list)
     converged: bool = False
 

@@ -39,6 +39,7 @@ class WrkResult:
     requests_per_s: float
     p99_ms: float
     errors: int
+    fencings: int  # holders that fenced during the run (each moves the VIP: a false failover)
 
 
 def parse_wrk(text: str) -> tuple[float, float, int]:
@@ -59,16 +60,23 @@ def parse_wrk(text: str) -> tuple[float, float, int]:
 
 
 def stock_haproxy_config(backends: list[str]) -> str:
-    """An equivalent hand-written config: what an operator would write for stock HAProxy."""
-    servers = "\n".join(f"    server n{i} {a}:80" for i, a in enumerate(backends, 1))
+    """An equivalent hand-written config: what an operator would write for stock HAProxy
+    (same timeouts, retries, redispatch and HTTP checks as the engine's; maxconn left to
+    HAProxy, which sizes it from the file-descriptor limit, as for the engine)."""
+    servers = "\n".join(
+        f"    server n{i} {a}:80 check inter 500 rise 2 fall 2" for i, a in enumerate(backends, 1)
+    )
     return f"""global
-    maxconn 20000
+    stats timeout 30s
 defaults
     timeout connect 5s
-    timeout client 30s
-    timeout server 30s
+    timeout client 50s
+    timeout server 50s
+    timeout check 1s
     retries 3
     option redispatch
+    option httpchk GET /healthz
+    http-check expect status 200
 frontend http_in
     mode http
     bind *:{STOCK_PORT_HTTP}
@@ -119,6 +127,18 @@ class LbBench:
         group = next(g for g in status.groups if g.name == "web")
         return group.node
 
+    def fencings_since(self, epoch: float) -> int:
+        """How many times an agent fenced (stopped its groups) since ``epoch``, all nodes."""
+        total = 0
+        for node in self.record.nodes:
+            proc = self.podman.run(
+                "exec", node.container, "journalctl", "-u", "clusterctl-agent", "-o", "cat",
+                "--no-pager", "--since", f"@{int(epoch)}",
+                check=False,
+            )  # fmt: skip
+            total += sum(1 for line in proc.stdout.splitlines() if "fencing" in line)
+        return total
+
     def start_stock(self, node: str) -> str:
         """Stock HAProxy on a non-holder node; returns its address."""
         record = self.record
@@ -156,11 +176,13 @@ class LbBench:
         try:
             for number in range(1, rounds + 1):
                 for target, url in targets.items():  # interleaved within a round
+                    began = time.time()
                     rps, p99, errors = self.wrk(url)
-                    results.append(WrkResult(target, engine, number, rps, p99, errors))
+                    fenced = self.fencings_since(began)
+                    results.append(WrkResult(target, engine, number, rps, p99, errors, fenced))
                     self.reporter.info(
                         f"round {number} {target}: {rps:,.0f} req/s, p99 {p99:.2f} ms, "
-                        f"{errors} errors"
+                        f"{errors} errors, {fenced} fencings"
                     )
         finally:
             if with_stock:
@@ -232,6 +254,7 @@ def summarize(results: list[WrkResult]) -> list[dict]:
                     "p99_ms_median": round(statistics.median(r.p99_ms for r in mine_all), 2),
                     "ratio_to_direct_median": round(statistics.median(ratios), 2),
                     "errors": sum(r.errors for r in mine_all),
+                    "fencings": sum(r.fencings for r in mine_all),
                 }
             )
     return rows
@@ -239,26 +262,37 @@ def summarize(results: list[WrkResult]) -> list[dict]:
 
 def table(rows: list[dict], events: list[dict]) -> str:
     lines = [
-        "| run | target | req/s (median) | p99 (ms) | ratio to direct | errors |",
-        "|---|---|---|---|---|---|",
+        "| run | target | req/s (median) | p99 (ms) | ratio to direct | errors | fencings |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['engine_run']} | {r['target']} | {r['requests_per_s_median']:,} | "
-            f"{r['p99_ms_median']} | {r['ratio_to_direct_median']:.2f} | {r['errors']} |"
+            f"{r['p99_ms_median']} | {r['ratio_to_direct_median']:.2f} | {r['errors']} | "
+            f"{r['fencings']} |"
         )
     lines += ["", "| event | requests | failed |", "|---|---|---|"]
     lines += [f"| {e['event']} | {e['requests']} | {e['failed']} |" for e in events]
     return "\n".join(lines)
 
 
-def run(cluster: str, rounds: int, duration: int, connections: int, reporter: Reporter) -> dict:
+def run(
+    cluster: str,
+    rounds: int,
+    duration: int,
+    connections: int,
+    lease_ttl: int,
+    reporter: Reporter,
+    engines: tuple[str, ...] = ("nft", "haproxy"),
+) -> dict:
     bench = LbBench(cluster, reporter, duration, connections)
     results: list[WrkResult] = []
     events: list[dict] = []
-    for engine in ("nft", "haproxy"):
-        reporter.info(f"switching the LB engine to {engine}")
-        api.up(api.UpOptions(cluster=cluster, lb_engine=engine), ListReporter())
+    for engine in engines:
+        reporter.info(f"switching the LB engine to {engine} (lease TTL {lease_ttl} s)")
+        api.up(
+            api.UpOptions(cluster=cluster, lb_engine=engine, lease_ttl=lease_ttl), ListReporter()
+        )
         time.sleep(3.0)
         results += bench.throughput(engine, rounds, with_stock=engine == "haproxy")
         events += bench.events(engine)
@@ -267,6 +301,7 @@ def run(cluster: str, rounds: int, duration: int, connections: int, reporter: Re
         "benchmark": "lb",
         "wrk": {"threads": 2, "connections": connections, "duration_s": duration},
         "rounds": rounds,
+        "lease_ttl_s": lease_ttl,
         "summary": rows,
         "events": events,
         "runs": [asdict(r) for r in results],

@@ -40,12 +40,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     lb.add_argument("--rounds", type=int, default=3, help="interleaved repetitions per engine")
     lb.add_argument("--duration", type=int, default=8, help="seconds per wrk run")
     lb.add_argument("--connections", type=int, default=64, help="wrk connections")
+    lb.add_argument(
+        "--lease-ttl",
+        type=int,
+        default=1,
+        help="agent lease TTL for the run (results go to lb-lease<N>.json/.md)",
+    )
+    lb.add_argument(
+        "--engine", action="append", choices=["nft", "haproxy"], help="repeatable; default: both"
+    )
     lb.add_argument("--cluster", help="an existing lb sandbox (default: a new bench-lb)")
     lb.add_argument("--keep", action="store_true", help="keep the bench cluster afterwards")
     up = kinds.add_parser("up", help="cold / warm / no-op `up` times")
     up.add_argument("--trials", type=int, default=3)
     up.add_argument("--cold", action="store_true", help="also rebuild the node image once")
-    up.add_argument("--profile", choices=["ha", "lb", "web"], default="ha")
+    up.add_argument("--profile", choices=["ha", "lb", "web"], default="lb")
     for p in (fail, lb, up):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
     parser.set_defaults(func=run)
@@ -87,9 +96,13 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         from clusterctl.bench import lb
 
         with _bench_cluster(args, "bench-lb", "lb", reporter) as cluster:
-            result = lb.run(cluster, args.rounds, args.duration, args.connections, reporter)
+            engines = tuple(args.engine or ("nft", "haproxy"))
+            result = lb.run(
+                cluster, args.rounds, args.duration, args.connections, args.lease_ttl,
+                reporter, engines,
+            )  # fmt: skip
         table = lb.table(result["summary"], result["events"])
-        _save(args.out, "lb", result, table)
+        _save(args.out, f"lb-lease{args.lease_ttl}", result, table)
     else:
         from clusterctl.bench import failover
 

@@ -32,13 +32,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--profile",
         choices=["ha", "lb", "web"],
-        help="ha (default): VIP + nginx on one node with failover; lb: VIP + load balancer "
-        "over nginx on every node; web: nginx on every node",
+        help="lb (default): VIP + load balancer over nginx on every node; ha: VIP + nginx on "
+        "one node with failover; web: nginx on every node",
     )
     parser.add_argument(
         "--lb-engine",
         choices=["nft", "haproxy"],
         help="profile lb: nft (kernel L4, default) or haproxy (HTTP checks, retries)",
+    )
+    parser.add_argument(
+        "--lease-ttl",
+        type=int,
+        metavar="SECONDS",
+        help="failover agent's lease, whole seconds (default 1: failover in about a second; "
+        "2: no false failovers when a small LB node's CPU is saturated)",
     )
     parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
     parser.add_argument(
@@ -59,6 +66,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         converge=not args.no_converge,
         profile=args.profile,
         lb_engine=args.lb_engine,
+        lease_ttl=args.lease_ttl,
     )
     try:
         result = up(options, reporter)

@@ -228,6 +228,7 @@ class PodmanProvider(Provider):
                 "clusterctl_subnet": record.subnet,
                 "clusterctl_vip": record.vip,
                 "clusterctl_lb_engine": record.lb_engine,
+                "clusterctl_lease_ttl": record.lease_ttl,
                 "clusterctl_vip_prefix": ipaddress.ip_network(record.subnet).prefixlen,
                 "clusterctl_api_token_file": str(self.state.api_token),
             },

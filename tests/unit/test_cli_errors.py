@@ -74,3 +74,10 @@ def test_unknown_option(tmp_path):
     proc = run_cli("up", "--frobnicate", tmp_path=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "error: unrecognized arguments" in proc.stderr
+
+
+def test_lease_ttl_out_of_range(tmp_path):
+    for bad in ("0", "11"):
+        proc = run_cli("up", "--cluster", "lease", "--lease-ttl", bad, tmp_path=tmp_path)
+        assert_clean_error(proc, f"lease TTL {bad} s is out of range")
+    assert not (tmp_path / "state" / "lease").exists()
