@@ -88,6 +88,8 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
                     "subnet": record.subnet,
                     "profile": record.profile,
                     "vip": record.vip,
+                    "lb_engine": record.lb_engine if record.profile == "lb" else None,
+                    "lease_ttl": record.lease_ttl if record.profile != "web" else None,
                     "inventory": str(result.inventory),
                     "changed": result.playbook.changed if result.playbook else None,
                     "nodes": [{"name": n.name, "address": n.address} for n in record.nodes],

@@ -5,6 +5,7 @@ Failed-request counts are printed (`pytest -s`)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -209,3 +210,31 @@ def test_invalid_input_is_refused_and_changes_nothing(lb_sandbox, lb):
             "--no-pager", "-o", "cat",
         )[1]  # fmt: skip
         print(f"\nthe group moved from {lb} to {after} during the failed run:\n{log[-1500:]}")
+
+
+def _agent_timings(sandbox, node: str) -> tuple:
+    rc, text = node_exec(sandbox, node, "cat", "/etc/clusterctl/agent.json")
+    assert rc == 0, text
+    config = json.loads(text)
+    vip_res = next(r for r in config["groups"][0]["resources"] if r["type"] == "vip")
+    keys = ("lease_ttl", "fence_margin", "renew_timeout")
+    return (*(config[k] for k in keys), vip_res["lifetime"])
+
+
+def test_lease_ttl_scales_the_agents_timings(lb_sandbox, lb):
+    cluster = lb_sandbox.cluster
+    try:
+        result = cli("up", "--cluster", cluster, "--lease-ttl", "2", "--json", timeout=600)
+        assert result.rc == 0, result.stderr[-3000:]
+        assert result.json()["lease_ttl"] == 2
+        for node in BASE:
+            assert _agent_timings(lb_sandbox, node) == (2.0, 0.8, 0.5, 2), node
+        # The agents accepted the new timings (they refuse inconsistent ones at start).
+        now = wait_for(lambda: lb_ready(lb_sandbox), 60, 0.5, "lb serving with a 2 s lease")
+        assert vip_serves(lb_sandbox)
+        print(f"\nlease TTL 2 s: {now} holds web")
+    finally:
+        result = cli("up", "--cluster", cluster, "--lease-ttl", "1", timeout=600)
+        assert result.rc == 0, result.stderr[-3000:]
+    for node in BASE:
+        assert _agent_timings(lb_sandbox, node) == (1.0, 0.4, 0.25, 1), node

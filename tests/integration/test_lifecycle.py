@@ -9,8 +9,18 @@ import sys
 import time
 
 from .conftest import STATE_ROOT, cli, cluster_leftovers, podman
+from .hahelpers import _OPENER, wait_for
 
 CLUSTER = "it-life"
+
+
+def _page(url: str) -> str | None:
+    """The page's text (each node's names the node), or None if it does not answer."""
+    try:
+        with _OPENER.open(url, timeout=2.0) as response:
+            return response.read().decode().strip()
+    except OSError:
+        return None
 
 
 def test_interrupted_up_then_up_then_down(sandbox):
@@ -40,7 +50,14 @@ def test_interrupted_up_then_up_then_down(sandbox):
 
     again = cli("up", "--cluster", CLUSTER, "--json")
     assert again.rc == 0, again.stderr[-2000:]
-    assert len(again.json()["nodes"]) == 3
+    info = again.json()
+    assert len(info["nodes"]) == 3
+    # The default profile: the VIP's load balancer answers from the nodes' web servers.
+    assert (info["profile"], info["lb_engine"], info["lease_ttl"]) == ("lb", "nft", 1)
+    url = f"http://{info['vip']}/"
+    wait_for(lambda: _page(url), 30, 0.5, "the VIP to answer")
+    answered = {_page(url) for _ in range(12)}
+    assert len(answered - {None}) >= 2, answered  # round robin over several backends
 
     down = cli("down", "--cluster", CLUSTER)
     assert down.rc == 0, down.stderr
