@@ -86,7 +86,6 @@ class Store(ABC):
     def delete_prefix(self, prefix: str, timeout: float | None = None) -> int:
         """Delete every key starting with ``prefix``. Returns how many were deleted."""
 
-    @abstractmethod
     def create_if_absent(
         self, key: str, value: str, lease: int | None = None, timeout: float | None = None
     ) -> bool:
@@ -95,8 +94,10 @@ class Store(ABC):
         This is the election primitive: of any number of concurrent callers at most one gets
         ``True`` for a key, and nobody else gets ``True`` until that key is deleted (by
         ``delete``, ``compare_and_delete`` or the expiry of its lease). Raises
-        ``LeaseExpired`` if ``lease`` does not exist.
+        ``LeaseExpired`` if ``lease`` does not exist. Every backend gets it from
+        ``compare_and_put`` with ``expected=None``.
         """
+        return self.compare_and_put(key, None, value, lease=lease, timeout=timeout)
 
     @abstractmethod
     def compare_and_delete(

@@ -268,25 +268,13 @@ class EtcdStore(Store):
 
     # -- transactions ----------------------------------------------------------------------
 
-    def create_if_absent(
-        self, key: str, value: str, lease: int | None = None, timeout: float | None = None
-    ) -> bool:
-        return self.compare_and_put(key, None, value, lease=lease, timeout=timeout)
-
     def compare_and_delete(
         self, key: str, expected_value: str, timeout: float | None = None
     ) -> bool:
         """See ``Store``. If a first attempt was applied but its answer lost, a retry finds
         the key gone and returns False: callers use it to release, so "gone" is what counts."""
         body = {
-            "compare": [
-                {
-                    "key": _b64(key),
-                    "target": "VALUE",
-                    "result": "EQUAL",
-                    "value": _b64(expected_value),
-                }
-            ],
+            "compare": [_compare(key, "VALUE", value=_b64(expected_value))],
             "success": [{"request_delete_range": {"key": _b64(key)}}],
         }
         return bool(self._call("/v3/kv/txn", body, timeout).get("succeeded", False))
@@ -301,19 +289,9 @@ class EtcdStore(Store):
     ) -> bool:
         if expected is None:
             # create_revision == 0 <=> the key does not exist.
-            compare = {
-                "key": _b64(key),
-                "target": "CREATE",
-                "result": "EQUAL",
-                "create_revision": "0",
-            }
+            compare = _compare(key, "CREATE", create_revision="0")
         else:
-            compare = {
-                "key": _b64(key),
-                "target": "VALUE",
-                "result": "EQUAL",
-                "value": _b64(expected),
-            }
+            compare = _compare(key, "VALUE", value=_b64(expected))
         put: dict[str, Any] = {"key": _b64(key), "value": _b64(new)}
         if lease is not None:
             put["lease"] = str(lease)

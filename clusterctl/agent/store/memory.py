@@ -176,11 +176,6 @@ class MemoryStore(Store):
                 del self.backend._kv[k]
             return len(keys)
 
-    def create_if_absent(
-        self, key: str, value: str, lease: int | None = None, timeout: float | None = None
-    ) -> bool:
-        return self.compare_and_put(key, None, value, lease=lease, timeout=timeout)
-
     def compare_and_delete(
         self, key: str, expected_value: str, timeout: float | None = None
     ) -> bool:
