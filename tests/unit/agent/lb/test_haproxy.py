@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -210,6 +211,25 @@ def make_engine(tmp_path: Path, sock: str, runner: FakeRunner, clock: Clock) -> 
     )
 
 
+class Rig(NamedTuple):
+    """An engine over a fake HAProxy socket, with its command runner and clock."""
+
+    fake: Haproxy
+    engine: HaproxyEngine
+    runner: FakeRunner
+    clock: Clock
+    server: FakeHaproxySocket
+    directory: Path  # where the engine writes haproxy.cfg
+
+
+@pytest.fixture
+def rig(tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]) -> Rig:
+    fake, server = hap
+    runner, clock = FakeRunner(), Clock()
+    engine = make_engine(tmp_path, server.path, runner, clock)
+    return Rig(fake, engine, runner, clock, server, tmp_path)
+
+
 def test_runtime_client(hap: tuple[Haproxy, FakeHaproxySocket]) -> None:
     fake, server = hap
     rt = HaproxyRuntime(server.path)
@@ -235,12 +255,8 @@ def test_runtime_client_no_socket(tmp_path: Path) -> None:
         HaproxyRuntime(str(tmp_path / "absent.sock"), timeout=0.2).servers_state()
 
 
-def test_engine_first_apply_writes_and_reloads(
-    tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]
-) -> None:
-    _, server = hap
-    runner, clock = FakeRunner(), Clock()
-    engine = make_engine(tmp_path, server.path, runner, clock)
+def test_engine_first_apply_writes_and_reloads(rig: Rig) -> None:
+    _, engine, runner, clock, server, tmp_path = rig
     actions = engine.apply(SPEC, [N1, N2, N3])
     assert actions == [f"write {tmp_path / 'haproxy.cfg'}", "reload"]
     assert (tmp_path / "haproxy.cfg").read_text() == render_config(SPEC, [N1, N2, N3], server.path)
@@ -251,12 +267,8 @@ def test_engine_first_apply_writes_and_reloads(
     assert not list(tmp_path.glob(".haproxy.*"))  # the temp file was renamed, not left behind
 
 
-def test_engine_runtime_only_for_differences(
-    tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]
-) -> None:
-    fake, server = hap
-    runner, clock = FakeRunner(), Clock()
-    engine = make_engine(tmp_path, server.path, runner, clock)
+def test_engine_runtime_only_for_differences(rig: Rig) -> None:
+    fake, engine, runner, clock, server, tmp_path = rig
     engine.apply(SPEC, [N1, N2, N3])  # write + reload
     runner.calls.clear()
     server.commands.clear()
@@ -288,12 +300,8 @@ def test_engine_runtime_only_for_differences(
     assert engine.apply(SPEC, wanted) == [f"set server {BACKEND}/node2 state drain"]
 
 
-def test_engine_reloads_when_servers_change(
-    tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]
-) -> None:
-    _, server = hap
-    runner, clock = FakeRunner(), Clock()
-    engine = make_engine(tmp_path, server.path, runner, clock)
+def test_engine_reloads_when_servers_change(rig: Rig) -> None:
+    _, engine, runner, clock, server, tmp_path = rig
     engine.apply(SPEC, [N1, N2, N3])
     runner.calls.clear()
     n4 = Backend("node4", "10.0.0.14", 8080)
@@ -308,12 +316,8 @@ def test_engine_reloads_when_servers_change(
     assert engine.apply(other, [N1, N2, N3])[-1] == "reload"
 
 
-def test_engine_starts_at_once_after_a_stop(
-    tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]
-) -> None:
-    fake, server = hap
-    runner, clock = FakeRunner(), Clock()
-    engine = make_engine(tmp_path, server.path, runner, clock)
+def test_engine_starts_at_once_after_a_stop(rig: Rig) -> None:
+    fake, engine, runner, clock, server, tmp_path = rig
     assert engine.apply(SPEC, [N1, N2, N3])[-1] == "reload"
     engine.stop()
     fake.states.clear()  # HAProxy is stopped: its socket lists no server
@@ -323,12 +327,8 @@ def test_engine_starts_at_once_after_a_stop(
     assert runner.commands() == ["systemctl reload-or-restart haproxy"]
 
 
-def test_engine_failed_reload_is_retried(
-    tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]
-) -> None:
-    _, server = hap
-    runner, clock = FakeRunner(), Clock()
-    engine = make_engine(tmp_path, server.path, runner, clock)
+def test_engine_failed_reload_is_retried(rig: Rig) -> None:
+    _, engine, runner, clock, server, tmp_path = rig
     engine.apply(SPEC, [N1, N2, N3])
     other = LbSpec(**{**SPEC.__dict__, "inter": 2.0})
     runner.results[("systemctl",)] = CommandResult(1, "", "Job for haproxy.service failed.")
