@@ -33,7 +33,7 @@ integration: deps
 	$(BIN)/pytest -q -x tests/integration
 
 molecule: deps
-	$(BIN)/molecule test -s default && $(BIN)/molecule test -s scale
+	$(BIN)/molecule test -s default && $(BIN)/molecule test -s failover && $(BIN)/molecule test -s scale
 
 # The whole suite, as CI runs it.
 test: lint unit store integration molecule

@@ -80,6 +80,8 @@ class GroupSpec:
     ``bans``: nodes that never acquire it. ``preferred``: while any preferred node is an
     eligible member, other nodes do not acquire a free group. Stickiness is unconditional: a
     running group is never taken from its holder by a node that (re)joins.
+    ``restart_grace``: how long a failed resource may take to restart in place (capped by its
+    ``timeout``) before the group moves to another node.
     """
 
     name: str
@@ -88,6 +90,7 @@ class GroupSpec:
     bans: tuple[str, ...] = ()
     preferred: tuple[str, ...] = ()
     monitor_interval: float = 1.0
+    restart_grace: float = 1.0
 
     def to_json(self) -> str:
         return json.dumps(group_to_dict(self), sort_keys=True)
@@ -225,6 +228,8 @@ def validate_group(group: GroupSpec) -> None:
         raise ConfigError("migration_threshold >= 1", f"{where}: {group.migration_threshold}")
     if group.monitor_interval <= 0:
         raise ConfigError("positive numbers", f"{where}: monitor_interval must be > 0")
+    if group.restart_grace <= 0:
+        raise ConfigError("positive numbers", f"{where}: restart_grace must be > 0")
     names: set[str] = set()
     for res in group.resources:
         rwhere = f"{where} resource {res.name!r}"
@@ -280,6 +285,7 @@ def group_to_dict(group: GroupSpec) -> dict[str, Any]:
         "bans": list(group.bans),
         "preferred": list(group.preferred),
         "monitor_interval": group.monitor_interval,
+        "restart_grace": group.restart_grace,
         "resources": [
             {
                 "name": r.name,
@@ -319,6 +325,7 @@ def group_from_dict(data: Any) -> GroupSpec:
             bans=tuple(data.get("bans", ())),
             preferred=tuple(data.get("preferred", ())),
             monitor_interval=float(data.get("monitor_interval", 1.0)),
+            restart_grace=float(data.get("restart_grace", 1.0)),
         )
     except (TypeError, ValueError) as exc:
         raise ConfigError("group syntax", str(exc)) from None

@@ -498,7 +498,8 @@ class Agent:
                 return self._release(g, f"{res.name} failed ({failures}/{threshold} failures)")
             if not any(r.exclusive for r in g.after(res)):
                 g.restart_from = res.name
-                g.restart_until = self.clock.now() + res.spec.timeout
+                grace = min(res.spec.timeout, gv.spec.restart_grace)
+                g.restart_until = self.clock.now() + grace
                 return self._restart(g, gv)
             try:
                 g.stop(self._op_timeout, only=g.after(res))
@@ -520,7 +521,10 @@ class Agent:
         the time left before the fencing deadline, so the group was fenced (or the loop
         overran WatchdogSec and systemd killed the agent) instead of restarted in place.
         Here each command leaves time to renew the lease, and a command that did not finish
-        is retried on the next step; only past ``timeout`` does the failure become fatal.
+        is retried on the next step. Past the group's ``restart_grace`` (1 s; at most the
+        resource's ``timeout``) the restart counts as failed and the group moves: another node
+        serves within about a second, instead of this one after the unit finally stops (5 s,
+        nginx's TimeoutStopSec, measured in `bench failover`).
         """
         res = next(r for r in g.resources if r.name == g.restart_from)
         threshold = gv.spec.migration_threshold

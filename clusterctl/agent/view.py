@@ -94,6 +94,7 @@ def placement_spec(local: GroupSpec, text: str | None) -> GroupSpec:
             bans=tuple(str(b) for b in remote.bans),
             preferred=tuple(str(p) for p in remote.preferred),
             monitor_interval=local.monitor_interval,
+            restart_grace=local.restart_grace,
         )
         validate_group(merged)
     except (ConfigError, TypeError, ValueError):
