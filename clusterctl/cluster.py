@@ -293,6 +293,8 @@ def status(cluster: str) -> ClusterStatus:
         cluster=cluster,
         provider=record.provider,
         profile=record.profile,
+        lb_engine=record.lb_engine if record.profile == "lb" else None,
+        lease_ttl=record.lease_ttl if record.profile in AGENT_PROFILES else None,
         quorum=bool(agent_view.get("quorum")),
         nodes=node_status,
         groups=groups,

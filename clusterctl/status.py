@@ -48,6 +48,8 @@ class ClusterStatus:
     provider: str
     quorum: bool
     profile: str = "ha"
+    lb_engine: str | None = None  # profile lb only
+    lease_ttl: int | None = None  # profiles with the agent only (seconds)
     nodes: list[NodeStatus] = field(default_factory=list)
     groups: list[GroupStatus] = field(default_factory=list)
     backends: list[BackendStatus] = field(default_factory=list)
@@ -75,7 +77,12 @@ class ClusterStatus:
                     note,
                 )
             )
-        lines = [f"cluster {self.cluster} ({self.provider}, profile {self.profile})"]
+        settings = [self.provider, f"profile {self.profile}"]
+        if self.lb_engine:
+            settings.append(f"engine {self.lb_engine}")
+        if self.lease_ttl:
+            settings.append(f"lease {self.lease_ttl} s")
+        lines = [f"cluster {self.cluster} ({', '.join(settings)})"]
         if ha:
             lines[0] += f", quorum: {'yes' if self.quorum else 'no'}"
             if self.agent_error:

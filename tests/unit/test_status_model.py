@@ -31,6 +31,15 @@ def test_table_shows_each_node():
     assert rows[2] == ["node2", "10.0.0.12", "no", "down", "down", "-", "timed", "out"]
 
 
+def test_header_names_the_lb_engine_and_lease():
+    lb = ClusterStatus("demo", "podman", True, profile="lb", lb_engine="haproxy", lease_ttl=2)
+    assert lb.to_table().splitlines()[0] == (
+        "cluster demo (podman, profile lb, engine haproxy, lease 2 s), quorum: yes"
+    )
+    assert json.loads(lb.to_json())["lease_ttl"] == 2
+    assert sample().to_table().splitlines()[0] == "cluster demo (podman, profile web)"
+
+
 def test_wrk_output_is_parsed():
     from clusterctl.bench.lb import parse_wrk
 
