@@ -57,6 +57,14 @@ def prefix_range_end(prefix: str) -> bytes:
     return b"\0"
 
 
+def check_endpoint(url: str) -> None:
+    """Raise ``ValueError`` unless ``url`` is ``http://host[:port]``: the store speaks plain
+    HTTP (etcd on the nodes' private network), to a base URL without a path."""
+    parts = urlsplit(url)
+    if parts.scheme != "http" or not parts.hostname or parts.path:
+        raise ValueError(f"{url!r} is not http://host:port")
+
+
 class KeepAlivePool:
     """Idle HTTP/1.1 keep-alive connections per endpoint, shared by threads.
 
@@ -139,9 +147,7 @@ class EtcdStore(Store):
             raise ValueError("request_timeout must be > 0")
         self.endpoints = [e.rstrip("/") for e in endpoints]
         for endpoint in self.endpoints:
-            parts = urlsplit(endpoint)
-            if parts.scheme != "http" or not parts.hostname or parts.path:
-                raise ValueError(f"etcd endpoint must be http://host:port, not {endpoint!r}")
+            check_endpoint(endpoint)
         self.request_timeout = request_timeout
         self._current = 0
         self._pool = KeepAlivePool()
@@ -176,8 +182,12 @@ class EtcdStore(Store):
             try:
                 payload = json.loads(raw or b"{}")
             except ValueError:
-                payload = {}
+                payload = None
             if not isinstance(payload, dict):
+                if status < 400:  # an answer we cannot read: ask the next member
+                    errors.append(f"{endpoint}: unreadable answer to {path}")
+                    self._skip(index)
+                    continue
                 payload = {}
             if status >= 400:
                 code = payload.get("code")

@@ -9,7 +9,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from clusterctl.agent.store.etcd import KeepAlivePool
+from clusterctl.agent.store import StoreUnavailable
+from clusterctl.agent.store.etcd import EtcdStore, KeepAlivePool
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -96,3 +97,33 @@ def test_idle_connections_are_capped(keepalive_server) -> None:
     pool._give_back(url, second)
     assert pool._idle[url] == [first]
     pool.close()
+
+
+class _GarbageHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        body = b"<html>not etcd</html>"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_store_skips_a_member_whose_answer_is_not_json() -> None:
+    # A 200 that is not etcd's JSON (a wrong port, a proxy page) is no answer: the store
+    # tries the next member instead of taking it for an empty reply.
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _GarbageHandler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        store = EtcdStore([f"http://127.0.0.1:{server.server_address[1]}"], 0.5)
+        with pytest.raises(StoreUnavailable, match="unreadable answer to /v3/kv/range"):
+            store.get("/x")
+    finally:
+        server.shutdown()
+        server.server_close()
