@@ -31,6 +31,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from clusterctl.agent.store.etcd import check_endpoint
+
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 
 # Resource types the agent knows, with their required parameters and default flags.
@@ -131,9 +133,10 @@ class AgentConfig:
         if not self.etcd_endpoints:
             raise ConfigError("etcd_endpoints", "at least one endpoint is needed")
         for url in self.etcd_endpoints:
-            if not re.match(r"^http://[^/]+$", str(url)):
-                # The agent's store speaks plain HTTP (etcd on the nodes' private network).
-                raise ConfigError("etcd_endpoints", f"{url!r} is not http://host:port")
+            try:
+                check_endpoint(str(url))
+            except ValueError as exc:
+                raise ConfigError("etcd_endpoints", str(exc)) from None
         for name in (
             "lease_ttl",
             "renew_interval",
