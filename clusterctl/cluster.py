@@ -133,6 +133,15 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
     return result
 
 
+def profile_settings(record: ClusterRecord) -> dict:
+    """The settings that mean something in the cluster's profile (None where they do not):
+    the LB engine for lb, the agent's lease TTL for the profiles with an agent."""
+    return {
+        "lb_engine": record.lb_engine if record.profile == "lb" else None,
+        "lease_ttl": record.lease_ttl if record.profile in AGENT_PROFILES else None,
+    }
+
+
 def playbook_vars(provider: Provider, record: ClusterRecord) -> dict:
     """Extra variables of every playbook run: the provider's plus the cluster's settings."""
     return {
@@ -293,8 +302,7 @@ def status(cluster: str) -> ClusterStatus:
         cluster=cluster,
         provider=record.provider,
         profile=record.profile,
-        lb_engine=record.lb_engine if record.profile == "lb" else None,
-        lease_ttl=record.lease_ttl if record.profile in AGENT_PROFILES else None,
+        **profile_settings(record),
         quorum=bool(agent_view.get("quorum")),
         nodes=node_status,
         groups=groups,

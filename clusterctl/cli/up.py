@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from clusterctl.cli.common import add_cluster_option, add_json_option, examples
-from clusterctl.cluster import UpOptions, up
+from clusterctl.cluster import UpOptions, profile_settings, up
 from clusterctl.reporter import StderrReporter
 from clusterctl.runner import PlaybookFailed
 
@@ -88,8 +88,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
                     "subnet": record.subnet,
                     "profile": record.profile,
                     "vip": record.vip,
-                    "lb_engine": record.lb_engine if record.profile == "lb" else None,
-                    "lease_ttl": record.lease_ttl if record.profile != "web" else None,
+                    **profile_settings(record),
                     "inventory": str(result.inventory),
                     "changed": result.playbook.changed if result.playbook else None,
                     "nodes": [{"name": n.name, "address": n.address} for n in record.nodes],
