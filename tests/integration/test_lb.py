@@ -9,7 +9,10 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +48,37 @@ def _unit_since(sandbox, node: str, unit: str) -> str:
     return node_exec(sandbox, node, "systemctl", "show", "-p", "ActiveEnterTimestamp", unit)[1]
 
 
+@dataclass(frozen=True)
+class Bounce:
+    """Times (monotonic) of one nginx stop/start on a backend under load."""
+
+    gone: Any  # what the `gone` predicate returned once the LB had dropped the backend
+    stopped: float
+    out: float
+    started: float
+    back: Any  # the first request the backend answered again
+    end: float
+
+
+def _bounce_nginx(
+    sandbox, load: LoadClient, victim: str, first_answer_s: float,
+    gone: Callable[[], Any], what: str,
+) -> Bounce:  # fmt: skip
+    """Stop nginx on ``victim`` once it answers, wait until ``gone()`` says the LB dropped it,
+    leave it out 2 s, start it, wait until it answers through the VIP again, then 1 s more."""
+    load.wait_answer(victim, time.monotonic(), first_answer_s)
+    stopped = time.monotonic()
+    node_exec(sandbox, victim, "systemctl", "stop", "nginx")
+    dropped = wait_for(gone, FALL * INTER + 5, what=f"{victim} {what}")
+    out = time.monotonic()
+    time.sleep(2.0)
+    started = time.monotonic()
+    node_exec(sandbox, victim, "systemctl", "start", "nginx")
+    back = load.wait_answer(victim, started, RISE * INTER + 5)
+    time.sleep(1.0)
+    return Bounce(dropped, stopped, out, started, back, time.monotonic())
+
+
 def _state_weight(rows: dict) -> dict:
     return {n: (r["address"], r["state"], r["weight"]) for n, r in rows.items()}
 
@@ -66,21 +100,12 @@ def test_status_json_lists_backends(lb_sandbox, lb):
 def test_nft_backend_down_leaves_after_fall_and_returns_after_rise(lb_sandbox, lb):
     victim = next(n for n in BASE if n != lb)
     with LoadClient(vip(lb_sandbox)) as load:
-        load.wait_answer(victim, time.monotonic(), 5)
-        stopped = time.monotonic()
-        node_exec(lb_sandbox, victim, "systemctl", "stop", "nginx")
-        wait_for(
-            lambda: backend_rows(lb_sandbox)[victim]["in_rotation"] is False,
-            FALL * INTER + 5, what=f"{victim} out of rotation",
+        b = _bounce_nginx(
+            lb_sandbox, load, victim, 5,
+            lambda: (r := backend_rows(lb_sandbox)[victim])["in_rotation"] is False and r,
+            "out of rotation",
         )  # fmt: skip
-        out = time.monotonic()
-        row = backend_rows(lb_sandbox)[victim]
-        time.sleep(2.0)
-        started = time.monotonic()
-        node_exec(lb_sandbox, victim, "systemctl", "start", "nginx")
-        back = load.wait_answer(victim, started, RISE * INTER + 5)
-        time.sleep(1.0)
-        end = time.monotonic()
+    row, stopped, out, started, back, end = b.gone, b.stopped, b.out, b.started, b.back, b.end
     failed = load.failed(stopped)
     window = max((p.sent for p in failed), default=stopped) - stopped
     print(
@@ -103,20 +128,11 @@ def test_haproxy_backend_down_fails_no_request(lb_sandbox, lb):
     current = wait_for(lambda: lb_ready(lb_sandbox, "haproxy"), 60, 0.5, "haproxy serving")
     victim = next(n for n in BASE if n != current)
     with LoadClient(vip(lb_sandbox)) as load:
-        load.wait_answer(victim, time.monotonic(), 10)
-        stopped = time.monotonic()
-        node_exec(lb_sandbox, victim, "systemctl", "stop", "nginx")
-        wait_for(
-            lambda: backend_rows(lb_sandbox)[victim]["health"] == "down",
-            FALL * INTER + 5, what=f"{victim} down",
+        b = _bounce_nginx(
+            lb_sandbox, load, victim, 10,
+            lambda: backend_rows(lb_sandbox)[victim]["health"] == "down", "down",
         )  # fmt: skip
-        out = time.monotonic()
-        time.sleep(2.0)
-        started = time.monotonic()
-        node_exec(lb_sandbox, victim, "systemctl", "start", "nginx")
-        back = load.wait_answer(victim, started, RISE * INTER + 5)
-        time.sleep(1.0)
-        end = time.monotonic()
+    stopped, out, started, back, end = b.stopped, b.out, b.started, b.back, b.end
     print(
         f"\nhaproxy, nginx stopped on {victim}: {len(load.failed(stopped))} failed request(s), "
         f"down after {out - stopped:.2f} s, back {back.sent - started:.2f} s after start; "

@@ -115,16 +115,23 @@ def test_handover_drops_the_vip_before_the_local_service_and_target_polls_fast(s
     assert agent.next_wakeup() - agent.clock.now() > 0.05  # move done: normal pace again
 
 
-def test_planned_move_forwards_the_vip_to_the_target_during_the_hand_over():
+def _settled_then_moved(sim: Sim) -> tuple[str, str]:
+    """Let ``sim`` settle, move web away from its holder; (old holder, new holder)."""
     from clusterctl.agent import admin
-    from clusterctl.agent.handover import HOLD_SECONDS, TABLE
 
-    sim = Sim(addresses=True)
     sim.run(2.0)
     (old,) = sim.vip_on()
     target = next(n for n in sim.nodes if n != old)
     admin.request_move(sim.admin, sim.keys, "web", target)
     sim.run(1.0)
+    return old, target
+
+
+def test_planned_move_forwards_the_vip_to_the_target_during_the_hand_over():
+    from clusterctl.agent.handover import HOLD_SECONDS, TABLE
+
+    sim = Sim(addresses=True)
+    old, target = _settled_then_moved(sim)
     assert sim.vip_on() == [target]
     scripts = sim.fake[old].nft_scripts
     address = f"10.0.0.{11 + list(sim.nodes).index(target)}"
@@ -138,11 +145,7 @@ def test_moving_back_at_once_drops_the_old_forwarding_first():
     from clusterctl.agent.handover import TABLE
 
     sim = Sim(addresses=True)
-    sim.run(2.0)
-    (first,) = sim.vip_on()
-    second = next(n for n in sim.nodes if n != first)
-    admin.request_move(sim.admin, sim.keys, "web", second)
-    sim.run(1.0)
+    first, second = _settled_then_moved(sim)
     admin.request_move(sim.admin, sim.keys, "web", first)
     sim.run(1.0)  # well within the first hand-over's hold time
     assert sim.vip_on() == [first]
