@@ -45,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=int,
         metavar="SECONDS",
         help="failover agent's lease, whole seconds (default 1: failover in about a second; "
-        "2: no false failovers when a small LB node's CPU is saturated)",
+        "2: fewer false failovers when a small LB node's CPU is saturated)",
     )
     parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
     parser.add_argument(
