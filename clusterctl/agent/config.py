@@ -105,6 +105,11 @@ class AgentConfig:
     node: str
     etcd_endpoints: tuple[str, ...]
     cluster: str = "demo"
+    # this node runs an etcd member, the first of etcd_endpoints: after a (re)start the agent
+    # registers only once that member has rejoined (up to member_rejoin_wait seconds), so a
+    # node that says it is online also gives its vote back to etcd's quorum
+    etcd_member: bool = False
+    member_rejoin_wait: float = 60.0
     address: str = ""
     lease_ttl: float = 1.0
     renew_interval: float = 0.2
@@ -144,6 +149,7 @@ class AgentConfig:
             "fence_margin",
             "loop_interval",
             "request_timeout",
+            "member_rejoin_wait",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

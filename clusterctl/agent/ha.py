@@ -122,6 +122,8 @@ class Agent:
         self._backend_registered = False
         self.handover = Handover(handover_runner)
         self._registered_at = float("-inf")
+        self._started_at = self.clock.now()
+        self._member_rejoined = not config.etcd_member  # nothing to wait for elsewhere
         self.snapshot = self._make_snapshot("starting")
 
     # -- public ------------------------------------------------------------------------------
@@ -227,6 +229,8 @@ class Agent:
         if self.holding() and not self.lease.valid(now):
             reason = "renewal failed" if self.lease.last_attempt_failed else "lease deadline passed"
             return self._fence(reason)
+        if self.lease.lease_id is None and not self._member_has_rejoined(now):
+            return "waiting for this node's etcd member to rejoin before registering"
         try:
             self._maintain_lease()
             kv = self.store.get_prefix(self.keys.root, timeout=self._timeout())
@@ -251,6 +255,26 @@ class Agent:
             self._store_ok = False
             return self._unreachable()
         return self._compose(parts)
+
+    def _member_has_rejoined(self, now: float) -> bool:
+        """After a (re)start on a node with an etcd member: whether that member serves the
+        cluster's data again. Until then the node does not register, so "online" in status
+        means its vote is back in etcd's quorum too (an operator restarting nodes one by one
+        waits for exactly that). Checked until it first holds; after ``member_rejoin_wait``
+        the node registers anyway (a broken member must not keep it out for good)."""
+        if self._member_rejoined:
+            return True
+        endpoint = self.config.etcd_endpoints[0]
+        if self.store.member_ready(endpoint, timeout=self._timeout()):
+            self._member_rejoined = True
+        elif now - self._started_at >= self.config.member_rejoin_wait:
+            log.warning(
+                "etcd member %s has not rejoined after %.0f s: registering without it",
+                endpoint,
+                self.config.member_rejoin_wait,
+            )
+            self._member_rejoined = True
+        return self._member_rejoined
 
     def _update_standby(self, view: ClusterView) -> None:
         """Standby = local (config, set_standby) or the ``standby/<node>`` key; publish it in

@@ -64,7 +64,9 @@ WantedBy=multi-user.target
 # single-node cluster at install) must not run on a fresh node.
 DISABLED_UNITS = ["etcd.service", "haproxy.service"]
 
-RECIPE_VERSION = "1"
+# 2: a disabled unit loses every link to it, its aliases too (etcd's etcd2.service link made
+# `systemctl is-enabled etcd` say "enabled" while nothing started it at boot).
+RECIPE_VERSION = "2"
 
 
 def recipe_hash() -> str:
@@ -161,9 +163,19 @@ def _customize(rootfs: Path) -> None:
     link = wants / "ssh-hostkeys.service"
     if not link.is_symlink():
         link.symlink_to("/etc/systemd/system/ssh-hostkeys.service")
-    for unit in DISABLED_UNITS:
-        (wants / unit).unlink(missing_ok=True)
+    _disable_units(systemd_dir, DISABLED_UNITS)
     shutil.rmtree(rootfs / "var/lib/etcd/default", ignore_errors=True)
     shutil.rmtree(rootfs / "var/cache/apt/archives", ignore_errors=True)
     (rootfs / "var/cache/apt/archives/partial").mkdir(parents=True, exist_ok=True)
     (rootfs / "etc/clusterctl-image").write_text(recipe_hash() + "\n")
+
+
+def _disable_units(systemd_dir: Path, units: list[str]) -> None:
+    """Remove every link to `units` under /etc/systemd/system: wants links and aliases.
+
+    This is what `systemctl disable` does; removing only the wants link left an alias link
+    behind, which made `is-enabled` answer "enabled" for a unit nothing starts at boot.
+    """
+    for link in list(systemd_dir.rglob("*")):
+        if link.is_symlink() and (link.name in units or Path(os.readlink(link)).name in units):
+            link.unlink()

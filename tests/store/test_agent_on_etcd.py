@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
-
-import pytest
 
 from clusterctl.agent.config import AgentConfig, GroupSpec, ResourceSpec
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.resources.runner import CommandResult
 from clusterctl.agent.store.etcd import EtcdStore
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/usr/bin/etcd"), reason="/usr/bin/etcd is absent (etcd-server package)"
-)
 
 
 class Units:

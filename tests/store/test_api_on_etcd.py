@@ -4,7 +4,6 @@ serving the API on 127.0.0.1 (ephemeral port) with its own EtcdStore client."""
 from __future__ import annotations
 
 import json
-import os
 import time
 import urllib.error
 import urllib.request
@@ -21,10 +20,6 @@ from clusterctl.agent.resources.runner import CommandResult
 from clusterctl.agent.store.etcd import EtcdStore
 
 from .test_agent_on_etcd import Units
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/usr/bin/etcd"), reason="/usr/bin/etcd is absent (etcd-server package)"
-)
 
 TOKEN = "etcd-test-token"
 OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 import uuid
@@ -11,10 +10,6 @@ import pytest
 
 from clusterctl.agent.store import LeaseExpired, StoreUnavailable
 from clusterctl.agent.store.etcd import EtcdStore, prefix_range_end
-
-pytestmark = pytest.mark.skipif(
-    not os.path.exists("/usr/bin/etcd"), reason="/usr/bin/etcd is absent (etcd-server package)"
-)
 
 
 @pytest.fixture
@@ -188,3 +183,11 @@ def test_endpoint_must_be_a_plain_http_url() -> None:
     for bad in ("127.0.0.1:2379", "https://127.0.0.1:2379", "http://127.0.0.1:2379/v3"):
         with pytest.raises(ValueError, match="http://host:port"):
             EtcdStore([bad])
+
+
+def test_member_ready_asks_that_member_alone(etcd_url: str, free_port) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    store = EtcdStore([dead, etcd_url], request_timeout=0.5)
+    assert store.member_ready(etcd_url) is True
+    # the live member next in the list does not answer for the dead one
+    assert store.member_ready(dead, timeout=0.3) is False

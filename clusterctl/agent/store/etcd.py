@@ -207,6 +207,18 @@ class EtcdStore(Store):
         detail = "; ".join(errors) or "timeout exhausted"
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
 
+    def member_ready(self, endpoint: str, timeout: float | None = None) -> bool:
+        # A linearizable (not serializable) read served by this member alone: it needs the
+        # leader's read index and the member's applied index to reach it.
+        body = json.dumps({"key": _b64("/"), "count_only": True}).encode()
+        try:
+            status, raw = self._pool.post(
+                endpoint.rstrip("/"), "/v3/kv/range", body, timeout or self.request_timeout
+            )
+            return status == 200 and "header" in json.loads(raw or b"{}")
+        except (OSError, http.client.HTTPException, ValueError):
+            return False
+
     def close(self) -> None:
         """Close the idle connections (a later call opens new ones)."""
         self._pool.close()

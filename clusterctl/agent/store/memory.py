@@ -39,6 +39,7 @@ class MemoryBackend:
         self._leases: dict[int, _Lease] = {}
         self._ids = itertools.count(0x1000)
         self._down: dict[str, bool] = {}  # client -> hangs (True) or fails fast (False)
+        self.members_behind: set[str] = set()  # endpoints of members not (yet) rejoined
 
     # -- fault injection -------------------------------------------------------------------
 
@@ -119,6 +120,11 @@ class MemoryStore(Store):
                 raise TypeError("hanging partitions need a FakeClock")
             clock.advance(self.default_timeout if timeout is None else timeout)
         raise StoreUnavailable(f"{self.client}: store unreachable")
+
+    def member_ready(self, endpoint: str, timeout: float | None = None) -> bool:
+        with self.backend._lock:
+            reachable = self.backend.is_down(self.client) is None
+            return reachable and endpoint not in self.backend.members_behind
 
     def grant_lease(self, ttl: float, timeout: float | None = None) -> int:
         if ttl <= 0:
