@@ -6,10 +6,11 @@ all work on nodes goes through Ansible.
 
 from __future__ import annotations
 
+import queue
 import socket
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,7 @@ def probe(node: InventoryNode, key_file: Path, timeout: float = 3.0) -> SshProbe
     transport = paramiko.Transport(sock)
     try:
         transport.banner_timeout = timeout
+        transport.auth_timeout = timeout  # paramiko's default (30 s) outlasts any wait here
         transport.start_client(timeout=timeout)
         host_key = transport.get_remote_server_key()
         try:
@@ -62,9 +64,26 @@ def probe(node: InventoryNode, key_file: Path, timeout: float = 3.0) -> SshProbe
 def probe_all(
     nodes: list[InventoryNode], key_for: Callable[[InventoryNode], Path], timeout: float = 3.0
 ) -> dict[str, SshProbe]:
-    with ThreadPoolExecutor(max_workers=max(1, min(16, len(nodes)))) as pool:
-        results = pool.map(lambda n: probe(n, key_for(n), timeout), nodes)
-        return {r.node: r for r in results}
+    """Probe every node at once. The probes run in daemon threads: on Ctrl-C the caller's
+    KeyboardInterrupt leaves at once instead of waiting for handshakes in flight (a pool's
+    threads are joined at exit, which kept an interrupted `up` waiting on booting nodes)."""
+    results: queue.SimpleQueue[SshProbe] = queue.SimpleQueue()
+
+    def run(node: InventoryNode) -> None:
+        try:
+            results.put(probe(node, key_for(node), timeout))
+        except Exception as exc:  # every node must answer, or the caller waits forever
+            results.put(SshProbe(node.name, False, False, error=str(exc) or type(exc).__name__))
+
+    for node in nodes:
+        threading.Thread(
+            target=run,
+            args=(node,),
+            name=f"ssh-probe-{node.name}",
+            daemon=True,
+        ).start()
+    found = [results.get() for _ in nodes]
+    return {r.node: r for r in found}
 
 
 def forget_host_keys(known_hosts: Path, addresses: list[str]) -> None:

@@ -1,4 +1,4 @@
-"""A real sandbox cluster shared by the integration tests (session scope).
+"""Real sandbox clusters shared by the integration tests, one at a time.
 
 Each test run uses its own state root and cluster names prefixed `it`, so it never touches a
 user's `demo` cluster; leftovers of an interrupted earlier run are removed first (by exact
@@ -21,6 +21,7 @@ STATE_ROOT = Path(os.environ.get("CLUSTERCTL_IT_STATE", "/tmp/clusterctl-it-stat
 CLUSTER = "it-main"  # profile web: nginx on every node (the walking skeleton)
 HA_CLUSTER = "it-ha"  # profile ha: etcd, agents, group web = VIP + nginx
 LB_CLUSTER = "it-lb"  # profile lb: etcd, agents, group web = VIP + load balancer (nft)
+LB5_CLUSTER = "it-lb5"  # profile lb on 5 nodes
 
 
 @dataclass
@@ -92,31 +93,89 @@ class Sandbox:
         return podman("exec", f"{self.cluster}-{node}", *cmd).stdout
 
 
-def _sandbox(cluster: str, profile: str) -> Iterator[Sandbox]:
-    """Build a 3-node cluster (after removing leftovers of an interrupted run), yield it,
-    and remove it at the end of the session."""
-    cli("down", "--cluster", cluster)
-    result = cli("up", "--cluster", cluster, "--profile", profile, "--json", timeout=900)
+class SandboxPool:
+    """At most one sandbox cluster at a time (2 cores cannot carry several): a test asking
+    for another cluster than the one that is up gets it after the current one is removed.
+    Tests are ordered by the cluster they use (``pytest_collection_modifyitems``), so each
+    cluster is built once per run."""
+
+    def __init__(self) -> None:
+        self.current: Sandbox | None = None
+
+    def get(self, cluster: str, profile: str, nodes: int = 3) -> Sandbox:
+        if self.current is not None and self.current.cluster == cluster:
+            return self.current
+        self.release()
+        cli("down", "--cluster", cluster)  # leftovers of an interrupted earlier run
+        result = cli(
+            "up", "--cluster", cluster, "--profile", profile, "--nodes", str(nodes), "--json",
+            timeout=900,
+        )  # fmt: skip
+        if result.rc != 0:
+            cli("down", "--cluster", cluster)
+            raise AssertionError(f"up of {cluster} failed:\n{result.stderr[-3000:]}")
+        self.current = Sandbox(cluster, result, result.json())
+        return self.current
+
+    def release(self) -> None:
+        if self.current is not None:
+            cli("down", "--cluster", self.current.cluster)
+            self.current = None
+
+
+# The clusters in the order their tests run; tests that need none run first, alone.
+CLUSTERS = {
+    "sandbox": (CLUSTER, "web", 3),  # the walking skeleton: nginx on every node
+    "ha_sandbox": (HA_CLUSTER, "ha", 3),  # etcd, agents, group web = VIP + nginx
+    "lb_sandbox": (LB_CLUSTER, "lb", 3),  # etcd, agents, group web = VIP + LB (nft)
+    "lb5_sandbox": (LB5_CLUSTER, "lb", 5),  # 5 etcd members: two may restart at once
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    order = list(CLUSTERS)
+
+    def rank(item: pytest.Item) -> int:
+        used = [order.index(f) + 1 for f in getattr(item, "fixturenames", ()) if f in order]
+        return min(used, default=0)
+
+    items.sort(key=rank)  # stable: file order within one cluster
+
+
+@pytest.fixture(scope="session")
+def pool() -> Iterator[SandboxPool]:
+    sandboxes = SandboxPool()
     try:
-        assert result.rc == 0, result.stderr[-3000:]
-        yield Sandbox(cluster, result, result.json())
+        yield sandboxes
     finally:
-        cli("down", "--cluster", cluster)
+        sandboxes.release()
 
 
 @pytest.fixture(scope="session")
-def sandbox() -> Iterator[Sandbox]:
-    """A 3-node cluster in the web profile (the walking skeleton)."""
-    yield from _sandbox(CLUSTER, "web")
+def node_image() -> str:
+    """The node image, built if missing, for tests that make clusters of their own."""
+    from clusterctl.providers.image import ensure_image
+    from clusterctl.providers.podman_cli import Podman
+    from clusterctl.reporter import ListReporter
+
+    return ensure_image(Podman(STATE_ROOT), ListReporter())
 
 
-@pytest.fixture(scope="session")
-def ha_sandbox() -> Iterator[Sandbox]:
-    """A 3-node cluster in the ha profile, shared by the failover tests."""
-    yield from _sandbox(HA_CLUSTER, "ha")
+@pytest.fixture
+def sandbox(pool: SandboxPool) -> Sandbox:
+    return pool.get(*CLUSTERS["sandbox"])
 
 
-@pytest.fixture(scope="session")
-def lb_sandbox() -> Iterator[Sandbox]:
-    """A 3-node cluster in the lb profile (engine nft), shared by the LB and scaling tests."""
-    yield from _sandbox(LB_CLUSTER, "lb")
+@pytest.fixture
+def ha_sandbox(pool: SandboxPool) -> Sandbox:
+    return pool.get(*CLUSTERS["ha_sandbox"])
+
+
+@pytest.fixture
+def lb_sandbox(pool: SandboxPool) -> Sandbox:
+    return pool.get(*CLUSTERS["lb_sandbox"])
+
+
+@pytest.fixture
+def lb5_sandbox(pool: SandboxPool) -> Sandbox:
+    return pool.get(*CLUSTERS["lb5_sandbox"])
