@@ -55,6 +55,7 @@ class UpResult:
     inventory: Path
     playbook: PlaybookResult | None = None
     created: list[str] = field(default_factory=list)
+    started: list[str] = field(default_factory=list)  # stopped nodes started again
 
 
 def make_provider(state: StateDir, reporter: Reporter, options: UpOptions) -> Provider:
@@ -126,7 +127,12 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         state.save(record)
     ensure_token(state.api_token)
     inventory = provider.inventory_path(record)
-    result = UpResult(record=record, inventory=inventory)
+    result = UpResult(record=record, inventory=inventory, started=provider.started_nodes())
+    if result.started:
+        reporter.info(
+            f"started {len(result.started)} stopped node(s): {', '.join(result.started)} "
+            "(same addresses; their disks, etcd data and settings kept)"
+        )
     if not options.converge:
         return result
     result.playbook = converge(state, provider, record, reporter, nodes)
@@ -234,6 +240,33 @@ def status(cluster: str) -> ClusterStatus:
     from clusterctl.reporter import ListReporter
 
     provider = provider_for_record(state, ListReporter(), record)
+    power = provider.power_states(record)
+    in_etcd = set(etcd_members(record))
+    if power and all(p != "running" for p in power.values()):
+        # e.g. after the host restarted: nothing to ask, and one clear thing to do
+        return ClusterStatus(
+            cluster=cluster,
+            provider=record.provider,
+            profile=record.profile,
+            **profile_settings(record),
+            quorum=False,
+            nodes=[
+                NodeStatus(
+                    n.name,
+                    n.address,
+                    online=False,
+                    ssh=False,
+                    web=False,
+                    etcd=n.name in in_etcd,
+                    error=power[n.name],
+                    power=power[n.name],
+                )
+                for n in record.nodes
+            ],  # fmt: skip
+            state="stopped",
+            hint=f"start it with `clusterctl up --cluster {cluster}` (same nodes, addresses "
+            "and data)",
+        )
     nodes = [InventoryNode(n.name, n.address) for n in record.nodes]
     if record.provider == "ssh":
         from clusterctl.inventory import load_inventory
@@ -255,7 +288,6 @@ def status(cluster: str) -> ClusterStatus:
     ssh = probe_all(nodes, provider.key_for, timeout=2.0)
     web = http_probe_all([n.address for n in nodes])
     members = {m["name"]: m for m in agent_view.get("members", [])}
-    in_etcd = set(etcd_members(record))
     node_status = []
     for node, (web_ok, reply) in zip(nodes, web, strict=True):
         probe = ssh[node.name]
@@ -274,6 +306,7 @@ def status(cluster: str) -> ClusterStatus:
                 etcd=node.name in in_etcd,
                 standby=bool(members.get(node.name, {}).get("standby")),
                 error="" if probe.authenticated else probe.error,
+                power=power.get(node.name, ""),
             )
         )
     groups = [

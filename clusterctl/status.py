@@ -20,6 +20,7 @@ class NodeStatus:
     etcd: bool = False
     standby: bool = False
     error: str = ""
+    power: str = ""  # the machine as the provider sees it: running, stopped, ...; "" unknown
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class ClusterStatus:
     groups: list[GroupStatus] = field(default_factory=list)
     backends: list[BackendStatus] = field(default_factory=list)
     agent_error: str = ""
+    state: str = "running"  # "stopped": every node's machine is stopped (host restart)
+    hint: str = ""  # what to do about the state, for a human
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -83,7 +86,10 @@ class ClusterStatus:
         if self.lease_ttl:
             settings.append(f"lease {self.lease_ttl} s")
         lines = [f"cluster {self.cluster} ({', '.join(settings)})"]
-        if ha:
+        if self.state == "stopped":
+            lines[0] += " is stopped: every node is stopped"
+            lines.append(self.hint)
+        elif ha:
             lines[0] += f", quorum: {'yes' if self.quorum else 'no'}"
             if self.agent_error:
                 lines.append(f"agents: {self.agent_error}")

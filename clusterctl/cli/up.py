@@ -91,13 +91,15 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
                     **profile_settings(record),
                     "inventory": str(result.inventory),
                     "changed": result.playbook.changed if result.playbook else None,
+                    "started": result.started,
                     "nodes": [{"name": n.name, "address": n.address} for n in record.nodes],
                 },
                 indent=2,
             )
         )
         return 0
-    print(f"cluster {record.name} is up ({record.provider}, {len(record.nodes)} nodes)")
+    again = " again" if result.started and len(result.started) == len(record.nodes) else ""
+    print(f"cluster {record.name} is up{again} ({record.provider}, {len(record.nodes)} nodes)")
     for node in record.nodes:
         print(f"  {node.name:<10} {node.address:<16} http://{node.address}/")
     if record.profile == "ha" and record.vip:

@@ -41,6 +41,15 @@ class Provider(ABC):
         """Addresses whose machines were made anew, so their recorded host keys are void."""
         return []
 
+    def started_nodes(self) -> list[str]:
+        """Nodes this run found stopped and started again, with what they had kept."""
+        return []
+
+    def power_states(self, record: ClusterRecord) -> dict[str, str]:
+        """Each node's machine state as the provider sees it ("running", "stopped",
+        "paused", "missing"); empty when the provider cannot tell (existing hosts)."""
+        return {}
+
     def extravars(self) -> dict:
         """Variables passed to every playbook run (e.g. SSH options)."""
         return {}

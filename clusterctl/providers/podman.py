@@ -53,6 +53,7 @@ class PodmanProvider(Provider):
         self.podman = podman or Podman(state.root)
         # addresses of nodes made anew in this run: their old host keys are void
         self.recreated: list[str] = []
+        self.started: list[str] = []  # nodes found stopped and started (disks kept)
 
     # -- planning ---------------------------------------------------------------------------
 
@@ -172,7 +173,9 @@ class PodmanProvider(Provider):
             elif not state.get("State", {}).get("Running"):
                 self.reporter.progress(f"starting {node.container}")
                 started = self.podman.run("start", node.container, check=False)
-                if started.returncode != 0:
+                if started.returncode == 0:
+                    self.started.append(node.name)
+                else:
                     # typically a node whose first boot was interrupted; the roles rebuild it
                     self.reporter.warn(f"{node.container} did not start; re-creating it")
                     self.podman.run("rm", "-f", "-t", "0", node.container)
@@ -196,8 +199,25 @@ class PodmanProvider(Provider):
             stdin=public_key,
         )  # fmt: skip
 
+    def power_states(self, record: ClusterRecord) -> dict[str, str]:
+        found = self.podman.json("ps", "-a", "--filter", f"label={LABEL}={record.name}",
+                                 "--format", "json")  # fmt: skip
+        seen = {name: c.get("State", "") for c in found for name in c.get("Names") or []}
+        kept = {"running", "paused"}  # anything else (exited, created, ...) is stopped
+        return {
+            n.name: "missing"
+            if n.container not in seen
+            else seen[n.container]
+            if seen[n.container] in kept
+            else "stopped"
+            for n in record.nodes
+        }
+
     def new_host_addresses(self) -> list[str]:
         return list(self.recreated)
+
+    def started_nodes(self) -> list[str]:
+        return list(self.started)
 
     def key_path(self) -> Path:
         return self.state.ssh_key
