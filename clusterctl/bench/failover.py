@@ -21,7 +21,7 @@ from clusterctl.providers.podman_cli import Podman
 from clusterctl.reporter import ListReporter, Reporter
 from clusterctl.state import ClusterRecord, StateDir
 
-FAULTS = ("node_crash", "web_crash", "agent_kill", "planned_move")
+FAULTS = ("node_crash", "web_crash", "agent_kill", "planned_move", "rolling_restart")
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,72 @@ class FailoverBench:
         }
         return actions[fault]
 
+    def online(self) -> set[str]:
+        """Nodes the agents report online (on an etcd member: once its member rejoined)."""
+        try:
+            return {n.name for n in api.status(self.cluster).nodes if n.online}
+        except ClusterctlError:
+            return set()
+
+    def wait(self, done: Callable[[], bool], what: str, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not done():
+            if time.monotonic() > deadline:
+                raise ClusterctlError(f"{what} not within {timeout:.0f} s", "see clusterctl status")
+            time.sleep(0.2)
+
+    def rolling_restart(self, number: int) -> list[Trial]:
+        """Crash and restart every node in turn, with no `up`: each round kills the holder
+        while it is a node not yet restarted (so most rounds are takeovers), waits until the
+        agents see it gone (as after a real reboot), starts it and waits only until it
+        reports online. One Trial per round; ``from_node`` is the node restarted."""
+        self.wait_healthy()
+        pending = [n.name for n in self.record.nodes]
+        sampler = HolderSampler(node_pids(self.podman, self.record), self.record.vip).start()
+        prober = Prober(self.url).start()
+        time.sleep(1.0)
+        rounds = []
+        try:
+            while pending:
+                holder = self.holder()
+                node = holder if holder in pending else pending[0]
+                pending.remove(node)
+                fault_at = time.monotonic()
+                self.podman.run("kill", self.container(node))
+                self.wait(lambda n=node: n not in self.online(), f"{node} offline")
+                self.podman.run("start", self.container(node))
+                self.wait(lambda n=node: n in self.online(), f"{node} online")
+                sampler.pids.update(node_pids(self.podman, self.record))
+                time.sleep(1.0)
+                rounds.append((node, node == holder, fault_at, time.monotonic()))
+        finally:
+            samples = prober.stop()
+            sampler.stop()
+        trials = []
+        for node, was_holder, fault_at, end in rounds:
+            window = [s for s in samples if fault_at - 1.0 <= s.sent <= end]
+            result = outage(window, fault_at)
+            trials.append(
+                Trial(
+                    fault="rolling_restart" if was_holder else "rolling_restart_standby",
+                    trial=number,
+                    outage_s=round(result.seconds, 3),
+                    failed_requests=result.failed,
+                    requests=result.sent,
+                    from_node=node,
+                    to_node=result.after,
+                    dual_holder_samples=sum(
+                        1 for t, h in sampler.samples if fault_at <= t <= end and len(h) > 1
+                    ),
+                    holder_samples=len(sampler.samples),
+                )
+            )
+            self.reporter.info(
+                f"rolling restart #{number}: {node} ({'holder' if was_holder else 'standby'}) "
+                f"outage {result.seconds:.3f} s, {result.failed} failed -> {result.after}"
+            )
+        return trials
+
     def trial(self, fault: str, number: int) -> Trial:
         holder = self.wait_healthy()
         pids = node_pids(self.podman, self.record)
@@ -135,7 +201,7 @@ class FailoverBench:
 
 def summarize(trials: list[Trial]) -> list[dict]:
     rows = []
-    for fault in FAULTS:
+    for fault in (*FAULTS, "rolling_restart_standby"):
         of_fault = [t for t in trials if t.fault == fault]
         values = [t.outage_s for t in of_fault]
         if not values:
@@ -176,7 +242,10 @@ def run(cluster: str, trials: int, faults: list[str], reporter: Reporter) -> dic
     results: list[Trial] = []
     for number in range(1, trials + 1):
         for fault in faults:  # interleaved, so machine noise spreads over every fault
-            results.append(bench.trial(fault, number))
+            if fault == "rolling_restart":
+                results.extend(bench.rolling_restart(number))
+            else:
+                results.append(bench.trial(fault, number))
     rows = summarize(results)
     return {
         "benchmark": "failover",

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from clusterctl.bench.failover import FAULTS
 from clusterctl.cli.common import examples
 from clusterctl.reporter import ListReporter, StderrReporter
 
@@ -31,7 +32,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     fail.add_argument(
         "--fault",
         action="append",
-        choices=["node_crash", "web_crash", "agent_kill", "planned_move"],
+        choices=list(FAULTS),
         help="repeatable; default: all",
     )
     fail.add_argument("--cluster", help="an existing ha sandbox (default: a new bench-ha)")

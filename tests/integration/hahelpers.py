@@ -113,6 +113,8 @@ class HolderSampler:
     sample is never older than its time says) and the addresses. A paused or killed node
     yields no samples, so it counts as unknown, never as a holder.
 
+    A node that restarts is sampled again as soon as `podman exec` works on it again.
+
     ``doubles()`` lists the moments when two nodes' latest samples (each at most ``fresh`` s
     old) both show the VIP: conservative, since a node keeps its last state until its next
     sample."""
@@ -130,20 +132,16 @@ class HolderSampler:
         self.fresh = fresh
         self.cmd = self.LOOP.format(limit=limit, interval=interval)
         self.samples: dict[str, list[tuple[float, bool]]] = {n: [] for n in node_names(sandbox)}
-        self._procs: list[subprocess.Popen] = []
+        self.limit = limit
+        self._procs: dict[str, subprocess.Popen] = {}
         self._threads: list[threading.Thread] = []
+        self._closed = threading.Event()
+        self._lock = threading.Lock()
 
     def __enter__(self) -> HolderSampler:
-        env = dict(os.environ, CONTAINERS_CONF=str(STATE_ROOT / "containers.conf"))
         for node in self.samples:
-            proc = subprocess.Popen(
-                ["podman", "exec", container(self.sandbox, node), "sh", "-c", self.cmd],
-                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
-                text=True, env=env,
-            )  # fmt: skip
-            thread = threading.Thread(target=self._read, args=(node, proc), daemon=True)
+            thread = threading.Thread(target=self._sample, args=(node,), daemon=True)
             thread.start()
-            self._procs.append(proc)
             self._threads.append(thread)
         # wait for the first sample of every node that can answer
         wait_for(
@@ -156,21 +154,38 @@ class HolderSampler:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for proc in self._procs:
+        self._closed.set()
+        with self._lock:
+            procs = list(self._procs.values())
+        for proc in procs:
             proc.kill()
-            proc.wait(timeout=10)
         for thread in self._threads:
-            thread.join(timeout=5)
+            thread.join(timeout=15)
 
-    def _read(self, node: str, proc: subprocess.Popen) -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            stamp, _, addrs = line.partition(" ")
-            try:
-                at = float(stamp)
-            except ValueError:
-                continue
-            self.samples[node].append((at, f" {self.address}/" in f" {addrs} "))
+    def _sample(self, node: str) -> None:
+        """Run the sampling loop on ``node``, and again whenever it ends early (the node
+        was killed or restarted), until the sampler closes or ``limit`` s have passed."""
+        env = dict(os.environ, CONTAINERS_CONF=str(STATE_ROOT / "containers.conf"))
+        end = time.monotonic() + self.limit
+        while not self._closed.is_set() and time.monotonic() < end:
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                proc = self._procs[node] = subprocess.Popen(
+                    ["podman", "exec", container(self.sandbox, node), "sh", "-c", self.cmd],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                    text=True, env=env,
+                )  # fmt: skip
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                stamp, _, addrs = line.partition(" ")
+                try:
+                    at = float(stamp)
+                except ValueError:
+                    continue
+                self.samples[node].append((at, f" {self.address}/" in f" {addrs} "))
+            proc.wait(timeout=10)
+            self._closed.wait(0.2)
 
     def state_at(self, node: str, at: float) -> bool | None:
         """The node's last sampled state at ``at`` (None: no sample in the last ``fresh`` s)."""

@@ -197,6 +197,9 @@ def lb_heal(sandbox: Sandbox, base_nodes: list[str], timeout: float = 120) -> st
             if row["state"] != "active" or row["weight"] != 1:
                 cli("weight", node, "1", "--cluster", sandbox.cluster, timeout=60)
                 cli("undrain", node, "--cluster", sandbox.cluster, timeout=60)
+        for member in status.get("members", []):
+            if member.get("standby"):
+                cli("unstandby", member["name"], "--cluster", sandbox.cluster, timeout=60)
         if any(web_group(status).get("failcounts", {}).values()):
             cli("cleanup", "web", "--cluster", sandbox.cluster, timeout=60)
         return lb_ready(sandbox)

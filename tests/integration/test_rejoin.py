@@ -1,0 +1,207 @@
+"""Nodes that crash and restart rejoin by themselves: etcd member, agent, LB backend, with
+no `clusterctl up`; a cluster whose every node stopped (the host restarted) comes back with
+one `up`, its configuration intact.
+
+Outages are printed (`pytest -s`); speed is the benchmark's business (`bench failover`,
+fault rolling_restart)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import threading
+import time
+import urllib.request
+
+import pytest
+
+from clusterctl.agent.store.base import StoreError
+from clusterctl.agent.store.etcd import EtcdStore
+
+from .conftest import cli, podman
+from .hahelpers import (
+    _OPENER,
+    HolderSampler,
+    Prober,
+    container,
+    holder,
+    node_names,
+    vip,
+    wait_for,
+)
+from .lbhelpers import backend_rows, lb_heal, lb_ready, vip_serves
+from .rejoinhelpers import QuorumWatch, crash_and_restart, etcd_addresses, member_healthy, online
+from .test_lb import lb  # noqa: F401 - the healthy 3-node lb cluster's holder
+
+GENEROUS = 10.0  # seconds: a bound for "it happened", not a performance target
+QUORUM_HICCUP = 2.0  # longest time without a healthy etcd member that is an election, not a loss
+
+
+@pytest.fixture
+def lb5(lb5_sandbox):
+    base = node_names(lb5_sandbox)
+    yield lb_heal(lb5_sandbox, base)
+    lb_heal(lb5_sandbox, base)
+
+
+def _rolling_restart(sandbox, first_holder: str, batch: int) -> list[str]:
+    """Crash and restart every node, ``batch`` at a time, the holder in the first batch;
+    each batch waits only until its nodes report online. Checks, throughout: the VIP serves
+    again after every round, etcd's quorum is never lost, never two VIP holders."""
+    names = node_names(sandbox)
+    order = [first_holder] + [n for n in names if n != first_holder]
+    rounds = [order[i : i + batch] for i in range(0, len(order), batch)]
+    lines = []
+    with (
+        Prober(vip(sandbox)) as prober,
+        HolderSampler(sandbox, limit=600) as sampler,
+        QuorumWatch(etcd_addresses(sandbox)) as quorum,
+    ):
+        for nodes in rounds:
+            before = holder(sandbox)
+            fault = time.monotonic()
+            took = crash_and_restart(sandbox, nodes)
+            answer = prober.wait_answer(fault, GENEROUS)
+            time.sleep(1.0)
+            after = holder(sandbox)
+            lines.append(
+                f"{'+'.join(nodes)} restarted, online after {took:.1f} s; holder {before} -> "
+                f"{after}; VIP outage {prober.outage(fault):.2f} s, "
+                f"{prober.failures(fault)} failed probes"
+            )
+            assert answer.node and after is not None, lines[-1]
+            if before in nodes:
+                assert after not in nodes, lines[-1]
+            else:
+                assert after == before, lines[-1]  # a restarted node takes nothing back
+        loss = quorum.longest_loss()
+    print("\n" + "\n".join(lines) + f"\nlongest time without a healthy etcd member: {loss:.2f} s")
+    assert sampler.doubles() == []
+    assert loss < QUORUM_HICCUP, f"etcd quorum lost for {loss:.2f} s"
+    return names
+
+
+def _all_rejoined(sandbox, names: list[str]) -> None:
+    """Every node online, every etcd member healthy, every backend up — without `up`."""
+    wait_for(lambda: lb_ready(sandbox), 60, 0.5, "every backend up, one holder")
+    assert online(sandbox) == set(names)
+    assert all(member_healthy(a) for a in etcd_addresses(sandbox))
+
+
+def test_rolling_crash_restart_of_every_node_rejoins_without_up(lb_sandbox, lb):  # noqa: F811
+    names = _rolling_restart(lb_sandbox, lb, batch=1)
+    _all_rejoined(lb_sandbox, names)
+
+
+def test_five_nodes_two_at_a_time_rejoin_without_up(lb5_sandbox, lb5):
+    names = _rolling_restart(lb5_sandbox, lb5, batch=2)
+    _all_rejoined(lb5_sandbox, names)
+
+
+def _range(address: str, prefix: str) -> list[str]:
+    """Keys under ``prefix`` as this member alone has them (a serializable read)."""
+    key = base64.b64encode(prefix.encode()).decode()
+    end = base64.b64encode(prefix[:-1].encode() + bytes([ord(prefix[-1]) + 1])).decode()
+    body = json.dumps(
+        {"key": key, "range_end": end, "serializable": True, "keys_only": True}
+    ).encode()
+    req = urllib.request.Request(f"http://{address}:2379/v3/kv/range", data=body)
+    with _OPENER.open(req, timeout=5) as resp:
+        kvs = json.loads(resp.read()).get("kvs") or []
+    return [base64.b64decode(kv["key"]).decode() for kv in kvs]
+
+
+def test_etcd_member_reboot_while_writing_loses_no_key(lb_sandbox, lb):  # noqa: F811
+    addresses = etcd_addresses(lb_sandbox)
+    store = EtcdStore([f"http://{a}:2379" for a in addresses], request_timeout=0.5)
+    prefix = f"/clusterctl-it/{lb_sandbox.cluster}/writes/"
+    store.delete_prefix(prefix)
+    acked: list[str] = []
+    failed = 0
+    stop = threading.Event()
+
+    def write() -> None:
+        nonlocal failed
+        for i in range(100_000):
+            if stop.is_set():
+                return
+            key = f"{prefix}{i:06d}"
+            try:
+                store.put(key, "x" * 64, timeout=2.0)
+                acked.append(key)
+            except StoreError:
+                failed += 1
+            time.sleep(0.01)
+
+    victim = next(n for n in node_names(lb_sandbox)[:3] if n != lb)
+    address = dict((n["name"], n["address"]) for n in lb_sandbox.nodes)[victim]
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    try:
+        time.sleep(2.0)
+        restarted = time.monotonic()
+        podman("restart", "-t", "10", container(lb_sandbox, victim))
+        ready = wait_for(
+            lambda: store.member_ready(f"http://{address}:2379"), 120, 0.2, f"{victim}'s member"
+        )
+        back = time.monotonic() - restarted
+        time.sleep(2.0)
+    finally:
+        stop.set()
+        writer.join(timeout=10)
+    assert ready
+    on_member = set(_range(address, prefix))
+    missing = [k for k in acked if k not in on_member]
+    print(f"\n{victim} rebooted while writing: its member serves again after {back:.1f} s; "
+          f"{len(acked)} writes acknowledged, {failed} refused meanwhile, {len(missing)} "
+          "missing on the rebooted member")  # fmt: skip
+    store.delete_prefix(prefix)
+    assert len(acked) > 200
+    assert missing == []
+    wait_for(lambda: victim in online(lb_sandbox), 60, 0.5, f"{victim} online")
+
+
+def _configuration(sandbox) -> dict[str, str]:
+    """Every persistent key of the cluster (specs, backends, standby, fail counts): what an
+    operator set. Keys bound to leases (members, leaders) are left out."""
+    store = EtcdStore([f"http://{a}:2379" for a in etcd_addresses(sandbox)])
+    keys = store.get_prefix(f"/clusterctl/{sandbox.cluster}/", timeout=5)
+    return {k: v for k, v in keys.items() if "/members/" not in k and not k.endswith("/leader")}
+
+
+def test_host_restart_then_up_brings_the_same_cluster_back(lb_sandbox, lb):  # noqa: F811
+    cluster = lb_sandbox.cluster
+    names = node_names(lb_sandbox)[:3]
+    others = [n for n in names if n != lb]
+    for args in (("weight", others[0], "3"), ("drain", others[1]), ("standby", others[1])):
+        result = cli(*args, "--cluster", cluster, timeout=120)
+        assert result.rc == 0, result.stderr
+    configured = _configuration(lb_sandbox)
+    rows = {n: (r["state"], r["weight"]) for n, r in backend_rows(lb_sandbox).items()}
+
+    for node in names:  # what a host restart does to every node container
+        podman("stop", "-t", "10", container(lb_sandbox, node))
+    stopped = cli("status", "--cluster", cluster, "--json", timeout=60)
+    assert stopped.rc == 0, stopped.stderr
+    assert stopped.json()["state"] == "stopped"
+    text = cli("status", "--cluster", cluster, timeout=60)
+    assert f"clusterctl up --cluster {cluster}" in text.stdout
+    assert "Traceback" not in text.stderr
+
+    began = time.monotonic()
+    up = cli("up", "--cluster", cluster, "--json", timeout=600)
+    assert up.rc == 0, up.stderr[-3000:]
+    wait_for(lambda: vip_serves(lb_sandbox), 60, 0.2, "the VIP")
+    took = time.monotonic() - began
+    info = up.json()
+    print(f"\nhost restart: up started {info['started']} and the VIP served after {took:.1f} s")
+    assert info["started"] == names
+    assert "started 3 stopped node(s)" in up.stderr
+    assert [(n["name"], n["address"]) for n in info["nodes"]] == [
+        (n["name"], n["address"]) for n in lb_sandbox.nodes
+    ]
+    wait_for(lambda: online(lb_sandbox) == set(names), 60, 0.5, "every node online")
+    assert _configuration(lb_sandbox) == configured
+    assert {n: (r["state"], r["weight"]) for n, r in backend_rows(lb_sandbox).items()} == rows
+    for args in (("unstandby", others[1]), ("undrain", others[1]), ("weight", others[0], "1")):
+        assert cli(*args, "--cluster", cluster, timeout=120).rc == 0
