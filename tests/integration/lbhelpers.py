@@ -13,12 +13,13 @@ import time
 import urllib.error
 from collections import Counter
 
-from .conftest import Sandbox, cli
+from .conftest import Sandbox, cli, podman
 from .hahelpers import (
     _OPENER,
     Probe,
     api_get,
     api_status,
+    container,
     container_state,
     node_exec,
     node_names,
@@ -173,17 +174,19 @@ def lb_heal(sandbox: Sandbox, base_nodes: list[str], timeout: float = 120) -> st
     """Bring the lb sandbox back to ``base_nodes`` on engine nft, all backends active with
     weight 1 and healthy; returns the holder.
 
-    Removes extra nodes a failed scale test left (`clusterctl scale --remove`), restarts
-    killed nodes (`clusterctl up` starts stopped containers and converges) or switches the
-    engine back, starts stopped web servers, resets weights and states, cleans fail counts."""
+    Removes extra nodes a failed scale test left (`clusterctl scale --remove`), starts
+    killed nodes (they rejoin by themselves), switches the engine back (`clusterctl up`),
+    starts stopped web servers, resets weights, states and standby, cleans fail counts."""
     names = refresh_nodes(sandbox)
     for extra in [n for n in names if n not in base_nodes]:
         result = cli("scale", "--remove", extra, "--cluster", sandbox.cluster, timeout=300)
         assert result.rc == 0, result.stderr[-3000:]
     refresh_nodes(sandbox)
-    data = backends(sandbox)
-    down = any(container_state(sandbox, n) != "running" for n in base_nodes)
-    if down or (data is not None and data.get("engine") != "nft"):
+    for n in base_nodes:
+        if container_state(sandbox, n) != "running":
+            podman("start", container(sandbox, n))
+    data = wait_for(lambda: backends(sandbox), 120, 0.5, "the agents' backends")
+    if data.get("engine") != "nft":
         result = cli("up", "--cluster", sandbox.cluster, "--lb-engine", "nft", timeout=600)
         assert result.rc == 0, result.stderr[-3000:]
     for n in base_nodes:
