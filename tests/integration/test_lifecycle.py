@@ -47,9 +47,9 @@ def _start_up() -> subprocess.Popen:
     )  # fmt: skip
 
 
-def _interrupt_when(proc: subprocess.Popen, *exists: str) -> tuple[float, str]:
-    """Send SIGINT (what Ctrl-C in a terminal does) once `podman <exists>` succeeds; return
-    how long `up` took to exit after it, and its stderr."""
+def _interrupt_when(proc: subprocess.Popen, moment: str, *exists: str) -> str:
+    """Send SIGINT (what Ctrl-C in a terminal does) once `podman <exists>` succeeds; check
+    that `up` stopped with 130 and one clean message; return its stderr."""
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and proc.poll() is None:
@@ -62,19 +62,19 @@ def _interrupt_when(proc: subprocess.Popen, *exists: str) -> tuple[float, str]:
         sent = time.monotonic()
         os.killpg(proc.pid, signal.SIGINT)
         _, stderr = proc.communicate(timeout=STOPS_WITHIN)
-        return time.monotonic() - sent, stderr
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
+    print(f"\nup stopped {time.monotonic() - sent:.2f} s after SIGINT ({moment})")
+    assert proc.returncode == 130, stderr[-2000:]
+    assert "Traceback" not in stderr
+    return stderr
 
 
 def test_interrupted_up_then_up_then_down(node_image, clean):
     proc = _start_up()
-    took, stderr = _interrupt_when(proc, "container", "exists", f"{CLUSTER}-node2")
-    print(f"\nup stopped {took:.2f} s after SIGINT (nodes being created)")
-    assert proc.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr
+    stderr = _interrupt_when(proc, "nodes being made", "container", "exists", f"{CLUSTER}-node2")
     assert f"clusterctl down --cluster {CLUSTER}" in stderr
 
     again = cli("up", "--cluster", CLUSTER, "--json")
@@ -96,10 +96,7 @@ def test_interrupted_up_then_up_then_down(node_image, clean):
 
 def test_down_after_interrupt_right_after_start(node_image, clean):
     proc = _start_up()
-    took, stderr = _interrupt_when(proc, "network", "exists", f"clusterctl-{CLUSTER}")
-    print(f"\nup stopped {took:.2f} s after SIGINT (network just made)")
-    assert proc.returncode == 130, stderr[-2000:]
-    assert "Traceback" not in stderr
+    _interrupt_when(proc, "network just made", "network", "exists", f"clusterctl-{CLUSTER}")
     down = cli("down", "--cluster", CLUSTER)
     assert down.rc == 0, down.stderr
     assert cluster_leftovers(CLUSTER) == {"containers": [], "networks": [], "state": []}

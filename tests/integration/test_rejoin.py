@@ -205,3 +205,32 @@ def test_host_restart_then_up_brings_the_same_cluster_back(lb_sandbox, lb):  # n
     assert {n: (r["state"], r["weight"]) for n, r in backend_rows(lb_sandbox).items()} == rows
     for args in (("unstandby", others[1]), ("undrain", others[1]), ("weight", others[0], "1")):
         assert cli(*args, "--cluster", cluster, timeout=120).rc == 0
+
+
+def _boot_units(sandbox, node: str) -> set[str]:
+    """The units systemd will start when ``node`` boots (default.target's tree)."""
+    tree = sandbox.exec(node, "systemctl", "list-dependencies", "--plain", "--no-pager",
+                        "default.target")  # fmt: skip
+    return {line.strip() for line in tree.splitlines()}
+
+
+def test_up_repairs_a_node_whose_boot_links_are_wrong(lb_sandbox, lb):  # noqa: F811
+    node = node_names(lb_sandbox)[2]
+    wanted = {"etcd.service", "clusterctl-agent.service", "nginx.service"}
+    assert wanted <= _boot_units(lb_sandbox, node)
+    assert "haproxy.service" not in _boot_units(lb_sandbox, node)
+    # What the old image left: the wants links gone, an alias link that makes `systemctl
+    # is-enabled` answer "enabled" all the same; and HAProxy wrongly enabled.
+    lb_sandbox.exec(node, "sh", "-c",
+        "cd /etc/systemd/system && rm multi-user.target.wants/etcd.service "
+        "multi-user.target.wants/clusterctl-agent.service && "
+        "ln -sf /lib/systemd/system/etcd.service etcd2.service && "
+        "systemctl enable haproxy.service && systemctl daemon-reload")  # fmt: skip
+    assert lb_sandbox.exec(node, "systemctl", "is-enabled", "etcd").strip() == "enabled"
+    assert not {"etcd.service", "clusterctl-agent.service"} & _boot_units(lb_sandbox, node)
+
+    result = cli("up", "--cluster", lb_sandbox.cluster, "--json", timeout=600)
+    assert result.rc == 0, result.stderr[-3000:]
+    assert result.json()["changed"] > 0
+    units = _boot_units(lb_sandbox, node)
+    assert wanted <= units and "haproxy.service" not in units, sorted(units)
