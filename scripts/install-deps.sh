@@ -4,7 +4,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(podman runc debootstrap openssh-client iproute2 curl git make wrk python3-venv)
+# nftables and HAProxy's libraries: the tests check rendered nft scripts and HAProxy configs
+# with the real tools (installing nftables starts no service; HAProxy itself is unpacked below)
+APT_PACKAGES=(podman runc debootstrap openssh-client iproute2 curl git make wrk python3-venv
+  nftables liblua5.3-0 libopentracing-c-wrapper0)
 
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
@@ -22,19 +25,23 @@ if ((${#missing[@]})); then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# etcd for the store tests runs from an unpacked package: installing etcd-server would start
-# a system-wide etcd on a host with systemd.
-ETCD_DIR=.cache/etcd
-if [[ ! -x $ETCD_DIR/usr/bin/etcd ]]; then
-  echo "unpacking etcd-server into $ETCD_DIR (for the store tests)" >&2
+# Servers the tests run or check with run from unpacked packages: installing etcd-server or
+# haproxy would start a system-wide service on a host with systemd.
+unpack() {  # unpack PACKAGE BINARY (relative to .cache/PACKAGE) WHY
+  local dir=.cache/$1
+  [[ -x $dir/$2 ]] && return
+  echo "unpacking $1 into $dir ($3)" >&2
+  local tmp
   tmp=$(mktemp -d)
-  (cd "$tmp" && apt-get download etcd-server >/dev/null 2>&1) || {
-    [[ $(id -u) -eq 0 ]] && apt-get update -qq && (cd "$tmp" && apt-get download etcd-server >/dev/null)
+  (cd "$tmp" && apt-get download "$1" >/dev/null 2>&1) || {
+    [[ $(id -u) -eq 0 ]] && apt-get update -qq && (cd "$tmp" && apt-get download "$1" >/dev/null)
   }
-  mkdir -p "$ETCD_DIR"
-  dpkg -x "$tmp"/etcd-server_*.deb "$ETCD_DIR"
+  mkdir -p "$dir"
+  dpkg -x "$tmp/$1"_*.deb "$dir"
   rm -rf "$tmp"
-fi
+}
+unpack etcd-server usr/bin/etcd "for the store tests"
+unpack haproxy usr/sbin/haproxy "to check rendered HAProxy configs"
 
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]]; then

@@ -221,11 +221,17 @@ def api_token(sandbox: Sandbox) -> str:
 
 
 def api_get(
-    sandbox: Sandbox, node: str, path: str, token: str | None = "", timeout: float = 2.0
+    sandbox: Sandbox,
+    node: str,
+    path: str,
+    token: str | None = "",
+    timeout: float = 2.0,
+    body: dict | None = None,
 ) -> tuple[int, bytes]:
-    """(HTTP status, body) of GET http://NODE:7480/PATH; token "" = the cluster's, None = none.
-    Status 0 when the node did not answer."""
-    req = urllib.request.Request(f"http://{node_address(sandbox, node)}:7480{path}")
+    """(HTTP status, body) of GET http://NODE:7480/PATH (POST of ``body`` as JSON if given);
+    token "" = the cluster's, None = none. Status 0 when the node did not answer."""
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(f"http://{node_address(sandbox, node)}:7480{path}", data=data)
     if token is not None:
         req.add_header("Authorization", f"Bearer {token or api_token(sandbox)}")
     try:

@@ -200,6 +200,8 @@ def lb_heal(sandbox: Sandbox, base_nodes: list[str], timeout: float = 120) -> st
             if row["state"] != "active" or row["weight"] != 1:
                 cli("weight", node, "1", "--cluster", sandbox.cluster, timeout=60)
                 cli("undrain", node, "--cluster", sandbox.cluster, timeout=60)
+        if web_group(status).get("bans"):
+            api_get(sandbox, node_names(sandbox)[0], "/v1/groups/web/clear", body={})
         for member in status.get("members", []):
             if member.get("standby"):
                 cli("unstandby", member["name"], "--cluster", sandbox.cluster, timeout=60)

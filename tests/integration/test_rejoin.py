@@ -23,6 +23,8 @@ from .hahelpers import (
     _OPENER,
     HolderSampler,
     Prober,
+    api_get,
+    cli_status,
     container,
     holder,
     node_names,
@@ -176,6 +178,8 @@ def test_host_restart_then_up_brings_the_same_cluster_back(lb_sandbox, lb):  # n
     for args in (("weight", others[0], "3"), ("drain", others[1]), ("standby", others[1])):
         result = cli(*args, "--cluster", cluster, timeout=120)
         assert result.rc == 0, result.stderr
+    ban = api_get(lb_sandbox, lb, "/v1/groups/web/ban", body={"node": others[0]})
+    assert ban[0] == 200, ban
     configured = _configuration(lb_sandbox)
     rows = {n: (r["state"], r["weight"]) for n, r in backend_rows(lb_sandbox).items()}
 
@@ -203,8 +207,10 @@ def test_host_restart_then_up_brings_the_same_cluster_back(lb_sandbox, lb):  # n
     wait_for(lambda: online(lb_sandbox) == set(names), 60, 0.5, "every node online")
     assert _configuration(lb_sandbox) == configured
     assert {n: (r["state"], r["weight"]) for n, r in backend_rows(lb_sandbox).items()} == rows
+    assert others[0] in next(g for g in cli_status(lb_sandbox)["groups"])["bans"]
     for args in (("unstandby", others[1]), ("undrain", others[1]), ("weight", others[0], "1")):
         assert cli(*args, "--cluster", cluster, timeout=120).rc == 0
+    assert api_get(lb_sandbox, lb, "/v1/groups/web/clear", body={})[0] == 200
 
 
 def _boot_units(sandbox, node: str) -> set[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,22 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools import require_tool
+
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _find_etcd() -> str | None:
-    """The etcd binary: $CLUSTERCTL_ETCD_BIN, the copy `make deps` unpacks, or one on PATH."""
-    for candidate in (
-        os.environ.get("CLUSTERCTL_ETCD_BIN"),
-        str(REPO / ".cache/etcd/usr/bin/etcd"),
-        shutil.which("etcd"),
-    ):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
-ETCD = _find_etcd()
+ETCD_PACKAGE = ("etcd", "etcd-server", "usr/bin/etcd")
 
 
 def _free_port() -> int:
@@ -58,15 +47,14 @@ def _ready(url: str) -> bool:
 @pytest.fixture(scope="session")
 def etcd_url() -> Iterator[str]:
     """Start etcd (heartbeat 50 ms, election 500 ms: 1 s leases allowed); yield its URL."""
-    if ETCD is None:
-        pytest.fail("no etcd binary: run `make deps` (it unpacks etcd-server into .cache/etcd)")
+    etcd = require_tool(*ETCD_PACKAGE)
     client, peer = _free_port(), _free_port()
     url = f"http://127.0.0.1:{client}"
     with tempfile.TemporaryDirectory(prefix="etcd-test-") as data_dir:
         log = open(os.path.join(data_dir, "etcd.log"), "wb")  # noqa: SIM115 - closed below
         proc = subprocess.Popen(
             [
-                ETCD,
+                etcd,
                 "--name=test",
                 f"--data-dir={data_dir}/data",
                 f"--listen-client-urls={url}",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import grp
 import pwd
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from clusterctl.agent.lb.haproxy import (
 )
 from clusterctl.agent.lb.model import Backend, LbSpec
 from clusterctl.agent.resources.runner import CommandResult
+from tests.tools import require_tool
 
 from .fakes import FakeHaproxySocket, FakeRunner
 
@@ -381,8 +381,8 @@ def test_stat_health(status: str, health: str) -> None:
     assert stat_health(status) == health
 
 
-@pytest.mark.skipif(shutil.which("haproxy") is None, reason="haproxy is not installed")
 def test_config_passes_haproxy_check(tmp_path: Path) -> None:
+    haproxy = require_tool("haproxy", "haproxy", "usr/sbin/haproxy")
     path = tmp_path / "haproxy.cfg"
     spec = LbSpec("127.0.0.1", 18080, 8080, engine="haproxy", algorithm="source")
     text = render_config(spec, [N1, N2, N3], str(tmp_path / "admin.sock"))
@@ -393,6 +393,6 @@ def test_config_passes_haproxy_check(tmp_path: Path) -> None:
         text = text.replace("\tuser haproxy\n", "").replace("\tgroup haproxy\n", "")
     path.write_text(text)
     done = subprocess.run(
-        ["haproxy", "-c", "-f", str(path)], capture_output=True, text=True, timeout=5, check=False
+        [haproxy, "-c", "-f", str(path)], capture_output=True, text=True, timeout=5, check=False
     )
     assert done.returncode == 0, done.stdout + done.stderr
