@@ -177,6 +177,9 @@ def run_playbook(
         os.environ["PATH"] = os.pathsep.join([venv_bin, os.environ.get("PATH", "")])
     envvars = {
         "ANSIBLE_CONFIG": str(ANSIBLE_CFG),
+        # ansible-runner turns host-key checking off unless told otherwise, and Ansible's
+        # `-o StrictHostKeyChecking=no` then wins over the inventory's `=yes`
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
     }

@@ -153,7 +153,9 @@ def wait_and_trust(
         assert key is not None
         name = known_hosts_name(node)
         recorded = host_keys.lookup(name)
-        if recorded and key.get_name() in recorded and recorded[key.get_name()] != key:
+        # a host known by a key of one type that now shows only another type is as
+        # suspect as a changed key (someone else answering with a key of their own)
+        if recorded and recorded.get(key.get_name()) != key:
             raise ClusterctlError(
                 f"the SSH host key of {node.name} ({name}) changed since it was recorded",
                 f"if the host was rebuilt, remove its line from {known_hosts}",

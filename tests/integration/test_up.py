@@ -8,8 +8,12 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 from clusterctl.paths import PROJECT_ROOT
 from clusterctl.providers.network import node_mac
+from clusterctl.reporter import ListReporter
+from clusterctl.runner import PlaybookFailed, run_playbook
 
 from .conftest import STATE_ROOT, cli, podman
 
@@ -152,3 +156,38 @@ def test_ssh_provider_runs_the_same_playbooks_on_existing_hosts(sandbox, tmp_pat
     # forgetting an ssh cluster leaves the hosts alone
     assert get(sandbox.nodes[0]["address"])[0] == 200
     cli("up", "--cluster", sandbox.cluster, check=True)  # give the nodes back to the sandbox
+
+
+def test_a_changed_host_key_is_refused_by_up_and_by_ansible(sandbox, tmp_path, monkeypatch):
+    known = sandbox.state_dir / "known_hosts"
+    saved = known.read_text()
+    # another host key where node1's is recorded: what an impostor at its address would show
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")],
+        check=True,
+    )
+    key_type, key = (tmp_path / "impostor.pub").read_text().split()[:2]
+    address = sandbox.nodes[0]["address"]
+    lines = [
+        f"{address} {key_type} {key}" if line.startswith(f"{address} ") else line
+        for line in saved.splitlines()
+    ]
+    assert lines != saved.splitlines()
+    known.write_text("\n".join(lines) + "\n")
+    try:
+        up = cli("up", "--cluster", sandbox.cluster)
+        assert up.rc == 1, up.stderr[-2000:]
+        assert "SSH host key of node1" in up.stderr and "Traceback" not in up.stderr
+        # Ansible itself, run the way clusterctl runs it (ansible-runner), refuses too; a
+        # fresh control-socket directory, so no verified connection of earlier runs is reused
+        monkeypatch.setenv("ANSIBLE_SSH_CONTROL_PATH_DIR", str(tmp_path / "cp"))
+        with pytest.raises(PlaybookFailed) as failed:
+            run_playbook(
+                "site.yml", inventory=sandbox.state_dir / "inventory.yml",
+                work_dir=tmp_path / "runner", reporter=ListReporter(), host_count=3,
+            )  # fmt: skip
+        unreachable = [f for f in failed.value.result.failures if f.unreachable]
+        assert [f.host for f in unreachable] == ["node1"], failed.value.result.failures
+        assert "Host key verification failed" in unreachable[0].message
+    finally:
+        known.write_text(saved)
