@@ -47,6 +47,8 @@ class UpOptions:
     profile: str | None = None  # None: the cluster's recorded profile, else "lb"
     lb_engine: str | None = None  # None: the recorded engine, else "nft"
     lease_ttl: int | None = None  # None: the recorded lease TTL, else 1 s
+    check: bool = False  # Ansible check mode: report what a converge would change, change nothing
+    diff: bool = False  # show the differences (of files, templates) a converge makes or would make
 
 
 @dataclass
@@ -102,6 +104,8 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         )
     provider = make_provider(state, reporter, options)  # checks its tools first (podman)
     existing = state.load() if state.exists() else None
+    if options.check:
+        _check_mode_possible(options.cluster, provider, existing)
     if existing is not None:
         if options.profile and options.profile != existing.profile:
             raise ClusterctlError(
@@ -121,10 +125,11 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
     if options.lb_engine or options.lease_ttl:
-        # changing either re-converges the agents
+        # changing either re-converges the agents (a check only shows what that would do)
         record.lb_engine = options.lb_engine or record.lb_engine
         record.lease_ttl = options.lease_ttl or record.lease_ttl
-        state.save(record)
+        if not options.check:
+            state.save(record)
     ensure_token(state.api_token)
     inventory = provider.inventory_path(record)
     result = UpResult(record=record, inventory=inventory, started=provider.started_nodes())
@@ -135,8 +140,25 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         )
     if not options.converge:
         return result
-    result.playbook = converge(state, provider, record, reporter, nodes)
+    result.playbook = converge(
+        state, provider, record, reporter, nodes, check=options.check, diff=options.diff
+    )
     return result
+
+
+def _check_mode_possible(cluster: str, provider: Provider, existing: ClusterRecord | None) -> None:
+    """A check changes nothing, so it needs a cluster that exists and runs."""
+    if existing is None:
+        raise ClusterctlError(
+            f"cluster {cluster!r} does not exist: there is nothing to check",
+            f"create it with `clusterctl up --cluster {cluster}`",
+        )
+    stopped = [n for n, p in provider.power_states(existing).items() if p != "running"]
+    if stopped:
+        raise ClusterctlError(
+            f"--check cannot start nodes, and {', '.join(stopped)} are not running",
+            f"start them with `clusterctl up --cluster {cluster}` first",
+        )
 
 
 def profile_settings(record: ClusterRecord) -> dict:
@@ -163,6 +185,8 @@ def converge(
     record: ClusterRecord,
     reporter: Reporter,
     nodes: list[InventoryNode],
+    check: bool = False,
+    diff: bool = False,
 ) -> PlaybookResult:
     outcome = run_playbook(
         "site.yml",
@@ -171,9 +195,12 @@ def converge(
         reporter=reporter,
         host_count=len(nodes),
         extravars=playbook_vars(provider, record),
+        check=check,
+        diff=diff,
     )
-    record.converged = True
-    state.save(record)
+    if not check:
+        record.converged = True
+        state.save(record)
     return outcome
 
 

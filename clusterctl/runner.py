@@ -7,6 +7,7 @@ come from structured data.
 
 from __future__ import annotations
 
+import difflib
 import os
 import shutil
 import sys
@@ -41,6 +42,16 @@ class TaskFailure:
         return f"{self.host} {what} at task '{self.task}': {self.message}"
 
 
+@dataclass(frozen=True)
+class TaskChange:
+    """A task that changed (or, in check mode, would change) a host; ``diff`` is a unified
+    diff when Ansible reported one (run with diff)."""
+
+    host: str
+    task: str
+    diff: str = ""
+
+
 @dataclass
 class PlaybookResult:
     playbook: str
@@ -48,6 +59,7 @@ class PlaybookResult:
     status: str
     recap: dict[str, HostRecap] = field(default_factory=dict)
     failures: list[TaskFailure] = field(default_factory=list)
+    changes: list[TaskChange] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -76,6 +88,7 @@ class _ProgressTracker:
         self.task_number = 0
         self.done: set[str] = set()
         self.failures: list[TaskFailure] = []
+        self.changes: list[TaskChange] = []
         self.stats: dict[str, Any] = {}
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
@@ -97,6 +110,10 @@ class _ProgressTracker:
         ):
             host = data.get("host", "?")
             self.done.add(host)
+            res = data.get("res", {}) or {}
+            if kind == "runner_on_ok" and res.get("changed"):
+                task = data.get("task", self.task)
+                self.changes.append(TaskChange(host, task, _unified(res.get("diff"))))
             if kind == "runner_on_failed" and not data.get("ignore_errors"):
                 self.failures.append(TaskFailure(host, data.get("task", self.task), _message(data)))
             elif kind == "runner_on_unreachable":
@@ -135,6 +152,32 @@ def _message(data: Mapping[str, Any]) -> str:
     return text[:400] or "no message"
 
 
+def _unified(diff: Any) -> str:
+    """Ansible's diff (one dict or a list of them: before/after texts and headers, or an
+    already prepared text) as one unified diff."""
+    parts = diff if isinstance(diff, list) else [diff] if diff else []
+    out: list[str] = []
+    for part in parts:
+        if not isinstance(part, Mapping):
+            continue
+        if part.get("prepared"):
+            out.append(str(part["prepared"]).rstrip("\n"))
+            continue
+        before, after = part.get("before", ""), part.get("after", "")
+        if not isinstance(before, str) or not isinstance(after, str) or before == after:
+            continue
+        out.extend(
+            line.rstrip("\n")
+            for line in difflib.unified_diff(
+                before.splitlines(keepends=True),
+                after.splitlines(keepends=True),
+                fromfile=str(part.get("before_header", "before")),
+                tofile=str(part.get("after_header", "after")),
+            )
+        )
+    return "\n".join(out)
+
+
 def _recap(stats: Mapping[str, Any]) -> dict[str, HostRecap]:
     hosts: set[str] = set()
     for key in ("ok", "changed", "failures", "dark", "skipped", "processed"):
@@ -160,6 +203,7 @@ def run_playbook(
     extravars: Mapping[str, Any] | None = None,
     limit: str | None = None,
     check: bool = False,
+    diff: bool = False,
 ) -> PlaybookResult:
     """Run playbooks/<name> against an inventory; raise ClusterctlError naming the failure."""
     import ansible_runner  # imported late: it is slow to import and only `up` needs it
@@ -170,7 +214,7 @@ def run_playbook(
     for stale in ("artifacts", "env", "inventory"):
         shutil.rmtree(work_dir / stale, ignore_errors=True)
     tracker = _ProgressTracker(reporter, host_count)
-    cmdline = "--check --diff" if check else None
+    cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on) or None
     venv_bin = str(Path(sys.executable).parent)
     if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
         # ansible-runner looks up ansible-playbook in this process's PATH
@@ -202,6 +246,7 @@ def run_playbook(
         status=result.status,
         recap=_recap(tracker.stats),
         failures=tracker.failures,
+        changes=tracker.changes,
     )
     if not outcome.ok:
         if outcome.failures:

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from clusterctl.cli.common import add_cluster_option, add_json_option, examples
-from clusterctl.cluster import UpOptions, profile_settings, up
+from clusterctl.cluster import UpOptions, UpResult, profile_settings, up
 from clusterctl.reporter import StderrReporter
 from clusterctl.runner import PlaybookFailed
 
@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "clusterctl up                       # 3-node podman sandbox named demo",
             "clusterctl up --cluster lab --nodes 5 --subnet 10.213.50.0/24",
             "clusterctl up --provider ssh -i inventories/sample/hosts.yml --cluster prod",
+            "clusterctl up --check --diff        # what would change (drift); changes nothing",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -51,6 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--no-converge", action="store_true", help="only create the nodes; do not run Ansible"
     )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="report what a converge would change on an existing cluster; change nothing",
+    )
+    parser.add_argument(
+        "--diff", action="store_true", help="show the file differences a converge makes (or would)"
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_json_option(parser)
     parser.set_defaults(func=run)
@@ -67,6 +76,8 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         profile=args.profile,
         lb_engine=args.lb_engine,
         lease_ttl=args.lease_ttl,
+        check=args.check,
+        diff=args.diff,
     )
     try:
         result = up(options, reporter)
@@ -74,11 +85,18 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         for line in exc.result.recap_lines():
             reporter.info(line)
         raise
+    if result.playbook is not None and args.diff:
+        for change in result.playbook.changes:
+            reporter.info(f"{change.host}: {change.task}")
+            for line in change.diff.splitlines():
+                reporter.info("    " + line)
     if result.playbook is not None:
         reporter.info("recap:")
         for line in result.playbook.recap_lines():
             reporter.info("  " + line)
     record = result.record
+    if args.check:
+        return _report_check(args, result)
     if args.json:
         print(
             json.dumps(
@@ -107,4 +125,26 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
     if record.profile == "lb" and record.vip:
         print(f"VIP: http://{record.vip}/  (group web: VIP + load balancer over every node)")
     print(f"inventory: {result.inventory}")
+    return 0
+
+
+def _report_check(args: argparse.Namespace, result: UpResult) -> int:
+    """What a converge would change: one line per task, data with --json; exit 0 either way
+    (drift is an answer, not an error)."""
+    playbook = result.playbook
+    changes = playbook.changes if playbook else []
+    if args.json:
+        print(json.dumps({
+            "cluster": result.record.name,
+            "check": True,
+            "changed": playbook.changed if playbook else 0,
+            "changes": [{"host": c.host, "task": c.task, "diff": c.diff} for c in changes],
+        }, indent=2))  # fmt: skip
+        return 0
+    if not changes:
+        print(f"cluster {result.record.name}: a converge would change nothing")
+        return 0
+    print(f"cluster {result.record.name}: a converge would change {len(changes)} thing(s):")
+    for change in changes:
+        print(f"  {change.host:<10} {change.task}")
     return 0

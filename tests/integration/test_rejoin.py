@@ -235,6 +235,18 @@ def test_up_repairs_a_node_whose_boot_links_are_wrong(lb_sandbox, lb):  # noqa: 
     assert lb_sandbox.exec(node, "systemctl", "is-enabled", "etcd").strip() == "enabled"
     assert not {"etcd.service", "clusterctl-agent.service"} & _boot_units(lb_sandbox, node)
 
+    # A check reports the drift and changes nothing.
+    check = cli("up", "--cluster", lb_sandbox.cluster, "--check", "--json", timeout=600)
+    assert check.rc == 0, check.stderr[-3000:]
+    would = {(c["host"], c["task"]) for c in check.json()["changes"]}
+    assert would == {
+        (node, "Start etcd.service at boot"),
+        (node, "Start clusterctl-agent.service at boot"),
+        (node, "Keep haproxy.service from starting at boot"),
+    }, would
+    assert not {"etcd.service", "clusterctl-agent.service"} & _boot_units(lb_sandbox, node)
+    assert "haproxy.service" in _boot_units(lb_sandbox, node)
+
     result = cli("up", "--cluster", lb_sandbox.cluster, "--json", timeout=600)
     assert result.rc == 0, result.stderr[-3000:]
     assert result.json()["changed"] > 0

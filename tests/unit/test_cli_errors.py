@@ -81,3 +81,9 @@ def test_lease_ttl_out_of_range(tmp_path):
         proc = run_cli("up", "--cluster", "lease", "--lease-ttl", bad, tmp_path=tmp_path)
         assert_clean_error(proc, f"lease TTL {bad} s is out of range")
     assert not (tmp_path / "state" / "lease").exists()
+
+
+def test_check_of_a_cluster_that_does_not_exist(tmp_path):
+    proc = run_cli("up", "--check", "--cluster", "ghost", tmp_path=tmp_path)
+    assert_clean_error(proc, "cluster 'ghost' does not exist: there is nothing to check")
+    assert not (tmp_path / "state" / "ghost").exists()

@@ -36,3 +36,14 @@ def test_progress_failures_and_recap():
     assert recap["node1"].changed == 1 and recap["node1"].ok == 5
     assert recap["node2"].failed == 1
     assert recap["node3"].unreachable == 1
+
+
+def test_changes_carry_a_unified_diff():
+    tracker = _ProgressTracker(ListReporter(), host_count=1)
+    diff = {"before": "a\nb\n", "after": "a\nc\n", "before_header": "/etc/x", "after_header": "t"}
+    res = {"changed": True, "diff": [diff]}
+    tracker(event("runner_on_ok", host="node1", task="Configure x", res=res))
+    tracker(event("runner_on_ok", host="node2", task="Configure x", res={"changed": False}))
+    [change] = tracker.changes
+    assert (change.host, change.task) == ("node1", "Configure x")
+    assert change.diff.splitlines() == ["--- /etc/x", "+++ t", "@@ -1,2 +1,2 @@", " a", "-b", "+c"]
