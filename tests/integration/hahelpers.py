@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Self, TypeVar
 
 from .conftest import STATE_ROOT, Sandbox, cli, podman
 
@@ -282,21 +282,18 @@ class Probe:
     error: str = ""
 
 
-class Prober:
-    """From the host, start a GET http://VIP/ every ``period`` s (each in a worker thread,
-    ``timeout`` s each) and record who answered."""
+class Ticker:
+    """Calls ``tick()`` every ``period`` s in a thread of its own (ticks may hand work to
+    ``self._pool``), from the start of a ``with`` block to its end, or ``limit`` s at most."""
 
-    def __init__(self, address: str, period: float = 0.02, timeout: float = 0.2) -> None:
-        self.url = f"http://{address}/"
+    def __init__(self, period: float, workers: int, limit: float = 600) -> None:
         self.period = period
-        self.timeout = timeout
-        self.probes: list[Probe] = []
-        self._lock = threading.Lock()
+        self.limit = limit
         self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="prober")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ticker")
         self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> Prober:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -307,10 +304,29 @@ class Prober:
 
     def _run(self) -> None:
         tick = time.monotonic()
-        while not self._stop.is_set():
-            self._pool.submit(self._probe)
+        end = tick + self.limit
+        while not self._stop.is_set() and time.monotonic() < end:
+            self.tick()
             tick += self.period
             self._stop.wait(max(0.0, tick - time.monotonic()))
+
+    def tick(self) -> None:
+        raise NotImplementedError
+
+
+class Prober(Ticker):
+    """From the host, start a GET http://VIP/ every ``period`` s (each in a worker thread,
+    ``timeout`` s each) and record who answered."""
+
+    def __init__(self, address: str, period: float = 0.02, timeout: float = 0.2) -> None:
+        super().__init__(period, workers=32)
+        self.url = f"http://{address}/"
+        self.timeout = timeout
+        self.probes: list[Probe] = []
+        self._lock = threading.Lock()
+
+    def tick(self) -> None:
+        self._pool.submit(self._probe)
 
     def _probe(self) -> None:
         sent = time.monotonic()

@@ -3,13 +3,11 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import urllib.error
-from concurrent.futures import ThreadPoolExecutor
 
 from .conftest import Sandbox, podman
-from .hahelpers import _OPENER, api_status, cli_status, container, wait_for
+from .hahelpers import _OPENER, Ticker, api_status, cli_status, container, wait_for
 
 
 def etcd_addresses(sandbox: Sandbox) -> list[str]:
@@ -26,37 +24,20 @@ def member_healthy(address: str, timeout: float = 0.5) -> bool:
         return False
 
 
-class QuorumWatch:
+class QuorumWatch(Ticker):
     """Every ``period`` s, asks each etcd member's /health (in parallel) and records whether
     any member reported a healthy cluster. ``longest_loss()`` is the longest stretch in
     which none did: a leader election costs a few hundred ms; a lost quorum lasts until a
     majority is back."""
 
-    def __init__(self, addresses: list[str], period: float = 0.2, limit: float = 600) -> None:
+    def __init__(self, addresses: list[str], period: float = 0.2) -> None:
+        super().__init__(period, workers=len(addresses))
         self.addresses = addresses
-        self.period = period
-        self.limit = limit
         self.samples: list[tuple[float, bool]] = []
-        self._stop = threading.Event()
-        self._pool = ThreadPoolExecutor(max_workers=len(addresses), thread_name_prefix="quorum")
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def __enter__(self) -> QuorumWatch:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-        self._pool.shutdown(wait=True)
-
-    def _run(self) -> None:
-        end = time.monotonic() + self.limit
-        while not self._stop.is_set() and time.monotonic() < end:
-            at = time.monotonic()
-            healthy = any(self._pool.map(member_healthy, self.addresses))
-            self.samples.append((at, healthy))
-            self._stop.wait(self.period)
+    def tick(self) -> None:
+        at = time.monotonic()
+        self.samples.append((at, any(self._pool.map(member_healthy, self.addresses))))
 
     def longest_loss(self) -> float:
         longest, since = 0.0, None
