@@ -149,6 +149,9 @@ def _message(data: Mapping[str, Any]) -> str:
     if not msg and res.get("results"):
         msg = "; ".join(str(r.get("msg", "")) for r in res["results"] if r.get("failed"))
     text = " ".join(str(msg).split())
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in text or "Host key verification failed" in text:
+        # ssh's warning banner fills any length we keep; say what it means instead
+        return "Host key verification failed: its SSH host key differs from the recorded one"
     return text[:400] or "no message"
 
 

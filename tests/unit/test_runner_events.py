@@ -47,3 +47,13 @@ def test_changes_carry_a_unified_diff():
     [change] = tracker.changes
     assert (change.host, change.task) == ("node1", "Configure x")
     assert change.diff.splitlines() == ["--- /etc/x", "+++ t", "@@ -1,2 +1,2 @@", " a", "-b", "+c"]
+
+
+def test_a_changed_host_key_is_said_in_one_line():
+    banner = "@" * 60 + " WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED! " + "@" * 60
+    res = {"msg": f"Data could not be sent to remote host. {banner} ... " * 3}
+    tracker = _ProgressTracker(ListReporter(), host_count=1)
+    tracker(event("runner_on_unreachable", host="node1", task="Gathering Facts", res=res))
+    [failure] = tracker.failures
+    assert failure.unreachable
+    assert failure.message.startswith("Host key verification failed")
