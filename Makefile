@@ -22,6 +22,8 @@ status:
 lint: deps
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/ansible-lint roles playbooks
+	BIN=$(BIN) bash scripts/check-collection.sh
 
 unit: deps
 	$(BIN)/pytest -q tests/unit

@@ -240,9 +240,9 @@ def test_up_repairs_a_node_whose_boot_links_are_wrong(lb_sandbox, lb):  # noqa: 
     assert check.rc == 0, check.stderr[-3000:]
     would = {(c["host"], c["task"]) for c in check.json()["changes"]}
     assert would == {
-        (node, "Start etcd.service at boot"),
-        (node, "Start clusterctl-agent.service at boot"),
-        (node, "Keep haproxy.service from starting at boot"),
+        (node, "Start at boot: etcd.service"),
+        (node, "Start at boot: clusterctl-agent.service"),
+        (node, "Keep from starting at boot: haproxy.service"),
     }, would
     assert not {"etcd.service", "clusterctl-agent.service"} & _boot_units(lb_sandbox, node)
     assert "haproxy.service" in _boot_units(lb_sandbox, node)
