@@ -105,7 +105,7 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
     provider = make_provider(state, reporter, options)  # checks its tools first (podman)
     existing = state.load() if state.exists() else None
     if options.check:
-        _check_mode_possible(options.cluster, provider, existing)
+        _check_mode_possible(options, provider, existing)
     if existing is not None:
         if options.profile and options.profile != existing.profile:
             raise ClusterctlError(
@@ -125,11 +125,10 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
     if options.lb_engine or options.lease_ttl:
-        # changing either re-converges the agents (a check only shows what that would do)
+        # changing either re-converges the agents
         record.lb_engine = options.lb_engine or record.lb_engine
         record.lease_ttl = options.lease_ttl or record.lease_ttl
-        if not options.check:
-            state.save(record)
+        state.save(record)
     ensure_token(state.api_token)
     inventory = provider.inventory_path(record)
     result = UpResult(record=record, inventory=inventory, started=provider.started_nodes())
@@ -146,8 +145,17 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
     return result
 
 
-def _check_mode_possible(cluster: str, provider: Provider, existing: ClusterRecord | None) -> None:
-    """A check changes nothing, so it needs a cluster that exists and runs."""
+def _check_mode_possible(
+    options: UpOptions, provider: Provider, existing: ClusterRecord | None
+) -> None:
+    """A check changes nothing, so it needs a cluster that exists and runs, and compares the
+    nodes with the cluster's recorded settings, not new ones."""
+    cluster = options.cluster
+    if options.profile or options.lb_engine or options.lease_ttl:
+        raise ClusterctlError(
+            "--check compares the nodes with the cluster's recorded settings",
+            "drop --profile, --lb-engine and --lease-ttl, or run without --check to change them",
+        )
     if existing is None:
         raise ClusterctlError(
             f"cluster {cluster!r} does not exist: there is nothing to check",
@@ -289,7 +297,7 @@ def status(cluster: str) -> ClusterStatus:
                     power=power[n.name],
                 )
                 for n in record.nodes
-            ],  # fmt: skip
+            ],
             state="stopped",
             hint=f"start it with `clusterctl up --cluster {cluster}` (same nodes, addresses "
             "and data)",

@@ -69,12 +69,8 @@ class Prober:
             self._thread.join()
         for worker in self._workers:
             worker.join(self.timeout + 1)
-        return self.snapshot()
-
-    def snapshot(self, since: float = float("-inf")) -> list[Sample]:
-        """The samples so far (sent at or after ``since``), in sending order."""
         with self._lock:
-            return sorted((s for s in self.samples if s.sent >= since), key=lambda s: s.sent)
+            return sorted(self.samples, key=lambda s: s.sent)
 
     def __enter__(self) -> Prober:
         return self.start()

@@ -203,15 +203,14 @@ class PodmanProvider(Provider):
         found = self.podman.json("ps", "-a", "--filter", f"label={LABEL}={record.name}",
                                  "--format", "json")  # fmt: skip
         seen = {name: c.get("State", "") for c in found for name in c.get("Names") or []}
-        kept = {"running", "paused"}  # anything else (exited, created, ...) is stopped
-        return {
-            n.name: "missing"
-            if n.container not in seen
-            else seen[n.container]
-            if seen[n.container] in kept
-            else "stopped"
-            for n in record.nodes
-        }
+
+        def power(container: str) -> str:
+            if container not in seen:
+                return "missing"
+            # anything but running or paused (exited, created, ...) is stopped
+            return seen[container] if seen[container] in ("running", "paused") else "stopped"
+
+        return {n.name: power(n.container) for n in record.nodes}
 
     def new_host_addresses(self) -> list[str]:
         return list(self.recreated)

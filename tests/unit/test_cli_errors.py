@@ -87,3 +87,8 @@ def test_check_of_a_cluster_that_does_not_exist(tmp_path):
     proc = run_cli("up", "--check", "--cluster", "ghost", tmp_path=tmp_path)
     assert_clean_error(proc, "cluster 'ghost' does not exist: there is nothing to check")
     assert not (tmp_path / "state" / "ghost").exists()
+
+
+def test_check_with_new_settings_is_refused(tmp_path):
+    proc = run_cli("up", "--check", "--lb-engine", "haproxy", tmp_path=tmp_path)
+    assert_clean_error(proc, "--check compares the nodes with the cluster's recorded settings")
