@@ -1,6 +1,8 @@
 """The controller's client of the agents' REST API (docs/agent-api.md).
 
 Any node answers for the whole cluster, so calls go to the nodes in turn until one answers.
+With ``tls`` (the cluster's CA and the controller's certificate) it speaks https and accepts
+only a server certificate of the cluster's CA naming the node's address.
 """
 
 from __future__ import annotations
@@ -8,9 +10,10 @@ from __future__ import annotations
 import json
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
+from clusterctl.agent.tls import TlsError, TlsFiles
 from clusterctl.errors import ClusterctlError
 
 API_PORT = 7480
@@ -32,18 +35,32 @@ class AgentClient:
     token: str
     port: int = API_PORT
     timeout: float = 3.0
+    tls: TlsFiles | None = None
+    _opener: urllib.request.OpenerDirector = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._opener = _OPENER
+        if self.tls is not None:
+            try:
+                context = self.tls.client_context()
+            except TlsError as exc:
+                raise ClusterctlError(str(exc), "run `clusterctl up` to issue them again") from None
+            self._opener = urllib.request.build_opener(
+                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+            )
 
     def request(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
         data = json.dumps(body).encode() if body is not None else None
         unreachable: list[str] = []
+        scheme = "https" if self.tls is not None else "http"
         for address in self.addresses:
-            url = f"http://{address}:{self.port}{path}"
+            url = f"{scheme}://{address}:{self.port}{path}"
             req = urllib.request.Request(url, data=data, method=method)
             req.add_header("Authorization", f"Bearer {self.token}")
             if data is not None:
                 req.add_header("Content-Type", "application/json")
             try:
-                with _OPENER.open(req, timeout=self.timeout) as resp:
+                with self._opener.open(req, timeout=self.timeout) as resp:
                     return json.loads(resp.read() or b"{}")
             except urllib.error.HTTPError as exc:
                 message = _error_text(exc)

@@ -10,6 +10,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from clusterctl.agent.tls import TlsFiles
 from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
@@ -17,7 +18,7 @@ from clusterctl.providers.base import Provider
 from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
 from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
-from clusterctl.state import ClusterRecord, StateDir, ensure_token
+from clusterctl.state import ClusterRecord, StateDir
 from clusterctl.status import (
     BackendStatus,
     ClusterStatus,
@@ -25,6 +26,7 @@ from clusterctl.status import (
     NodeStatus,
     http_probe_all,
 )
+from clusterctl.trust import cluster_ca, ensure_trust
 
 PROFILES = {
     "ha": "etcd + clusterctl-agent: the group web (VIP + nginx) runs on exactly one node",
@@ -129,7 +131,7 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         record.lb_engine = options.lb_engine or record.lb_engine
         record.lease_ttl = options.lease_ttl or record.lease_ttl
         state.save(record)
-    ensure_token(state.api_token)
+    ensure_trust(state, record)
     inventory = provider.inventory_path(record)
     result = UpResult(record=record, inventory=inventory, started=provider.started_nodes())
     if result.started:
@@ -265,7 +267,11 @@ def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:
     # etcd members first: they are the likeliest to have quorum
     members = etcd_members(record)
     ordered = sorted(record.nodes, key=lambda n: n.name not in members)
-    return AgentClient([n.address for n in ordered], token)
+    ca = cluster_ca(state)
+    tls = None
+    if ca.ca_cert.exists():
+        tls = TlsFiles(str(ca.ca_cert), *(str(p) for p in ca.controller_paths()))
+    return AgentClient([n.address for n in ordered], token, tls=tls)
 
 
 def status(cluster: str) -> ClusterStatus:

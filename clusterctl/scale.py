@@ -17,7 +17,8 @@ from clusterctl.inventory import MIN_NODES, load_inventory
 from clusterctl.reporter import Reporter
 from clusterctl.runner import run_playbook
 from clusterctl.sshcheck import forget_host_keys, wait_and_trust
-from clusterctl.state import StateDir, ensure_token
+from clusterctl.state import StateDir
+from clusterctl.trust import ensure_trust
 
 
 def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
@@ -51,7 +52,7 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
         state.save(record)
     reporter.progress(f"waiting for SSH on {', '.join(n.name for n in new)}")
     wait_and_trust(new, provider.key_for, state.known_hosts, provider.ssh_wait_s)
-    ensure_token(state.api_token)
+    ensure_trust(state, record)
     run_playbook(
         "scale.yml",
         inventory=provider.inventory_path(record),

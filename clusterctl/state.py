@@ -7,6 +7,9 @@ Layout (root is `$CLUSTERCTL_STATE_DIR`, default `~/.local/state/clusterctl`)::
     <root>/<cluster>/inventory.yml generated Ansible inventory
     <root>/<cluster>/id_ed25519   SSH key (0600)
     <root>/<cluster>/known_hosts  host keys collected at first contact
+    <root>/<cluster>/api-token    bearer token of the agents' API (0600)
+    <root>/<cluster>/pki/         the cluster's CA and certificates (clusterctl/pki.py)
+    <root>/<cluster>/etcd-root-password, etcd-agent-password   etcd RBAC users' passwords
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 from clusterctl.errors import ClusterctlError
 
-CLUSTER_NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+CLUSTER_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 
 
 def state_root() -> Path:
@@ -32,7 +35,7 @@ def state_root() -> Path:
 
 
 def validate_cluster_name(name: str) -> str:
-    if not CLUSTER_NAME_RE.match(name):
+    if not isinstance(name, str) or not CLUSTER_NAME_RE.fullmatch(name):
         raise ClusterctlError(
             f"invalid cluster name {name!r}",
             "use 1-31 characters: lower-case letters, digits and '-', starting with a letter",
@@ -105,6 +108,28 @@ class StateDir:
     @property
     def api_token(self) -> Path:
         return self.path / "api-token"
+
+    @property
+    def pki_dir(self) -> Path:
+        return self.path / "pki"
+
+    @property
+    def etcd_root_password(self) -> Path:
+        return self.path / "etcd-root-password"
+
+    @property
+    def etcd_agent_password(self) -> Path:
+        return self.path / "etcd-agent-password"
+
+    def secret_vars(self) -> dict[str, str]:
+        """Where the playbooks find the cluster's secrets on the controller (paths only:
+        the values never appear in an inventory, a command line or a log)."""
+        return {
+            "clusterctl_api_token_file": str(self.api_token),
+            "clusterctl_pki_dir": str(self.pki_dir),
+            "clusterctl_etcd_root_password_file": str(self.etcd_root_password),
+            "clusterctl_etcd_agent_password_file": str(self.etcd_agent_password),
+        }
 
     @property
     def runner_dir(self) -> Path:

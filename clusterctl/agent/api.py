@@ -10,12 +10,15 @@ agents carry them out on their next iteration. Every answer is JSON (errors
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
-import re
 import socket
+import ssl
+import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -23,7 +26,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from clusterctl.agent import admin, api_backends
-from clusterctl.agent.config import ConfigError, GroupSpec
+from clusterctl.agent.config import ConfigError, GroupSpec, is_name
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.metrics import CONTENT_TYPE, GroupState, render
 from clusterctl.agent.placement import eligible, node_block
@@ -34,8 +37,11 @@ log = logging.getLogger("clusterctl.agent.api")
 
 JSON = "application/json"
 MAX_BODY = 64 * 1024
+READ_TIMEOUT = 5.0  # seconds one read (or the TLS handshake) may take
+CONNECTION_DEADLINE = 15.0  # seconds a connection may live, however it trickles
+MAX_CONNECTIONS = 32  # at once; the loop's own work never waits for the API
+REFUSED_LOG_EVERY = 10.0  # seconds: refused callers are logged at most this often
 MOVE_TTL = 30.0  # a move whose target never takes over is forgotten after this (admin)
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 GROUP_ACTIONS = ("move", "ban", "unban", "clear", "cleanup")
 NODE_ACTIONS = ("standby", "unstandby")
 
@@ -98,6 +104,7 @@ class Api:
         store: Store | None = None,
         timeout: float = 1.0,
         stall_after: float = 5.0,
+        client_tls: ssl.SSLContext | None = None,
     ) -> None:
         if not token:
             raise ValueError("an empty API token would let anyone in")
@@ -107,8 +114,12 @@ class Api:
         self.keys = agent.keys
         self.timeout = timeout
         self.stall_after = stall_after
+        # calls to other agents: https with this node's certificate when set
+        self.client_tls = client_tls
         self._addresses: dict[str, str] = {}  # last address seen per member (offline ones)
         self._lock = threading.Lock()
+        self._refused = 0
+        self._refused_logged = -REFUSED_LOG_EVERY
         if agent.config.address:
             self._addresses[agent.node] = agent.config.address
 
@@ -116,8 +127,8 @@ class Api:
 
     def handle(self, method: str, target: str, authorization: str | None, body: bytes) -> Reply:
         try:
-            if not self._authorized(authorization):
-                raise ApiError(401, "missing or invalid bearer token")
+            if not self.authorized(authorization):
+                return self.unauthorized()
             parsed = urlsplit(target)
             if parsed.path.rstrip("/") == "/v1/backends":
                 self._method(method, "GET", parsed.path)
@@ -136,11 +147,30 @@ class Api:
             log.exception("API %s %s failed", method, target)
             return _json_reply(500, {"error": "internal error (see the agent's log)"})
 
-    def _authorized(self, authorization: str | None) -> bool:
+    def authorized(self, authorization: str | None) -> bool:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer":
             return False
         return hmac.compare_digest(token.strip().encode(), self.token)
+
+    @staticmethod
+    def unauthorized() -> Reply:
+        return _json_reply(
+            401, {"error": "missing or invalid bearer token"}, (("WWW-Authenticate", "Bearer"),)
+        )
+
+    def note_refused(self, client: str, reason: str = "missing or invalid bearer token") -> None:
+        """Log a refused caller, at most once per ``REFUSED_LOG_EVERY`` seconds (a flood of
+        bad requests must not flood the journal); the count of the others is in the line."""
+        with self._lock:
+            self._refused += 1
+            now = time.monotonic()
+            if now - self._refused_logged < REFUSED_LOG_EVERY:
+                return
+            count, self._refused, self._refused_logged = self._refused, 0, now
+        log.warning(
+            "API refused %s: %s (%d refusal(s) since the last report)", client, reason, count
+        )
 
     def _route(self, method: str, path: str, body: bytes) -> Reply:
         parts = [p for p in path.split("/") if p]
@@ -159,7 +189,7 @@ class Api:
             return getattr(self, f"group_{parts[3]}")(parts[2], data)
         if len(parts) == 3 and parts[:2] == ["v1", "backends"]:
             node = parts[2]
-            if not _NAME.match(node):
+            if not is_name(node):
                 raise ApiError(400, f"not a node name: {node}")
             if method == "DELETE":
                 return api_backends.delete_backend(self, node)
@@ -207,7 +237,7 @@ class Api:
     def _node(self, state: _State, name: Any, field: str = "node") -> str:
         """Validate a node name from the request: 400 unless it is a member or known to a
         group spec (bans, preferred), a fail count, a leader or a standby key."""
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not is_name(name):
             raise ApiError(400, f"{field!r} must be a node name, got {json.dumps(name)}")
         if name not in self._known_nodes(state.view):
             raise ApiError(400, f"unknown node: {name} (not a member, not in any group spec)")
@@ -428,7 +458,7 @@ def _parse_body(body: bytes) -> dict[str, Any]:
         return {}
     try:
         data = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "the body must be a JSON object")
@@ -448,9 +478,16 @@ def _fields(data: dict[str, Any], required: tuple[str, ...] = ()) -> None:
 
 
 class _Handler(BaseHTTPRequestHandler):
+    """HTTP/1.1 framing only; the answers come from ``Api``. Every answer is JSON, errors
+    of the HTTP layer too (no HTML pages), and no banner names the Python version."""
+
     server: _Server
     server_version = "clusterctl-agent"
-    timeout = 10.0  # a slow or silent client does not hold a thread for ever
+    sys_version = ""
+    timeout = READ_TIMEOUT  # per read; the whole connection is bounded by CONNECTION_DEADLINE
+
+    def version_string(self) -> str:
+        return self.server_version
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._dispatch("GET")
@@ -464,7 +501,27 @@ class _Handler(BaseHTTPRequestHandler):
     def do_DELETE(self) -> None:  # noqa: N802
         self._dispatch("DELETE")
 
+    def do_HEAD(self) -> None:  # noqa: N802
+        self._answer(_json_reply(405, {"error": "method HEAD not allowed"}), body=False)
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        self._answer(_json_reply(405, {"error": "method PATCH not allowed"}))
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """http.server's own errors (a bad request line, an unknown method, headers too
+        long): the same JSON shape as every other answer, and the connection closed."""
+        self.close_connection = True
+        text = message or self.responses.get(code, ("error",))[0]
+        self._answer(_json_reply(code, {"error": str(text).splitlines()[0][:200]}))
+
     def _dispatch(self, method: str) -> None:
+        api = self.server.api
+        # the token first: a caller without it gets nothing read, parsed or forwarded
+        if not api.authorized(self.headers.get("Authorization")):
+            api.note_refused(self.client_address[0])
+            self.close_connection = True
+            self._answer(api.unauthorized())
+            return
         try:
             length = int(self.headers.get("Content-Length") or 0)
         except ValueError:
@@ -474,47 +531,105 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         else:
             body = self.rfile.read(length) if length else b""
-            reply = self.server.api.handle(
-                method, self.path, self.headers.get("Authorization"), body
-            )
+            reply = api.handle(method, self.path, self.headers.get("Authorization"), body)
+        self._answer(reply)
+
+    def _answer(self, reply: Reply, body: bool = True) -> None:
         self.send_response(reply.status)
         self.send_header("Content-Type", reply.content_type)
         self.send_header("Content-Length", str(len(reply.body)))
         self.send_header("Cache-Control", "no-store")
+        if self.close_connection:
+            self.send_header("Connection", "close")
         for name, value in reply.headers:
             self.send_header(name, value)
         self.end_headers()
-        if method != "HEAD":
+        if body and self.command != "HEAD":
             self.wfile.write(reply.body)
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base's name
         log.debug("%s %s", self.address_string(), format % args)
 
     def log_error(self, format: str, *args: Any) -> None:  # noqa: A002
-        log.info("%s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.address_string(), format % args)
 
 
 class _Server(ThreadingHTTPServer):
+    """Threads per connection, at most ``MAX_CONNECTIONS`` at once (more are closed at
+    once); each connection lives at most ``CONNECTION_DEADLINE`` seconds, however slowly its
+    client trickles bytes; with ``tls`` the handshake runs in the connection's thread."""
+
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], api: Api) -> None:
+    def __init__(self, address: tuple[str, int], api: Api, tls: ssl.SSLContext | None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.api = api
+        self.tls = tls
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__(address, _Handler)
 
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            self.api.note_refused(client_address[0], "too many connections")
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        deadline = threading.Timer(CONNECTION_DEADLINE, _cut, (request,))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            deadline.cancel()
+            self.slots.release()
+
+    def finish_request(self, request: Any, client_address: Any) -> None:
+        if self.tls is not None:
+            request.settimeout(READ_TIMEOUT)
+            try:
+                request = self.tls.wrap_socket(request, server_side=True)
+            except (OSError, ssl.SSLError) as exc:
+                self.api.note_refused(client_address[0], f"TLS handshake failed: {_line(exc)}")
+                return
+        super().finish_request(request, client_address)
+
     def handle_error(self, request: Any, client_address: Any) -> None:
+        # a connection cut by its deadline, reset by its client, or a TLS error mid-way
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError | ssl.SSLError):
+            log.debug("API connection from %s ended: %s", client_address[0], exc)
+            return
         log.exception("API connection from %s failed", client_address)
+
+
+def _cut(request: socket.socket) -> None:
+    """End a connection that outlived its deadline (its thread then finishes)."""
+    with contextlib.suppress(OSError):
+        request.shutdown(socket.SHUT_RDWR)
 
 
 class ApiServer:
     """The HTTP server and its thread. Binds in the constructor (``OSError`` if it cannot);
     ``start`` serves in a daemon thread; ``stop`` shuts down and closes the socket."""
 
-    def __init__(self, api: Api, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        api: Api,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.api = api
-        self.httpd = _Server((host, port), api)
+        self.httpd = _Server((host, port), api, tls)
+        self.scheme = "https" if tls else "http"
         self._thread: threading.Thread | None = None
 
     @property
@@ -525,7 +640,7 @@ class ApiServer:
     def url(self) -> str:
         host = str(self.httpd.server_address[0])
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return f"{self.scheme}://{host}:{self.port}"
 
     def start(self) -> ApiServer:
         self._thread = threading.Thread(

@@ -7,6 +7,7 @@ node asks the holder's API for them and answers ``unknown`` if it cannot reach i
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import urllib.request
 from dataclasses import asdict
@@ -78,17 +79,29 @@ def list_backends(api: Api, local_only: bool) -> Reply:
 
 
 def _ask_holder(api: Api, holder: str, member: Any) -> dict[str, dict]:
+    """The holder's live view of its backends. The holder's address comes from its member
+    key in etcd: it is used only if it is a plain IP address (never a host name, a port or a
+    path an attacker could smuggle the token to), over TLS with the cluster's CA when set."""
     address = getattr(member, "address", "") if member is not None else ""
-    if not address:
-        return {}
-    port = api.agent.config.api_port
-    request = urllib.request.Request(f"http://{address}:{port}/v1/backends?local=1")
-    request.add_header("Authorization", "Bearer " + api.token.decode())
     try:
-        with _OPENER.open(request, timeout=FORWARD_TIMEOUT) as resp:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return {}
+    host = f"[{ip}]" if ip.version == 6 else str(ip)
+    port = api.agent.config.api_port
+    scheme = "https" if api.client_tls is not None else "http"
+    request = urllib.request.Request(f"{scheme}://{host}:{port}/v1/backends?local=1")
+    request.add_header("Authorization", "Bearer " + api.token.decode())
+    opener = _OPENER
+    if api.client_tls is not None:
+        opener = urllib.request.build_opener(
+            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=api.client_tls)
+        )
+    try:
+        with opener.open(request, timeout=FORWARD_TIMEOUT) as resp:
             data = json.loads(resp.read())
         return {row["node"]: row for row in data.get("backends", [])}
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {}
 
 

@@ -31,9 +31,17 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from clusterctl.agent.store.etcd import check_endpoint
+from clusterctl.agent.store.etcd import EtcdCredentials, check_endpoint
+from clusterctl.agent.tls import TlsFiles
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+# Names of nodes, clusters, groups, resources and etcd users: checked with fullmatch (``$``
+# alone would accept a trailing newline). The one definition; the API uses it too.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+def is_name(value: object) -> bool:
+    return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
+
 
 # Resource types the agent knows, with their required parameters and default flags.
 RESOURCE_TYPES: dict[str, dict[str, Any]] = {
@@ -125,16 +133,36 @@ class AgentConfig:
     api_port: int = 7480  # the REST API and /metrics (docs/agent-api.md); 0 disables it
     api_bind: str = "0.0.0.0"
     api_token_file: str = "/etc/clusterctl/api-token"
+    # TLS (all three or none): the cluster's CA and this node's certificate and key, used
+    # for https etcd endpoints, to serve the API and to call the other agents
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    # etcd RBAC: the user the agent authenticates as, and the file with its password
+    etcd_user: str = ""
+    etcd_password_file: str = ""
 
     @property
     def api_enabled(self) -> bool:
         return self.api_port != 0
 
+    @property
+    def tls(self) -> TlsFiles | None:
+        if not self.tls_ca_file:
+            return None
+        return TlsFiles(self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+
+    @property
+    def etcd_credentials(self) -> EtcdCredentials | None:
+        if not self.etcd_user:
+            return None
+        return EtcdCredentials(self.etcd_user, self.etcd_password_file)
+
     def validate(self) -> AgentConfig:
         """Raise ``ConfigError`` naming the first broken rule; return self if all hold."""
         for label, value in (("node", self.node), ("cluster", self.cluster)):
-            if not isinstance(value, str) or not _NAME.match(value):
-                raise ConfigError(f"{label} name", f"{value!r} must match {_NAME.pattern}")
+            if not is_name(value):
+                raise ConfigError(f"{label} name", f"{value!r} must match {NAME_RE.pattern}")
         if not self.etcd_endpoints:
             raise ConfigError("etcd_endpoints", "at least one endpoint is needed")
         for url in self.etcd_endpoints:
@@ -176,6 +204,7 @@ class AgentConfig:
                 f"{self.loop_interval} > {self.renew_interval}: renewals would be late",
             )
         self._validate_api()
+        self._validate_security()
         if self.backend is not None:
             from clusterctl.agent.lb.model import Backend
 
@@ -221,12 +250,32 @@ class AgentConfig:
         ):
             raise ConfigError("api_token_file", "a path is needed while api_port != 0")
 
+    def _validate_security(self) -> None:
+        tls_files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        if not all(isinstance(f, str) for f in tls_files):
+            raise ConfigError("tls files are paths", "tls_ca_file, tls_cert_file, tls_key_file")
+        if any(tls_files) and not all(tls_files):
+            raise ConfigError(
+                "tls files all or none", "set tls_ca_file, tls_cert_file and tls_key_file"
+            )
+        schemes = {str(url).split(":", 1)[0] for url in self.etcd_endpoints}
+        if len(schemes) > 1:
+            raise ConfigError("one scheme", "etcd_endpoints mix http and https")
+        if "https" in schemes and not any(tls_files):
+            raise ConfigError("https needs tls files", "set tls_ca_file, tls_cert_file, ...")
+        if not isinstance(self.etcd_user, str) or not isinstance(self.etcd_password_file, str):
+            raise ConfigError("etcd user", "etcd_user and etcd_password_file are strings")
+        if bool(self.etcd_user) != bool(self.etcd_password_file):
+            raise ConfigError("etcd user", "etcd_user and etcd_password_file go together")
+        if self.etcd_user and not is_name(self.etcd_user):
+            raise ConfigError("etcd user", f"{self.etcd_user!r} must match {NAME_RE.pattern}")
+
 
 def validate_group(group: GroupSpec) -> None:
     """Raise ``ConfigError`` if ``group`` breaks a rule."""
     where = f"group {group.name!r}"
-    if not _NAME.match(group.name):
-        raise ConfigError("group name", f"{group.name!r} must match {_NAME.pattern}")
+    if not is_name(group.name):
+        raise ConfigError("group name", f"{group.name!r} must match {NAME_RE.pattern}")
     if not group.resources:
         raise ConfigError("group resources non-empty", f"{where} has no resources")
     if isinstance(group.migration_threshold, bool) or not isinstance(
@@ -245,7 +294,7 @@ def validate_group(group: GroupSpec) -> None:
         if res.type not in RESOURCE_TYPES:
             known = ", ".join(sorted(RESOURCE_TYPES))
             raise ConfigError("known resource types", f"{rwhere}: {res.type!r} (known: {known})")
-        if not _NAME.match(res.name) or res.name in names:
+        if not is_name(res.name) or res.name in names:
             raise ConfigError("unique resource names", f"{rwhere}: empty, invalid or repeated")
         names.add(res.name)
         missing = [p for p in RESOURCE_TYPES[res.type]["required"] if p not in res.params]

@@ -26,6 +26,7 @@ from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.notify import SystemdNotifier
 from clusterctl.agent.store.etcd import EtcdStore
+from clusterctl.agent.tls import TlsError
 
 log = logging.getLogger("clusterctl.agent")
 
@@ -74,12 +75,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         config = load_config(args.config)
         token = load_token(config.api_token_file) if config.api_enabled else None
-    except ConfigError as exc:
+        if config.tls is not None:
+            config.tls.check()
+    except (ConfigError, TlsError) as exc:
         print(f"clusterctl-agent: config error: {exc}", file=sys.stderr)
         return 2
     if args.check_config:
         groups = ", ".join(g.name for g in config.groups) or "no groups"
         api = f"API on {config.api_bind}:{config.api_port}" if token else "API disabled"
+        api += " over TLS" if token and config.tls else ""
         print(f"config OK: node {config.node}, cluster {config.cluster}, {groups}, {api}")
         return 0
     logging.basicConfig(
@@ -88,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    store = EtcdStore(config.etcd_endpoints, request_timeout=config.request_timeout)
+    store = make_store(config)
     agent = Agent(config, store)
     log.info("starting on %s (cluster %s)", config.node, config.cluster)
     server = start_api(agent, config, token) if token else None
@@ -99,12 +103,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             server.stop()
 
 
+def make_store(config: AgentConfig) -> EtcdStore:
+    """A client of the cluster's etcd, over TLS with this node's certificate when set."""
+    return EtcdStore(
+        config.etcd_endpoints,
+        request_timeout=config.request_timeout,
+        tls=config.tls,
+        credentials=config.etcd_credentials,
+    )
+
+
 def start_api(agent: Agent, config: AgentConfig, token: str) -> ApiServer | None:
     """Serve the API in a thread, with a store client of its own. A port that cannot be
     bound is logged, not fatal: keeping the node's groups available matters more."""
-    store = EtcdStore(config.etcd_endpoints, request_timeout=config.request_timeout)
+    tls = config.tls
+    api = Api(agent, token, make_store(config), client_tls=tls.client_context() if tls else None)
     try:
-        server = ApiServer(Api(agent, token, store), config.api_bind, config.api_port)
+        server = ApiServer(
+            api, config.api_bind, config.api_port, tls.server_context() if tls else None
+        )
     except OSError as exc:
         log.error("cannot serve the API on %s:%s: %s", config.api_bind, config.api_port, exc)
         return None

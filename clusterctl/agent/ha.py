@@ -265,7 +265,7 @@ class Agent:
         if self._member_rejoined:
             return True
         endpoint = self.config.etcd_endpoints[0]
-        if self.store.member_ready(endpoint, timeout=self._timeout()):
+        if self.store.member_ready(endpoint, self.keys.root, timeout=self._timeout()):
             self._member_rejoined = True
         elif now - self._started_at >= self.config.member_rejoin_wait:
             log.warning(

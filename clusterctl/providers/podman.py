@@ -249,7 +249,7 @@ class PodmanProvider(Provider):
                 "clusterctl_lb_engine": record.lb_engine,
                 "clusterctl_lease_ttl": record.lease_ttl,
                 "clusterctl_vip_prefix": ipaddress.ip_network(record.subnet).prefixlen,
-                "clusterctl_api_token_file": str(self.state.api_token),
+                **self.state.secret_vars(),
             },
         )  # fmt: skip
         path = self.state.inventory

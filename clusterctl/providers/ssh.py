@@ -83,7 +83,7 @@ class SshProvider(Provider):
             "clusterctl_cluster": self.state.cluster,
             "clusterctl_provider": self.name,
             "clusterctl_profile": self.profile,
-            "clusterctl_api_token_file": str(self.state.api_token),
+            **self.state.secret_vars(),
         }
 
     def destroy(self, record: ClusterRecord | None) -> list[str]:

@@ -60,6 +60,10 @@ def agent_argument_spec():
         api_token=dict(type="str", no_log=True),
         api_token_file=dict(type="path"),
         api_timeout=dict(type="float", default=DEFAULT_API_TIMEOUT),
+        ca_path=dict(type="path"),
+        client_cert=dict(type="path"),
+        client_key=dict(type="path"),
+        validate_certs=dict(type="bool", default=True),
     )
 
 
@@ -92,7 +96,15 @@ def agent_from_module(module):
         token = token.strip()
     if params["api_timeout"] <= 0:
         module.fail_json(msg="api_timeout must be greater than 0")
-    return AgentApi(urls, token, params["api_timeout"])
+    if bool(params.get("client_cert")) != bool(params.get("client_key")):
+        module.fail_json(msg="client_cert and client_key go together")
+    tls = {
+        "ca_path": params.get("ca_path"),
+        "client_cert": params.get("client_cert"),
+        "client_key": params.get("client_key"),
+        "validate_certs": params.get("validate_certs", True),
+    }
+    return AgentApi(urls, token, params["api_timeout"], tls)
 
 
 class AgentApi:
@@ -102,7 +114,7 @@ class AgentApi:
     503) is skipped; a definite answer (2xx, 400, 401, 404, 409) from one node is final.
     """
 
-    def __init__(self, url_base, token, timeout=DEFAULT_API_TIMEOUT):
+    def __init__(self, url_base, token, timeout=DEFAULT_API_TIMEOUT, tls=None):
         if isinstance(url_base, str):
             url_base = [url_base]
         self.urls = [u.rstrip("/") for u in url_base]
@@ -110,6 +122,9 @@ class AgentApi:
             raise ValueError("AgentApi needs at least one base URL")
         self.token = token
         self.timeout = timeout
+        # open_url's TLS options: the cluster's CA (servers are verified against it) and the
+        # controller's client certificate (the agents require one)
+        self.tls = {k: v for k, v in (tls or {}).items() if v is not None}
 
     # --- transport ---------------------------------------------------------------------
 
@@ -133,6 +148,7 @@ class AgentApi:
                     use_proxy=False,
                     follow_redirects="none",
                     http_agent="clusterctl-ansible",
+                    **self.tls,
                 )
                 raw = resp.read()
             except HTTPError as exc:

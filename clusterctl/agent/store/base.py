@@ -99,11 +99,12 @@ class Store(ABC):
         """
         return self.compare_and_put(key, None, value, lease=lease, timeout=timeout)
 
-    def member_ready(self, endpoint: str, timeout: float | None = None) -> bool:
+    def member_ready(self, endpoint: str, key: str, timeout: float | None = None) -> bool:
         """Whether the store member behind ``endpoint`` serves the cluster's data itself:
-        it answers a linearizable read, so it sees a leader and has applied everything
-        committed before that read (a restarted member has caught up). Never raises: any
-        failure is ``False``. A store without members of its own is always ready."""
+        it answers a linearizable read (of ``key``, one the client may read), so it sees a
+        leader and has applied everything committed before that read (a restarted member has
+        caught up). Never raises: any failure is ``False``. A store without members of its
+        own is always ready."""
         return True
 
     @abstractmethod

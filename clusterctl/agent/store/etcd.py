@@ -6,6 +6,12 @@ gets a short timeout (default 0.5 s) and is retried on the next endpoint; the cl
 the last endpoint that answered. ``StoreUnavailable`` is raised only when no endpoint answered
 within the call's overall timeout.
 
+Over TLS (``https://`` endpoints, the cluster's CA and this node's certificate) and with etcd's
+RBAC on, the client authenticates with its etcd user's password (read from a file at each
+authentication, so a rotated password is picked up) and sends the token etcd returns. etcd
+keeps tokens in each member's memory: a member that restarted has forgotten them and answers
+"invalid auth token", after which the client authenticates again and retries once.
+
 Retrying writes is safe here because every write is idempotent or self-checking: ``put`` and
 ``keepalive`` can be repeated; a retried ``create_if_absent``/``compare_and_put`` whose first
 attempt was applied sees its own value (same lease) in the failure branch and reports success.
@@ -18,17 +24,25 @@ import contextlib
 import http.client
 import json
 import math
+import ssl
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
+from clusterctl.agent.tls import TlsFiles
 
 _HEADERS = {"Content-Type": "application/json", "Connection": "keep-alive"}
 # gRPC status codes that mean "try another member" (Unavailable, DeadlineExceeded, Aborted).
 _RETRY_CODES = {4, 10, 14}
+# ... and "authenticate (again), then retry": Unauthenticated (a token this member does not
+# know: it restarted, or expired it) or InvalidArgument "user name is empty" (no token sent).
+_AUTH_CODE = 16
+_NO_TOKEN_MESSAGE = "user name is empty"
 
 
 def _b64(text: str | bytes) -> str:
@@ -58,11 +72,34 @@ def prefix_range_end(prefix: str) -> bytes:
 
 
 def check_endpoint(url: str) -> None:
-    """Raise ``ValueError`` unless ``url`` is ``http://host[:port]``: the store speaks plain
-    HTTP (etcd on the nodes' private network), to a base URL without a path."""
-    parts = urlsplit(url)
-    if parts.scheme != "http" or not parts.hostname or parts.path:
-        raise ValueError(f"{url!r} is not http://host:port")
+    """Raise ``ValueError`` unless ``url`` is ``http(s)://host[:port]``: a base URL without
+    a path, query or user."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        raise ValueError(f"{url!r} is not http(s)://host:port") from None
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.path
+        or parts.query
+        or parts.fragment
+        or parts.username is not None
+        or (port is not None and not 0 < port < 65536)
+    ):
+        raise ValueError(f"{url!r} is not http(s)://host:port")
+
+
+@dataclass(frozen=True)
+class EtcdCredentials:
+    """An etcd user (RBAC) and the file holding its password."""
+
+    user: str
+    password_file: str
+
+    def password(self) -> str:
+        return Path(self.password_file).read_text().strip()
 
 
 class KeepAlivePool:
@@ -74,12 +111,20 @@ class KeepAlivePool:
     reused only after a complete answer; any error closes it. No proxies, ever.
     """
 
-    def __init__(self, max_idle: int = 2) -> None:
+    def __init__(self, max_idle: int = 2, ssl_context: ssl.SSLContext | None = None) -> None:
         self.max_idle = max_idle
+        self.ssl_context = ssl_context  # for https:// endpoints
         self._idle: dict[str, list[http.client.HTTPConnection]] = {}
         self._lock = threading.Lock()
 
-    def post(self, endpoint: str, path: str, data: bytes, timeout: float) -> tuple[int, bytes]:
+    def post(
+        self,
+        endpoint: str,
+        path: str,
+        data: bytes,
+        timeout: float,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes]:
         """(status, body) of one POST. Raises OSError or HTTPException on transport errors.
 
         A reused connection the server has closed meanwhile fails before any answer; that
@@ -91,7 +136,7 @@ class KeepAlivePool:
             try:
                 if conn.sock is not None:
                     conn.sock.settimeout(max(0.001, deadline - time.monotonic()))
-                conn.request("POST", path, body=data, headers=_HEADERS)
+                conn.request("POST", path, body=data, headers={**_HEADERS, **(headers or {})})
                 response = conn.getresponse()
                 body = response.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -112,6 +157,12 @@ class KeepAlivePool:
 
     def _new(self, endpoint: str, timeout: float) -> http.client.HTTPConnection:
         parts = urlsplit(endpoint)
+        if parts.scheme == "https":
+            if self.ssl_context is None:
+                raise ValueError(f"{endpoint}: https needs the cluster's TLS files")
+            return http.client.HTTPSConnection(
+                parts.hostname, parts.port or 2379, timeout=timeout, context=self.ssl_context
+            )
         return http.client.HTTPConnection(parts.hostname, parts.port or 2379, timeout=timeout)
 
     def _take(self, endpoint: str, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
@@ -138,9 +189,19 @@ class KeepAlivePool:
 
 
 class EtcdStore(Store):
-    """Client of one etcd cluster. ``endpoints`` are base URLs like ``http://10.0.0.1:2379``."""
+    """Client of one etcd cluster. ``endpoints`` are base URLs like ``https://10.0.0.1:2379``.
 
-    def __init__(self, endpoints: Sequence[str], request_timeout: float = 0.5) -> None:
+    ``tls``: the cluster's CA and this client's certificate (needed for https endpoints);
+    ``credentials``: the etcd user to authenticate as when etcd's auth is on.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        request_timeout: float = 0.5,
+        tls: TlsFiles | None = None,
+        credentials: EtcdCredentials | None = None,
+    ) -> None:
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         if request_timeout <= 0:
@@ -148,42 +209,85 @@ class EtcdStore(Store):
         self.endpoints = [e.rstrip("/") for e in endpoints]
         for endpoint in self.endpoints:
             check_endpoint(endpoint)
+        if tls is None and any(e.startswith("https:") for e in self.endpoints):
+            raise ValueError("https endpoints need the cluster's TLS files")
         self.request_timeout = request_timeout
+        self.credentials = credentials
         self._current = 0
-        self._pool = KeepAlivePool()
+        self._pool = KeepAlivePool(ssl_context=tls.client_context() if tls else None)
+        self._token: str | None = None
+        self._token_lock = threading.Lock()
 
     # -- transport -------------------------------------------------------------------------
+
+    def _post(
+        self, endpoint: str, path: str, data: bytes, timeout: float
+    ) -> tuple[int, dict[str, Any] | None]:
+        """One POST to one endpoint: (status, JSON object or None if unreadable)."""
+        headers = {"Authorization": self._token} if self._token else None
+        status, raw = self._pool.post(endpoint, path, data, timeout, headers)
+        try:
+            payload = json.loads(raw or b"{}")
+        except ValueError:
+            payload = None
+        return status, payload if isinstance(payload, dict) else None
+
+    def _authenticate(self, endpoint: str, stale: str | None, timeout: float) -> None:
+        """Get a new token from ``endpoint`` unless another thread already replaced the
+        ``stale`` one. Raises ``StoreError`` if etcd refuses the credentials."""
+        assert self.credentials is not None
+        with self._token_lock:
+            if self._token != stale:
+                return
+            try:
+                password = self.credentials.password()
+            except OSError as exc:
+                raise StoreError(f"etcd password file: {exc}") from None
+            body = json.dumps({"name": self.credentials.user, "password": password}).encode()
+            status, raw = self._pool.post(endpoint, "/v3/auth/authenticate", body, timeout)
+            try:
+                token = json.loads(raw or b"{}").get("token")
+            except (ValueError, AttributeError):
+                token = None
+            if status != 200 or not isinstance(token, str) or not token:
+                raise StoreError(
+                    f"{endpoint}: etcd refused user {self.credentials.user!r} (HTTP {status})"
+                )
+            self._token = token
 
     def _call(self, path: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         """POST ``body`` to ``path`` on the first endpoint that answers; return its JSON.
 
-        Tries each endpoint at most once, starting with the last one that worked, and gives up
-        when ``timeout`` (default: one ``request_timeout`` per endpoint) has elapsed.
+        Tries each endpoint at most once (plus one retry after authenticating again),
+        starting with the last one that worked, and gives up when ``timeout`` (default: one
+        ``request_timeout`` per endpoint) has elapsed.
         """
         start = time.monotonic()
         budget = self.request_timeout * len(self.endpoints) if timeout is None else timeout
         data = json.dumps(body).encode()
         errors: list[str] = []
         first = self._current
-        for attempt in range(len(self.endpoints)):
+        attempts = [(first + i) % len(self.endpoints) for i in range(len(self.endpoints))]
+        reauthenticated = False
+        while attempts:
             remaining = budget - (time.monotonic() - start)
             if remaining <= 0.001:
                 break
-            index = (first + attempt) % len(self.endpoints)
+            index = attempts.pop(0)
             endpoint = self.endpoints[index]
             try:
-                status, raw = self._pool.post(
-                    endpoint, path, data, min(self.request_timeout, remaining)
+                token = self._token
+                if self.credentials is not None and token is None:
+                    self._authenticate(endpoint, None, min(self.request_timeout, remaining))
+                    remaining = budget - (time.monotonic() - start)
+                status, payload = self._post(
+                    endpoint, path, data, max(0.001, min(self.request_timeout, remaining))
                 )
             except (OSError, http.client.HTTPException) as exc:  # refused, timeout, reset
                 errors.append(f"{endpoint}: {exc!r}")
                 self._skip(index)
                 continue
-            try:
-                payload = json.loads(raw or b"{}")
-            except ValueError:
-                payload = None
-            if not isinstance(payload, dict):
+            if payload is None:
                 if status < 400:  # an answer we cannot read: ask the next member
                     errors.append(f"{endpoint}: unreadable answer to {path}")
                     self._skip(index)
@@ -192,6 +296,20 @@ class EtcdStore(Store):
             if status >= 400:
                 code = payload.get("code")
                 message = str(payload.get("message") or payload.get("error") or f"HTTP {status}")
+                if (
+                    self.credentials is not None
+                    and not reauthenticated
+                    and (code == _AUTH_CODE or _NO_TOKEN_MESSAGE in message)
+                ):
+                    reauthenticated = True
+                    try:
+                        self._authenticate(endpoint, token, min(self.request_timeout, remaining))
+                    except (OSError, http.client.HTTPException) as exc:
+                        errors.append(f"{endpoint}: {exc!r}")
+                        self._skip(index)
+                        continue
+                    attempts.insert(0, index)  # the same member, with the new token
+                    continue
                 if "lease not found" in message:
                     self._current = index
                     raise LeaseExpired(message)
@@ -207,16 +325,25 @@ class EtcdStore(Store):
         detail = "; ".join(errors) or "timeout exhausted"
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
 
-    def member_ready(self, endpoint: str, timeout: float | None = None) -> bool:
+    def member_ready(self, endpoint: str, key: str, timeout: float | None = None) -> bool:
         # A linearizable (not serializable) read served by this member alone: it needs the
         # leader's read index and the member's applied index to reach it.
-        body = json.dumps({"key": _b64("/"), "count_only": True}).encode()
+        body = json.dumps({"key": _b64(key), "count_only": True}).encode()
+        endpoint = endpoint.rstrip("/")
+        budget = timeout or self.request_timeout
         try:
-            status, raw = self._pool.post(
-                endpoint.rstrip("/"), "/v3/kv/range", body, timeout or self.request_timeout
-            )
-            return status == 200 and "header" in json.loads(raw or b"{}")
-        except (OSError, http.client.HTTPException, ValueError):
+            for _ in range(2):  # the second time with a token this member knows
+                token = self._token
+                if self.credentials is not None and token is None:
+                    self._authenticate(endpoint, None, budget)
+                status, payload = self._post(endpoint, "/v3/kv/range", body, budget)
+                if status == 200:
+                    return payload is not None and "header" in payload
+                if self.credentials is None or (payload or {}).get("code") != _AUTH_CODE:
+                    return False
+                self._authenticate(endpoint, token, budget)
+            return False
+        except (OSError, http.client.HTTPException, StoreError):
             return False
 
     def close(self) -> None:

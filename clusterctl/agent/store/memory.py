@@ -121,7 +121,7 @@ class MemoryStore(Store):
             clock.advance(self.default_timeout if timeout is None else timeout)
         raise StoreUnavailable(f"{self.client}: store unreachable")
 
-    def member_ready(self, endpoint: str, timeout: float | None = None) -> bool:
+    def member_ready(self, endpoint: str, key: str, timeout: float | None = None) -> bool:
         with self.backend._lock:
             reachable = self.backend.is_down(self.client) is None
             return reachable and endpoint not in self.backend.members_behind
