@@ -582,24 +582,25 @@ class _Server(ThreadingHTTPServer):
             raise
 
     def process_request_thread(self, request: Any, client_address: Any) -> None:
-        deadline = threading.Timer(CONNECTION_DEADLINE, _cut, (request,))
+        # the timer cuts whatever socket the connection is on by then (wrapping it in TLS
+        # detaches the plain one)
+        current = [request]
+        deadline = threading.Timer(CONNECTION_DEADLINE, lambda: _cut(current[0]))
         deadline.daemon = True
         deadline.start()
         try:
+            if self.tls is not None:
+                request.settimeout(READ_TIMEOUT)
+                try:
+                    request = self.tls.wrap_socket(request, server_side=True)
+                except (OSError, ssl.SSLError) as exc:
+                    self.api.note_refused(client_address[0], f"TLS handshake: {_line(exc)}")
+                    return
+                current[0] = request
             super().process_request_thread(request, client_address)
         finally:
             deadline.cancel()
             self.slots.release()
-
-    def finish_request(self, request: Any, client_address: Any) -> None:
-        if self.tls is not None:
-            request.settimeout(READ_TIMEOUT)
-            try:
-                request = self.tls.wrap_socket(request, server_side=True)
-            except (OSError, ssl.SSLError) as exc:
-                self.api.note_refused(client_address[0], f"TLS handshake failed: {_line(exc)}")
-                return
-        super().finish_request(request, client_address)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # a connection cut by its deadline, reset by its client, or a TLS error mid-way

@@ -19,6 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
+from clusterctl.agent.store.etcd import EtcdCredentials, EtcdStore
+from clusterctl.agent.tls import TlsFiles
+
 from .conftest import STATE_ROOT, Sandbox, cli, podman
 
 T = TypeVar("T")
@@ -213,6 +216,47 @@ class HolderSampler:
         return held[-1] if held else None
 
 
+# -- the cluster's trust: the controller's certificate, etcd as root --------------------------
+
+
+def controller_tls(sandbox: Sandbox) -> TlsFiles:
+    """The cluster's CA and the controller's client certificate (state dir, pki/)."""
+    pki = sandbox.state_dir / "pki"
+    return TlsFiles(str(pki / "ca.crt"), str(pki / "controller.crt"), str(pki / "controller.key"))
+
+
+def tls_opener(sandbox: Sandbox) -> urllib.request.OpenerDirector:
+    """urllib without proxies, over TLS as the controller (server verified by the CA)."""
+    context = controller_tls(sandbox).client_context()
+    return urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
+    )
+
+
+def etcd_store(
+    sandbox: Sandbox, addresses: list[str] | None = None, request_timeout: float = 0.5
+) -> EtcdStore:
+    """A client of the cluster's etcd as its root user, from the controller: the tests read
+    and write what an operator (or an attacker with root's password) could."""
+    addresses = addresses or [n["address"] for n in sandbox.nodes[:3]]
+    return EtcdStore(
+        [f"https://{a}:2379" for a in addresses],
+        request_timeout=request_timeout,
+        tls=controller_tls(sandbox),
+        credentials=EtcdCredentials("root", str(sandbox.state_dir / "etcd-root-password")),
+    )
+
+
+def etcd_post(sandbox: Sandbox, address: str, path: str, body: dict, timeout: float = 2.0) -> dict:
+    """One call of etcd's gateway on one member, with the controller's certificate and no
+    token (health, status and member list need none)."""
+    req = urllib.request.Request(
+        f"https://{address}:2379{path}", data=json.dumps(body).encode(), method="POST"
+    )
+    with tls_opener(sandbox).open(req, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
 # -- the agents' API -----------------------------------------------------------------------------
 
 
@@ -228,14 +272,15 @@ def api_get(
     timeout: float = 2.0,
     body: dict | None = None,
 ) -> tuple[int, bytes]:
-    """(HTTP status, body) of GET http://NODE:7480/PATH (POST of ``body`` as JSON if given);
-    token "" = the cluster's, None = none. Status 0 when the node did not answer."""
+    """(HTTP status, body) of GET https://NODE:7480/PATH (POST of ``body`` as JSON if given)
+    with the controller's certificate; token "" = the cluster's, None = none. Status 0 when
+    the node did not answer."""
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(f"http://{node_address(sandbox, node)}:7480{path}", data=data)
+    req = urllib.request.Request(f"https://{node_address(sandbox, node)}:7480{path}", data=data)
     if token is not None:
         req.add_header("Authorization", f"Bearer {token or api_token(sandbox)}")
     try:
-        with _OPENER.open(req, timeout=timeout) as resp:
+        with tls_opener(sandbox).open(req, timeout=timeout) as resp:
             return resp.status, resp.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
@@ -404,13 +449,10 @@ def partition(sandbox: Sandbox, node: str) -> None:
 def etcd_leader(sandbox: Sandbox, members: list[str] | None = None) -> str | None:
     """The etcd member that is the Raft leader, asked through each member's status."""
     for node in members or node_names(sandbox):
-        rc, out = node_exec(
-            sandbox, node, "curl", "-s", "-m", "2", "-X", "POST", "-d", "{}",
-            f"http://{node_address(sandbox, node)}:2379/v3/maintenance/status",
-        )  # fmt: skip
-        if rc != 0 or not out.strip():
+        try:
+            data = etcd_post(sandbox, node_address(sandbox, node), "/v3/maintenance/status", {})
+        except (OSError, ValueError):
             continue
-        data = json.loads(out)
         if str(data.get("leader")) == str(data.get("header", {}).get("member_id")):
             return node
     return None

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 import urllib.error
+import urllib.request
 
 from .conftest import Sandbox, podman
-from .hahelpers import _OPENER, Ticker, api_status, cli_status, container, wait_for
+from .hahelpers import Ticker, api_status, cli_status, container, tls_opener, wait_for
 
 
 def etcd_addresses(sandbox: Sandbox) -> list[str]:
@@ -15,10 +16,13 @@ def etcd_addresses(sandbox: Sandbox) -> list[str]:
     return [n["address"] for n in cli_status(sandbox)["nodes"] if n["etcd"]]
 
 
-def member_healthy(address: str, timeout: float = 0.5) -> bool:
-    """etcd's own /health of one member: true only with a leader and quorum."""
+def member_healthy(
+    opener: urllib.request.OpenerDirector, address: str, timeout: float = 0.5
+) -> bool:
+    """etcd's own /health of one member (over TLS, as the controller): true only with a
+    leader and quorum."""
     try:
-        with _OPENER.open(f"http://{address}:2379/health", timeout=timeout) as resp:
+        with opener.open(f"https://{address}:2379/health", timeout=timeout) as resp:
             return b'"health":"true"' in resp.read()
     except (urllib.error.URLError, OSError):
         return False
@@ -30,14 +34,16 @@ class QuorumWatch(Ticker):
     which none did: a leader election costs a few hundred ms; a lost quorum lasts until a
     majority is back."""
 
-    def __init__(self, addresses: list[str], period: float = 0.2) -> None:
+    def __init__(self, sandbox: Sandbox, addresses: list[str], period: float = 0.2) -> None:
         super().__init__(period, workers=len(addresses))
         self.addresses = addresses
+        self.opener = tls_opener(sandbox)
         self.samples: list[tuple[float, bool]] = []
 
     def tick(self) -> None:
         at = time.monotonic()
-        self.samples.append((at, any(self._pool.map(member_healthy, self.addresses))))
+        healthy = self._pool.map(lambda a: member_healthy(self.opener, a), self.addresses)
+        self.samples.append((at, any(healthy)))
 
     def longest_loss(self) -> float:
         longest, since = 0.0, None

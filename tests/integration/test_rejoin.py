@@ -8,26 +8,24 @@ fault rolling_restart)."""
 from __future__ import annotations
 
 import base64
-import json
 import threading
 import time
-import urllib.request
 
 import pytest
 
 from clusterctl.agent.store.base import StoreError
-from clusterctl.agent.store.etcd import EtcdStore
 
 from .conftest import cli, podman
 from .hahelpers import (
-    _OPENER,
     HolderSampler,
     Prober,
     api_get,
     cli_status,
     container,
+    etcd_store,
     holder,
     node_names,
+    tls_opener,
     vip,
     wait_for,
 )
@@ -57,7 +55,7 @@ def _rolling_restart(sandbox, first_holder: str, batch: int) -> list[str]:
     with (
         Prober(vip(sandbox)) as prober,
         HolderSampler(sandbox, limit=600) as sampler,
-        QuorumWatch(etcd_addresses(sandbox)) as quorum,
+        QuorumWatch(sandbox, etcd_addresses(sandbox)) as quorum,
     ):
         for nodes in rounds:
             before = holder(sandbox)
@@ -87,7 +85,7 @@ def _all_rejoined(sandbox, names: list[str]) -> None:
     """Every node online, every etcd member healthy, every backend up — without `up`."""
     wait_for(lambda: lb_ready(sandbox), 60, 0.5, "every backend up, one holder")
     assert online(sandbox) == set(names)
-    assert all(member_healthy(a) for a in etcd_addresses(sandbox))
+    assert all(member_healthy(tls_opener(sandbox), a) for a in etcd_addresses(sandbox))
 
 
 def test_rolling_crash_restart_of_every_node_rejoins_without_up(lb_sandbox, lb):  # noqa: F811
@@ -100,22 +98,21 @@ def test_five_nodes_two_at_a_time_rejoin_without_up(lb5_sandbox, lb5):
     _all_rejoined(lb5_sandbox, names)
 
 
-def _range(address: str, prefix: str) -> list[str]:
+def _range(sandbox, address: str, prefix: str) -> list[str]:
     """Keys under ``prefix`` as this member alone has them (a serializable read)."""
     key = base64.b64encode(prefix.encode()).decode()
     end = base64.b64encode(prefix[:-1].encode() + bytes([ord(prefix[-1]) + 1])).decode()
-    body = json.dumps(
-        {"key": key, "range_end": end, "serializable": True, "keys_only": True}
-    ).encode()
-    req = urllib.request.Request(f"http://{address}:2379/v3/kv/range", data=body)
-    with _OPENER.open(req, timeout=5) as resp:
-        kvs = json.loads(resp.read()).get("kvs") or []
-    return [base64.b64decode(kv["key"]).decode() for kv in kvs]
+    reply = etcd_store(sandbox, [address], 5.0)._call(
+        "/v3/kv/range",
+        {"key": key, "range_end": end, "serializable": True, "keys_only": True},
+        timeout=5,
+    )
+    return [base64.b64decode(kv["key"]).decode() for kv in reply.get("kvs") or []]
 
 
 def test_etcd_member_reboot_while_writing_loses_no_key(lb_sandbox, lb):  # noqa: F811
     addresses = etcd_addresses(lb_sandbox)
-    store = EtcdStore([f"http://{a}:2379" for a in addresses], request_timeout=0.5)
+    store = etcd_store(lb_sandbox, addresses)
     prefix = f"/clusterctl-it/{lb_sandbox.cluster}/writes/"
     store.delete_prefix(prefix)
     acked: list[str] = []
@@ -144,7 +141,10 @@ def test_etcd_member_reboot_while_writing_loses_no_key(lb_sandbox, lb):  # noqa:
         restarted = time.monotonic()
         podman("restart", "-t", "10", container(lb_sandbox, victim))
         ready = wait_for(
-            lambda: store.member_ready(f"http://{address}:2379"), 120, 0.2, f"{victim}'s member"
+            lambda: store.member_ready(f"https://{address}:2379", prefix),
+            120,
+            0.2,
+            f"{victim}'s member",
         )
         back = time.monotonic() - restarted
         time.sleep(2.0)
@@ -152,7 +152,7 @@ def test_etcd_member_reboot_while_writing_loses_no_key(lb_sandbox, lb):  # noqa:
         stop.set()
         writer.join(timeout=10)
     assert ready
-    on_member = set(_range(address, prefix))
+    on_member = set(_range(lb_sandbox, address, prefix))
     missing = [k for k in acked if k not in on_member]
     print(f"\n{victim} rebooted while writing: its member serves again after {back:.1f} s; "
           f"{len(acked)} writes acknowledged, {failed} refused meanwhile, {len(missing)} "
@@ -166,7 +166,7 @@ def test_etcd_member_reboot_while_writing_loses_no_key(lb_sandbox, lb):  # noqa:
 def _configuration(sandbox) -> dict[str, str]:
     """Every persistent key of the cluster (specs, backends, standby, fail counts): what an
     operator set. Keys bound to leases (members, leaders) are left out."""
-    store = EtcdStore([f"http://{a}:2379" for a in etcd_addresses(sandbox)])
+    store = etcd_store(sandbox, etcd_addresses(sandbox))
     keys = store.get_prefix(f"/clusterctl/{sandbox.cluster}/", timeout=5)
     return {k: v for k, v in keys.items() if "/members/" not in k and not k.endswith("/leader")}
 

@@ -179,15 +179,25 @@ def test_requests_reuse_one_connection(store: EtcdStore, prefix: str) -> None:
     assert store.get(prefix + "k") == "v"  # a closed pool opens a new connection
 
 
-def test_endpoint_must_be_a_plain_http_url() -> None:
-    for bad in ("127.0.0.1:2379", "https://127.0.0.1:2379", "http://127.0.0.1:2379/v3"):
-        with pytest.raises(ValueError, match="http://host:port"):
+def test_endpoint_must_be_a_base_url() -> None:
+    bad_urls = (
+        "127.0.0.1:2379",
+        "http://127.0.0.1:2379/v3",
+        "http://127.0.0.1:2379/x#",
+        "http://user@127.0.0.1:2379",
+        "http://127.0.0.1:99999",
+        "ftp://127.0.0.1:2379",
+    )
+    for bad in bad_urls:
+        with pytest.raises(ValueError, match=r"http\(s\)://host:port"):
             EtcdStore([bad])
+    with pytest.raises(ValueError, match="TLS files"):
+        EtcdStore(["https://127.0.0.1:2379"])
 
 
 def test_member_ready_asks_that_member_alone(etcd_url: str, free_port) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     store = EtcdStore([dead, etcd_url], request_timeout=0.5)
-    assert store.member_ready(etcd_url) is True
+    assert store.member_ready(etcd_url, "/") is True
     # the live member next in the list does not answer for the dead one
-    assert store.member_ready(dead, timeout=0.3) is False
+    assert store.member_ready(dead, "/", timeout=0.3) is False

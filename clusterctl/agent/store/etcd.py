@@ -42,6 +42,15 @@ _RETRY_CODES = {4, 10, 14}
 # ... and "authenticate (again), then retry": Unauthenticated (a token this member does not
 # know: it restarted, or expired it) or InvalidArgument "user name is empty" (no token sent).
 _AUTH_CODE = 16
+# A kept-alive connection the server closed meanwhile (over TLS: an EOF or close_notify
+# where the answer should be): the request never reached it, so it is sent once more.
+_CLOSED_BY_SERVER = (
+    http.client.RemoteDisconnected,
+    BrokenPipeError,
+    ConnectionResetError,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
 _NO_TOKEN_MESSAGE = "user name is empty"
 
 
@@ -139,7 +148,7 @@ class KeepAlivePool:
                 conn.request("POST", path, body=data, headers={**_HEADERS, **(headers or {})})
                 response = conn.getresponse()
                 body = response.read()
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+            except _CLOSED_BY_SERVER:
                 conn.close()
                 if not reused or deadline - time.monotonic() <= 0.001:
                     raise
