@@ -1,0 +1,194 @@
+"""Only the cluster's own members touch etcd and the agents (issue: security), tried as an
+attacker would on a running lb cluster: from the controller host without the cluster's
+certificates, from a container on another podman network, and as the agents' own etcd user
+reaching beyond its cluster's keys."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import ssl
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+import pytest
+
+from clusterctl.agent.store.base import StoreError
+from clusterctl.agent.store.etcd import EtcdCredentials, EtcdStore
+
+from .conftest import podman
+from .hahelpers import api_get, controller_tls, etcd_post, node_address, node_names, tls_opener
+from .test_lb import lb  # noqa: F401 - the healthy 3-node lb cluster's holder
+
+ATTACKER = "it-attacker"  # a container and a network of that exact name, removed after
+PLAIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def _members(sandbox) -> list[str]:
+    return [n["address"] for n in sandbox.nodes[:3]]
+
+
+def _fails(url: str, opener: urllib.request.OpenerDirector, data: bytes | None = b"{}") -> str:
+    """How a request fails (it must): the exception's class name."""
+    try:
+        with opener.open(urllib.request.Request(url, data=data), timeout=3) as resp:
+            return f"answered {resp.status}: {resp.read()[:100]!r}"
+    except urllib.error.HTTPError as exc:
+        return f"HTTP {exc.code}"
+    except (urllib.error.URLError, OSError) as exc:
+        return type(getattr(exc, "reason", exc)).__name__
+
+
+def test_etcd_and_the_api_refuse_the_controller_host_without_certificates(lb_sandbox, lb):  # noqa: F811
+    unverified = ssl.create_default_context()
+    unverified.check_hostname = False
+    unverified.verify_mode = ssl.CERT_NONE
+    no_cert = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=unverified)
+    )
+    for address in _members(lb_sandbox):
+        for port in (2379, 2380):
+            plain = _fails(f"http://{address}:{port}/v3/kv/range", PLAIN)
+            tls = _fails(f"https://{address}:{port}/v3/kv/range", no_cert)
+            assert not plain.startswith("answered") and not tls.startswith("answered"), (
+                address, port, plain, tls,
+            )  # fmt: skip
+        # the controller's certificate gets a TLS session, but no token: no keys
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            etcd_post(lb_sandbox, address, "/v3/kv/range", {"key": "Lw=="})
+        reason = refused.value.read()
+        assert b"user name is empty" in reason or b"permission denied" in reason, reason
+    for node in node_names(lb_sandbox):
+        address = node_address(lb_sandbox, node)
+        assert not _fails(f"http://{address}:7480/v1/status", PLAIN, None).startswith("answered")
+        assert not _fails(f"https://{address}:7480/v1/status", no_cert, None).startswith("answered")
+        assert api_get(lb_sandbox, node, "/v1/status", token="wrong")[0] == 401
+        assert api_get(lb_sandbox, node, "/v1/status")[0] == 200
+
+
+def test_the_agents_etcd_user_cannot_reach_beyond_its_cluster(lb_sandbox, lb):  # noqa: F811
+    """The agents' user (its password is on every node) reads and writes its cluster's keys
+    only: not another cluster's, not etcd's membership, not its auth settings."""
+    credentials = EtcdCredentials(
+        "clusterctl-agent", str(lb_sandbox.state_dir / "etcd-agent-password")
+    )
+    store = EtcdStore(
+        [f"https://{a}:2379" for a in _members(lb_sandbox)],
+        tls=controller_tls(lb_sandbox),
+        credentials=credentials,
+    )
+    assert store.get_prefix(f"/clusterctl/{lb_sandbox.cluster}/members/")
+    with pytest.raises(StoreError, match="permission denied"):
+        store.put("/clusterctl/another-cluster/groups/web/leader", "x")
+    with pytest.raises(StoreError, match="permission denied"):
+        store.get_prefix("/")
+    for path, body in (
+        ("/v3/auth/disable", {}),
+        ("/v3/auth/user/add", {"name": "intruder", "password": "x"}),
+    ):
+        with pytest.raises(StoreError, match="permission denied"):
+            store._call(path, body, timeout=3)
+    members = etcd_post(lb_sandbox, _members(lb_sandbox)[0], "/v3/cluster/member/list", {})
+    victim = members["members"][0]["ID"]
+    with pytest.raises(StoreError, match="permission denied"):
+        store._call("/v3/cluster/member/remove", {"ID": victim}, timeout=3)
+
+
+def _stranger(node_image: str, network: str, *extra: str) -> None:
+    podman(
+        "run", "-d", "--rm", "--name", ATTACKER, "--network", network, *extra,
+        "--entrypoint", "sleep", node_image, "600",
+    )  # fmt: skip
+
+
+@pytest.fixture
+def other_network(lb_sandbox, node_image) -> Iterator[str]:
+    """A container on another podman network. Podman masquerades what leaves that network,
+    so the nodes see it coming from the host, which the guard trusts (it is the
+    controller): TLS alone must refuse it."""
+    podman("rm", "-f", ATTACKER, check=False)
+    podman("network", "rm", "-f", ATTACKER, check=False)
+    podman("network", "create", ATTACKER)
+    try:
+        _stranger(node_image, ATTACKER)
+        yield ATTACKER
+    finally:
+        podman("rm", "-f", "-t", "0", ATTACKER, check=False)
+        podman("network", "rm", "-f", ATTACKER, check=False)
+
+
+@pytest.fixture
+def intruder(lb_sandbox, node_image) -> Iterator[str]:
+    """A machine on the cluster's own network (the same LAN) that is not one of its nodes:
+    a container with an address of the cluster's subnet no node has."""
+    record = json.loads((lb_sandbox.state_dir / "cluster.json").read_text())
+    address = str(ipaddress.ip_network(record["subnet"]).network_address + 250)
+    podman("rm", "-f", ATTACKER, check=False)
+    try:
+        _stranger(node_image, record["network"], "--ip", address)
+        yield ATTACKER
+    finally:
+        podman("rm", "-f", "-t", "0", ATTACKER, check=False)
+
+
+def _curl_from(container: str, url: str) -> int:
+    """curl's exit code from inside ``container`` (0: answered, 7: refused, 28: timeout,
+    35/55/56: TLS refused)."""
+    proc = podman("exec", container, "curl", "-sk", "-m", "2", "-o", "/dev/null", url, check=False)
+    return proc.returncode
+
+
+def test_another_network_gets_no_tls_session(lb_sandbox, lb, other_network):  # noqa: F811
+    for node in node_names(lb_sandbox):
+        address = node_address(lb_sandbox, node)
+        assert _curl_from(other_network, f"http://{address}/") == 0  # the path exists
+        for port in (2379, 2380, 7480):
+            code = _curl_from(other_network, f"https://{address}:{port}/")
+            assert code in (35, 55, 56), f"{node}:{port} from another network: curl exit {code}"
+
+
+def test_a_stranger_on_the_lan_reaches_the_web_but_not_etcd_or_the_agents(
+    lb_sandbox,
+    lb,  # noqa: F811
+    intruder,
+):
+    counters_before = {n: _guard_drops(lb_sandbox, n) for n in node_names(lb_sandbox)}
+    for node in node_names(lb_sandbox):
+        address = node_address(lb_sandbox, node)
+        assert _curl_from(intruder, f"http://{address}/") == 0
+        for port in (2379, 2380, 7480):
+            code = _curl_from(intruder, f"https://{address}:{port}/")
+            assert code == 28, f"{node}:{port} from the LAN: curl exit {code} (not dropped)"
+    for node, before in counters_before.items():
+        assert _guard_drops(lb_sandbox, node) > before, f"the guard on {node} dropped nothing"
+
+
+def _guard_drops(sandbox, node: str) -> int:
+    proc = podman(
+        "exec", f"{sandbox.cluster}-{node}", "nft", "-j", "list", "table", "inet",
+        "clusterctl_guard",
+    )  # fmt: skip
+    for item in json.loads(proc.stdout)["nftables"]:
+        for expr in (item.get("rule") or {}).get("expr", []):
+            if "counter" in expr:
+                return int(expr["counter"]["packets"])
+    raise AssertionError(f"no counter in {node}'s guard")
+
+
+def test_the_cli_speaks_tls_and_verifies_the_agents(lb_sandbox, lb):  # noqa: F811
+    """`clusterctl status` reached the agents over TLS (the cluster's CA); a client that
+    trusts another CA is refused by the same agents."""
+    opener = tls_opener(lb_sandbox)
+    address = node_address(lb_sandbox, "node1")
+    req = urllib.request.Request(f"https://{address}:7480/v1/health")
+    req.add_header(
+        "Authorization", "Bearer " + (lb_sandbox.state_dir / "api-token").read_text().strip()
+    )
+    with opener.open(req, timeout=3) as resp:
+        assert resp.status == 200
+    system_trust = urllib.request.build_opener(
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPSHandler(context=ssl.create_default_context()),
+    )
+    assert "SSLCertVerificationError" in _fails(f"https://{address}:7480/v1/health", system_trust)
