@@ -186,6 +186,8 @@ def playbook_vars(provider: Provider, record: ClusterRecord) -> dict:
         **provider.extravars(),
         "clusterctl_lb_engine": record.lb_engine,
         "clusterctl_lease_ttl": record.lease_ttl,
+        # the one place the member rule is computed for clusterctl's runs
+        "clusterctl_etcd_members": etcd_members(record),
     }
 
 
@@ -198,6 +200,19 @@ def converge(
     check: bool = False,
     diff: bool = False,
 ) -> PlaybookResult:
+    if needs_tls_upgrade(record) and not check:
+        reporter.info(
+            f"cluster {record.name} was built before etcd and the agents spoke TLS: upgrading "
+            "it in place, one etcd member at a time"
+        )
+        run_playbook(
+            "upgrade_tls.yml",
+            inventory=provider.inventory_path(record),
+            work_dir=state.runner_dir,
+            reporter=reporter,
+            host_count=len(nodes),
+            extravars=playbook_vars(provider, record),
+        )
     outcome = run_playbook(
         "site.yml",
         inventory=provider.inventory_path(record),
@@ -210,8 +225,14 @@ def converge(
     )
     if not check:
         record.converged = True
+        record.tls = record.profile in AGENT_PROFILES
         state.save(record)
     return outcome
+
+
+def needs_tls_upgrade(record: ClusterRecord) -> bool:
+    """A cluster with etcd and agents that an earlier clusterctl converged over plain HTTP."""
+    return record.converged and not record.tls and record.profile in AGENT_PROFILES
 
 
 def down(cluster: str, reporter: Reporter, purge: bool = False) -> list[str]:

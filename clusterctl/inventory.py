@@ -6,6 +6,7 @@ A cluster needs at least three, so that a majority survives one failure.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from clusterctl.agent.config import NAME_RE, is_name
 from clusterctl.errors import ClusterctlError
 
 MIN_NODES = 3
@@ -24,10 +26,70 @@ class InventoryNode:
     """A node with what the controller needs to reach it over SSH."""
 
     name: str
-    address: str
+    address: str  # where SSH connects (ansible_host)
     port: int = 22
     user: str = "root"
     key_file: str = ""
+    node_address: str = ""  # the address the cluster uses, if not ansible_host
+
+    @property
+    def cluster_address(self) -> str:
+        """The node's address in the cluster (etcd, the agents, its certificate): one rule,
+        as in the roles: clusterctl_node_address, else ansible_host."""
+        return self.node_address or self.address
+
+
+_LABEL = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
+_USER = re.compile(r"[a-z_][a-z0-9_.-]{0,31}")
+
+
+def _node_from_vars(name: str, hv: dict, source: str) -> InventoryNode:
+    """One host of the inventory, every value checked: a bad one is one clear line."""
+    where = f"inventory {source}, host {name!r}"
+    if not is_name(name):
+        raise ClusterctlError(
+            f"{where}: not a valid node name",
+            f"use letters, digits, '.', '_' and '-' (pattern {NAME_RE.pattern})",
+        )
+    address = str(hv.get("ansible_host", name))
+    if not (_is_ip(address) or _is_hostname(address)):
+        raise ClusterctlError(f"{where}: ansible_host {address!r} is not a host name or IP", "")
+    node_address = str(hv.get("clusterctl_node_address", "") or "")
+    cluster_address = node_address or address
+    if not _is_ip(cluster_address):
+        raise ClusterctlError(
+            f"{where}: the cluster needs an IP address, not {cluster_address!r}",
+            "set ansible_host (or clusterctl_node_address) to the node's IP address: "
+            "certificates and the nft guard name addresses",
+        )
+    raw_port = hv.get("ansible_port", 22)
+    try:
+        port = int(str(raw_port).strip())
+    except ValueError:
+        port = -1
+    if isinstance(raw_port, bool) or not 1 <= port <= 65535:
+        raise ClusterctlError(f"{where}: ansible_port {raw_port!r} is not a port 1-65535", "")
+    user = str(hv.get("ansible_user", "root"))
+    if not _USER.fullmatch(user):
+        raise ClusterctlError(f"{where}: ansible_user {user!r} is not a user name", "")
+    key_file = str(hv.get("ansible_ssh_private_key_file", "") or "")
+    if "\n" in key_file or "\0" in key_file:
+        raise ClusterctlError(f"{where}: ansible_ssh_private_key_file is not a path", "")
+    return InventoryNode(name, address, port, user, key_file, node_address)
+
+
+def _is_hostname(text: str) -> bool:
+    """RFC 1123 host name (labels checked one by one: no regex backtracking on long input)."""
+    labels = text[:-1].split(".") if text.endswith(".") else text.split(".")
+    return 0 < len(text) <= 253 and all(_LABEL.fullmatch(label) for label in labels)
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def check_node_count(count: int, source: str) -> None:
@@ -137,18 +199,10 @@ def load_inventory(path: Path) -> list[InventoryNode]:
             f"inventory {path} has no hosts Ansible can read",
             "see inventories/sample/ for the expected layout",
         )
-    nodes = []
-    for host in hosts:
-        hv = variables.get_vars(host=host, include_hostvars=False)
-        nodes.append(
-            InventoryNode(
-                name=host.name,
-                address=str(hv.get("ansible_host", host.name)),
-                port=int(hv.get("ansible_port", 22)),
-                user=str(hv.get("ansible_user", "root")),
-                key_file=str(hv.get("ansible_ssh_private_key_file", "")),
-            )
-        )
+    nodes = [
+        _node_from_vars(host.name, variables.get_vars(host=host, include_hostvars=False), path)
+        for host in hosts
+    ]
     check_node_count(len(nodes), f"inventory {path}")
     check_unique(nodes)
     return nodes

@@ -24,6 +24,11 @@ from clusterctl.trust import ensure_trust
 def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
     state = StateDir(cluster)
     record = state.load()
+    if api.needs_tls_upgrade(record):
+        raise ClusterctlError(
+            f"cluster {cluster!r} still runs etcd and its agents over plain HTTP",
+            f"upgrade it first with `clusterctl up --cluster {cluster}`",
+        )
     provider = api.provider_for_record(state, reporter, record)
     if record.provider == "podman":
         if not count or count < 1:
@@ -48,11 +53,21 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
             )
         from clusterctl.state import NodeRecord
 
-        record.nodes.extend(NodeRecord(n.name, n.address) for n in new)
+        record.nodes.extend(NodeRecord(n.name, n.cluster_address) for n in new)
         state.save(record)
     reporter.progress(f"waiting for SSH on {', '.join(n.name for n in new)}")
     wait_and_trust(new, provider.key_for, state.known_hosts, provider.ssh_wait_s)
     ensure_trust(state, record)
+    known = [n.name for n in record.nodes if n.name not in {m.name for m in new}]
+    run_playbook(
+        "guard.yml",
+        inventory=provider.inventory_path(record),
+        work_dir=state.runner_dir,
+        reporter=reporter,
+        host_count=len(known),
+        extravars=api.playbook_vars(provider, record),
+        limit=",".join(known),
+    )
     run_playbook(
         "scale.yml",
         inventory=provider.inventory_path(record),

@@ -70,6 +70,9 @@ class ClusterRecord:
     lease_ttl: int = 1  # agent member lease, whole seconds (the other timings scale with it)
     nodes: list[NodeRecord] = field(default_factory=list)
     converged: bool = False
+    # etcd and the agents speak TLS (false in records of clusters built before they did:
+    # the next `up` upgrades those in place)
+    tls: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -60,13 +60,30 @@ ExecStart=/usr/bin/ssh-keygen -A
 WantedBy=multi-user.target
 """
 
+# sshd on a node: keys only (the controller's), and no forwarding of any kind - a node
+# must not become a tunnel into the cluster's network for whoever reaches its SSH port.
+SSHD_CONFIG = """\
+# clusterctl node image
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitEmptyPasswords no
+AllowTcpForwarding no
+AllowStreamLocalForwarding no
+AllowAgentForwarding no
+X11Forwarding no
+PermitTunnel no
+GatewayPorts no
+"""
+
 # Services the roles enable where they are wanted; the package default (etcd starts a
 # single-node cluster at install) must not run on a fresh node.
 DISABLED_UNITS = ["etcd.service", "haproxy.service"]
 
 # 2: a disabled unit loses every link to it, its aliases too (etcd's etcd2.service link made
 # `systemctl is-enabled etcd` say "enabled" while nothing started it at boot).
-RECIPE_VERSION = "2"
+# 3: sshd takes keys only and forwards nothing (SSHD_CONFIG).
+RECIPE_VERSION = "3"
 
 
 def recipe_hash() -> str:
@@ -77,6 +94,7 @@ def recipe_hash() -> str:
         " ".join(PACKAGES),
         HOSTKEYS_UNIT,
         " ".join(DISABLED_UNITS),
+        SSHD_CONFIG,
     ):
         digest.update(part.encode())
         digest.update(b"\0")
@@ -156,6 +174,9 @@ def _debootstrap(rootfs: Path, reporter: Reporter) -> None:
 def _customize(rootfs: Path) -> None:
     for key in (rootfs / "etc/ssh").glob("ssh_host_*"):
         key.unlink()
+    sshd_dir = rootfs / "etc/ssh/sshd_config.d"
+    sshd_dir.mkdir(parents=True, exist_ok=True)
+    (sshd_dir / "clusterctl.conf").write_text(SSHD_CONFIG)
     systemd_dir = rootfs / "etc/systemd/system"
     (systemd_dir / "ssh-hostkeys.service").write_text(HOSTKEYS_UNIT)
     wants = systemd_dir / "multi-user.target.wants"

@@ -81,6 +81,16 @@ def vip_address(subnet: ipaddress.IPv4Network) -> str:
     return str(subnet.network_address + VIP_HOST)
 
 
+# node addresses run from .11 and must stay below the VIP's .100
+MAX_NODES = VIP_HOST - FIRST_HOST
+
+
+def is_host_address(subnet: ipaddress.IPv4Network, address: str) -> bool:
+    """``address`` is a usable host of ``subnet`` (not its network or broadcast address)."""
+    ip = ipaddress.ip_address(address)
+    return ip in subnet and ip not in (subnet.network_address, subnet.broadcast_address)
+
+
 def node_mac(cluster: str, node: str) -> str:
     """A stable, locally administered MAC per node: a re-created node keeps its MAC, so the
     host's neighbour cache stays valid (ENVIRONMENT.md)."""

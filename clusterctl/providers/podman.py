@@ -11,9 +11,13 @@ from clusterctl.inventory import InventoryNode, check_node_count, render_invento
 from clusterctl.providers.base import Provider
 from clusterctl.providers.image import ensure_image, image_name
 from clusterctl.providers.network import (
+    FIRST_HOST,
+    MAX_NODES,
+    VIP_HOST,
     choose_subnet,
     clashes,
     host_networks,
+    is_host_address,
     node_address,
     node_mac,
     parse_subnet,
@@ -93,15 +97,13 @@ class PodmanProvider(Provider):
                 )
             return existing
         network = network_name(cluster)
+        if self.node_count > MAX_NODES:
+            raise ClusterctlError(
+                f"--nodes {self.node_count} is more than a sandbox holds ({MAX_NODES})",
+                f"node addresses run from .{FIRST_HOST} up to the VIP's .{VIP_HOST}; use "
+                "--provider ssh for larger clusters",
+            )
         nodes = [f"node{i}" for i in range(1, self.node_count + 1)]
-        for node in nodes:
-            name = container_name(cluster, node)
-            if self.podman.container_exists(name):
-                raise ClusterctlError(
-                    f"a container named {name} already exists and does not belong to a "
-                    f"clusterctl cluster {cluster!r}",
-                    "choose another --cluster name, or remove that container",
-                )
         if self.podman.network_exists(network):
             raise ClusterctlError(
                 f"a podman network named {network} already exists",
@@ -118,10 +120,20 @@ class PodmanProvider(Provider):
                 )
         else:
             subnet = choose_subnet(cluster, taken)
-        if subnet.num_addresses < self.node_count + 20:
+        last = node_address(subnet, self.node_count)
+        if not (is_host_address(subnet, vip_address(subnet)) and is_host_address(subnet, last)):
             raise ClusterctlError(
-                f"subnet {subnet} is too small for {self.node_count} nodes", "use a larger one"
+                f"subnet {subnet} is too small for {self.node_count} nodes and the VIP",
+                "use a /24 or larger, or omit --subnet",
             )
+        for node in nodes:
+            name = container_name(cluster, node)
+            if self.podman.container_exists(name):
+                raise ClusterctlError(
+                    f"a container named {name} already exists and does not belong to a "
+                    f"clusterctl cluster {cluster!r}",
+                    "choose another --cluster name, or remove that container",
+                )
         return ClusterRecord(
             name=cluster,
             provider=self.name,

@@ -47,7 +47,7 @@ class SshProvider(Provider):
             name=cluster,
             provider=self.name,
             source_inventory=str(source),
-            nodes=[NodeRecord(n.name, n.address) for n in nodes],
+            nodes=[NodeRecord(n.name, n.cluster_address) for n in nodes],
             converged=bool(record and record.converged),
             profile=self.profile,
         )

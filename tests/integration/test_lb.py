@@ -86,7 +86,7 @@ def _state_weight(rows: dict) -> dict:
 def test_status_json_lists_backends(lb_sandbox, lb):
     data = cli_status(lb_sandbox)
     rows = {b["node"]: b for b in data["backends"]}
-    assert sorted(rows) == BASE
+    assert sorted(rows) == BASE, data.get("agent_error")
     for node, row in rows.items():
         assert row["address"] == node_address(lb_sandbox, node)
         assert (row["state"], row["weight"], row["health"]) == ("active", 1, "up"), row

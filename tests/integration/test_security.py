@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import ssl
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -192,3 +193,36 @@ def test_the_cli_speaks_tls_and_verifies_the_agents(lb_sandbox, lb):  # noqa: F8
         urllib.request.HTTPSHandler(context=ssl.create_default_context()),
     )
     assert "SSLCertVerificationError" in _fails(f"https://{address}:7480/v1/health", system_trust)
+
+
+def test_node_sshd_takes_keys_only_and_forwards_nothing(lb_sandbox, lb):  # noqa: F811
+    """A node is no tunnel into the cluster's network: the controller's own key gets a
+    shell, but a forwarding request is refused (here to the node's own etcd)."""
+    for node in node_names(lb_sandbox):
+        effective = podman("exec", f"{lb_sandbox.cluster}-{node}", "sshd", "-T").stdout
+        for setting in ("passwordauthentication no", "kbdinteractiveauthentication no",
+                        "allowtcpforwarding no", "allowagentforwarding no",
+                        "x11forwarding no", "permittunnel no"):  # fmt: skip
+            assert setting in effective, f"{node}: {setting} not in effect"
+    state = lb_sandbox.state_dir
+    address = node_address(lb_sandbox, "node1")
+    base = [
+        "ssh", "-i", str(state / "id_ed25519"), "-o", f"UserKnownHostsFile={state / 'known_hosts'}",
+        "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+        f"root@{address}",
+    ]  # fmt: skip
+    shell = subprocess.run([*base, "true"], capture_output=True, text=True, timeout=30)
+    assert shell.returncode == 0, shell.stderr
+    tunnel = subprocess.run(
+        [*base[:-1], "-W", "127.0.0.1:2379", base[-1]],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert tunnel.returncode != 0 and "prohibited" in tunnel.stderr, tunnel.stderr
+    password = subprocess.run(
+        [*base[:-1], "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no",
+         base[-1], "true"],
+        capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert password.returncode != 0 and "Permission denied (publickey)" in password.stderr, (
+        password.stderr
+    )

@@ -201,3 +201,19 @@ def test_member_ready_asks_that_member_alone(etcd_url: str, free_port) -> None:
     assert store.member_ready(etcd_url, "/") is True
     # the live member next in the list does not answer for the dead one
     assert store.member_ready(dead, "/", timeout=0.3) is False
+
+
+def test_credentials_work_while_auth_is_still_off(etcd_url: str, tmp_path) -> None:
+    """A new cluster's agents start before the etcd role turns auth on: with credentials
+    and auth off, the client sends no token and works."""
+    from clusterctl.agent.store.etcd import EtcdCredentials
+
+    password = tmp_path / "password"
+    password.write_text("whatever\n")
+    store = EtcdStore(
+        [etcd_url], 0.5, credentials=EtcdCredentials("clusterctl-agent", str(password))
+    )
+    store.put("/creds-off/k", "v")
+    assert store.get("/creds-off/k") == "v"
+    assert store._token == ""
+    store.delete("/creds-off/k")

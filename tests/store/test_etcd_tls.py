@@ -192,6 +192,18 @@ def rbac(tls_etcd: TlsEtcd, tmp_path_factory) -> list[dict]:
     ]
 
 
+def test_a_running_agent_keeps_working_when_auth_is_turned_on(tls_etcd, request) -> None:
+    """As on a new cluster or an upgraded one: the agents run before the last play turns
+    auth on. Their store sends no token while auth is off; once it is on, etcd refuses the
+    token-less request and the store authenticates, within the same call."""
+    store = tls_etcd.store()
+    store.put(PREFIX + "early", "1")
+    assert store._token == ""
+    request.getfixturevalue("rbac")  # etcd_auth turns authentication on
+    assert store.get(PREFIX + "early") == "1"
+    assert store._token
+
+
 def test_etcd_auth_module_is_idempotent_and_honours_check_mode(rbac) -> None:
     check, first, again = rbac
     assert check["changed"] and "enable authentication" in check["actions"]

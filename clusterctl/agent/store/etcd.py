@@ -52,6 +52,8 @@ _CLOSED_BY_SERVER = (
     ssl.SSLZeroReturnError,
 )
 _NO_TOKEN_MESSAGE = "user name is empty"
+_PERMISSION_DENIED_CODE = 7
+_AUTH_OFF = "authentication is not enabled"
 
 
 def _b64(text: str | bytes) -> str:
@@ -62,6 +64,15 @@ def _b64(text: str | bytes) -> str:
 def _compare(key: str, target: str, **fields: str) -> dict[str, str]:
     """One txn compare clause: ``target`` (VALUE, CREATE, ...) of ``key`` EQUAL to ``fields``."""
     return {"key": _b64(key), "target": target, "result": "EQUAL", **fields}
+
+
+def _needs_token(code: object, message: str, token: str | None) -> bool:
+    """Whether an error answer means "authenticate (again)": a token this member does not
+    know, or none sent while auth is on (etcd answers that with "user name is empty", or,
+    over TLS, "permission denied" - which, with a real token, is a real refusal)."""
+    if code == _AUTH_CODE or _NO_TOKEN_MESSAGE in message:
+        return True
+    return not token and code == _PERMISSION_DENIED_CODE
 
 
 def _unb64(text: str) -> str:
@@ -246,7 +257,7 @@ class EtcdStore(Store):
         ``stale`` one. Raises ``StoreError`` if etcd refuses the credentials."""
         assert self.credentials is not None
         with self._token_lock:
-            if self._token != stale:
+            if self._token != stale and self._token is not None:
                 return
             try:
                 password = self.credentials.password()
@@ -255,9 +266,16 @@ class EtcdStore(Store):
             body = json.dumps({"name": self.credentials.user, "password": password}).encode()
             status, raw = self._pool.post(endpoint, "/v3/auth/authenticate", body, timeout)
             try:
-                token = json.loads(raw or b"{}").get("token")
+                reply = json.loads(raw or b"{}")
+                token = reply.get("token")
             except (ValueError, AttributeError):
-                token = None
+                reply, token = {}, None
+            if _AUTH_OFF in str(reply.get("message") or reply.get("error") or ""):
+                # not turned on (yet: a new cluster's agents start before the etcd role
+                # enables it): no token is needed; once it is on, etcd answers "user name
+                # is empty" and the client authenticates then
+                self._token = ""
+                return
             if status != 200 or not isinstance(token, str) or not token:
                 raise StoreError(
                     f"{endpoint}: etcd refused user {self.credentials.user!r} (HTTP {status})"
@@ -308,7 +326,7 @@ class EtcdStore(Store):
                 if (
                     self.credentials is not None
                     and not reauthenticated
-                    and (code == _AUTH_CODE or _NO_TOKEN_MESSAGE in message)
+                    and _needs_token(code, message, token)
                 ):
                     reauthenticated = True
                     try:
@@ -348,7 +366,10 @@ class EtcdStore(Store):
                 status, payload = self._post(endpoint, "/v3/kv/range", body, budget)
                 if status == 200:
                     return payload is not None and "header" in payload
-                if self.credentials is None or (payload or {}).get("code") != _AUTH_CODE:
+                reply = payload or {}
+                if self.credentials is None or not _needs_token(
+                    reply.get("code"), str(reply.get("message") or ""), token
+                ):
                     return False
                 self._authenticate(endpoint, token, budget)
             return False
