@@ -191,6 +191,31 @@ def playbook_vars(provider: Provider, record: ClusterRecord) -> dict:
     }
 
 
+def run_cluster_playbook(
+    name: str,
+    state: StateDir,
+    provider: Provider,
+    record: ClusterRecord,
+    reporter: Reporter,
+    host_count: int,
+    limit: str | None = None,
+    check: bool = False,
+    diff: bool = False,
+) -> PlaybookResult:
+    """Run playbooks/<name> on the cluster's inventory with the cluster's variables."""
+    return run_playbook(
+        name,
+        inventory=provider.inventory_path(record),
+        work_dir=state.runner_dir,
+        reporter=reporter,
+        host_count=host_count,
+        extravars=playbook_vars(provider, record),
+        limit=limit,
+        check=check,
+        diff=diff,
+    )
+
+
 def converge(
     state: StateDir,
     provider: Provider,
@@ -205,23 +230,9 @@ def converge(
             f"cluster {record.name} was built before etcd and the agents spoke TLS: upgrading "
             "it in place, one etcd member at a time"
         )
-        run_playbook(
-            "upgrade_tls.yml",
-            inventory=provider.inventory_path(record),
-            work_dir=state.runner_dir,
-            reporter=reporter,
-            host_count=len(nodes),
-            extravars=playbook_vars(provider, record),
-        )
-    outcome = run_playbook(
-        "site.yml",
-        inventory=provider.inventory_path(record),
-        work_dir=state.runner_dir,
-        reporter=reporter,
-        host_count=len(nodes),
-        extravars=playbook_vars(provider, record),
-        check=check,
-        diff=diff,
+        run_cluster_playbook("upgrade_tls.yml", state, provider, record, reporter, len(nodes))
+    outcome = run_cluster_playbook(
+        "site.yml", state, provider, record, reporter, len(nodes), check=check, diff=diff
     )
     if not check:
         record.converged = True

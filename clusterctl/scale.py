@@ -15,7 +15,6 @@ from clusterctl import cluster as api
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import MIN_NODES, load_inventory
 from clusterctl.reporter import Reporter
-from clusterctl.runner import run_playbook
 from clusterctl.sshcheck import forget_host_keys, wait_and_trust
 from clusterctl.state import StateDir
 from clusterctl.trust import ensure_trust
@@ -59,24 +58,11 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
     wait_and_trust(new, provider.key_for, state.known_hosts, provider.ssh_wait_s)
     ensure_trust(state, record)
     known = [n.name for n in record.nodes if n.name not in {m.name for m in new}]
-    run_playbook(
-        "guard.yml",
-        inventory=provider.inventory_path(record),
-        work_dir=state.runner_dir,
-        reporter=reporter,
-        host_count=len(known),
-        extravars=api.playbook_vars(provider, record),
-        limit=",".join(known),
+    api.run_cluster_playbook(
+        "guard.yml", state, provider, record, reporter, len(known), limit=",".join(known)
     )
-    run_playbook(
-        "scale.yml",
-        inventory=provider.inventory_path(record),
-        work_dir=state.runner_dir,
-        reporter=reporter,
-        host_count=len(new),
-        extravars=api.playbook_vars(provider, record),
-        limit=",".join(n.name for n in new),
-    )
+    added = ",".join(n.name for n in new)
+    api.run_cluster_playbook("scale.yml", state, provider, record, reporter, len(new), limit=added)
     return [n.name for n in new]
 
 
@@ -111,15 +97,7 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
         reporter.progress(f"moving {node}'s groups away (standby)")
         api.set_standby(cluster, node, True)
         api.wait_not_holding(cluster, node)
-    run_playbook(
-        "remove_node.yml",
-        inventory=provider.inventory_path(record),
-        work_dir=state.runner_dir,
-        reporter=reporter,
-        host_count=1,
-        extravars=api.playbook_vars(provider, record),
-        limit=node,
-    )
+    api.run_cluster_playbook("remove_node.yml", state, provider, record, reporter, 1, limit=node)
     if record.profile in api.AGENT_PROFILES:
         client = api.agent_client(state, record)
         client.standby(node, False)  # the node is gone: leave no standby key behind
