@@ -18,7 +18,7 @@ from clusterctl.providers.base import Provider
 from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
 from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
-from clusterctl.state import ClusterRecord, StateDir
+from clusterctl.state import ClusterRecord, StateDir, read_token
 from clusterctl.status import (
     BackendStatus,
     ClusterStatus,
@@ -295,7 +295,7 @@ def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:
         raise ClusterctlError(
             f"no API token in {state.path}", f"run `clusterctl up --cluster {record.name}`"
         )
-    token = state.api_token.read_text().strip()
+    token = read_token(state.api_token)
     # etcd members first: they are the likeliest to have quorum
     members = etcd_members(record)
     ordered = sorted(record.nodes, key=lambda n: n.name not in members)

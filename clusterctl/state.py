@@ -177,10 +177,16 @@ def write_private(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
+def read_token(path: Path) -> str:
+    """The token in use: the file's first line (a rotation adds a second one for a while)."""
+    lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return lines[0] if lines else ""
+
+
 def ensure_token(path: Path) -> str:
-    """The API token, generated once (0600) and reused on every later run."""
-    if path.exists():
-        return path.read_text().strip()
+    """A token, generated once (0600) and reused on every later run."""
+    if path.exists() and read_token(path):
+        return read_token(path)
     token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
     return token

@@ -46,17 +46,20 @@ GROUP_ACTIONS = ("move", "ban", "unban", "clear", "cleanup")
 NODE_ACTIONS = ("standby", "unstandby")
 
 
-def load_token(path: str | Path) -> str:
-    """Read the bearer token (stripped). Raises ``ConfigError`` naming the rule."""
+def load_tokens(path: str | Path) -> tuple[str, ...]:
+    """The bearer tokens the API accepts: every non-empty line of the file (two during a
+    rotation, `clusterctl token rotate`); the first is the one this agent sends to the
+    others. Raises ``ConfigError`` naming the rule."""
     try:
-        token = Path(path).read_text().strip()
+        lines = Path(path).read_text().splitlines()
     except OSError as exc:
         raise ConfigError("api_token_file readable", f"{path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise ConfigError("api_token_file readable", f"{path}: not text") from None
-    if not token:
+    tokens = tuple(line.strip() for line in lines if line.strip())
+    if not tokens:
         raise ConfigError("api_token_file readable", f"{path} is empty")
-    return token
+    return tokens
 
 
 class ApiError(Exception):
@@ -100,16 +103,14 @@ class Api:
     def __init__(
         self,
         agent: Agent,
-        token: str,
+        token: str | tuple[str, ...],
         store: Store | None = None,
         timeout: float = 1.0,
         stall_after: float = 5.0,
         client_tls: ssl.SSLContext | None = None,
     ) -> None:
-        if not token:
-            raise ValueError("an empty API token would let anyone in")
+        self.set_tokens((token,) if isinstance(token, str) else token)
         self.agent = agent
-        self.token = token.encode()
         self.store = store or agent.store
         self.keys = agent.keys
         self.timeout = timeout
@@ -147,11 +148,25 @@ class Api:
             log.exception("API %s %s failed", method, target)
             return _json_reply(500, {"error": "internal error (see the agent's log)"})
 
+    def set_tokens(self, tokens: tuple[str, ...]) -> None:
+        """Accept these tokens from now on (the agent re-reads its file on SIGHUP)."""
+        if not tokens or not all(tokens):
+            raise ValueError("an empty API token would let anyone in")
+        self.tokens = tuple(t.encode() for t in tokens)
+
+    @property
+    def token(self) -> bytes:
+        """The token this agent sends when it asks another agent."""
+        return self.tokens[0]
+
     def authorized(self, authorization: str | None) -> bool:
         scheme, _, token = (authorization or "").strip().partition(" ")
         if scheme.lower() != "bearer":
             return False
-        return hmac.compare_digest(token.strip().encode(), self.token)
+        given = token.strip().encode()
+        # compare with every accepted token, so the time taken does not tell which matched
+        matches = [hmac.compare_digest(given, t) for t in self.tokens]
+        return any(matches)
 
     @staticmethod
     def unauthorized() -> Reply:

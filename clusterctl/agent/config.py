@@ -208,6 +208,8 @@ class AgentConfig:
         if self.backend is not None:
             from clusterctl.agent.lb.model import Backend
 
+            if not isinstance(self.backend, dict):
+                raise ConfigError("backend", "an object {address, port, weight} or null")
             try:
                 Backend(
                     self.node,
@@ -362,31 +364,52 @@ def group_to_dict(group: GroupSpec) -> dict[str, Any]:
 _RESOURCE_FIELDS = {"name", "type", "exclusive", "prestart_safe", "monitor_interval", "timeout"}
 
 
+def _typed(data: dict[str, Any], key: str, kind: type | tuple[type, ...], default: Any) -> Any:
+    """``data[key]`` if it has the JSON type ``kind`` (a bool is not a number), else
+    ``ConfigError``; ``default`` when absent."""
+    if key not in data:
+        return default
+    value = data[key]
+    is_bool = isinstance(value, bool)
+    wants_bool = kind is bool or (isinstance(kind, tuple) and bool in kind)
+    if not isinstance(value, kind) or (is_bool and not wants_bool):
+        raise ConfigError("group syntax", f"{key} has the wrong type: {value!r:.80}")
+    return value
+
+
+def _names(data: dict[str, Any], key: str) -> tuple[str, ...]:
+    values = _typed(data, key, list, [])
+    if not all(isinstance(v, str) for v in values):
+        raise ConfigError("group syntax", f"{key} must be a list of node names")
+    return tuple(values)
+
+
 def group_from_dict(data: Any) -> GroupSpec:
     """Build a ``GroupSpec`` from parsed JSON (not validated: call ``validate_group``)."""
     if not isinstance(data, dict):
-        raise ConfigError("group syntax", f"a group must be an object, got {data!r}")
+        raise ConfigError("group syntax", f"a group must be an object, got {data!r:.80}")
     resources = []
-    for raw in data.get("resources") or []:
+    for raw in _typed(data, "resources", list, []):
         if not isinstance(raw, dict):
-            raise ConfigError("resource syntax", f"a resource must be an object, got {raw!r}")
+            raise ConfigError("resource syntax", f"a resource must be an object, got {raw!r:.80}")
         kwargs = {k: raw[k] for k in _RESOURCE_FIELDS if k in raw}
         kwargs.setdefault("name", raw.get("type", ""))
         kwargs.setdefault("type", "")
+        for key in ("name", "type"):
+            if not isinstance(kwargs[key], str):
+                raise ConfigError("resource syntax", f"resource {key} must be a string")
         params = {k: v for k, v in raw.items() if k not in _RESOURCE_FIELDS}
         resources.append(ResourceSpec(params=params, **kwargs))
-    try:
-        return GroupSpec(
-            name=str(data.get("name", "")),
-            resources=tuple(resources),
-            migration_threshold=data.get("migration_threshold", 3),
-            bans=tuple(data.get("bans", ())),
-            preferred=tuple(data.get("preferred", ())),
-            monitor_interval=float(data.get("monitor_interval", 1.0)),
-            restart_grace=float(data.get("restart_grace", 1.0)),
-        )
-    except (TypeError, ValueError) as exc:
-        raise ConfigError("group syntax", str(exc)) from None
+    name = _typed(data, "name", str, "")
+    return GroupSpec(
+        name=name,
+        resources=tuple(resources),
+        migration_threshold=_typed(data, "migration_threshold", int, 3),
+        bans=_names(data, "bans"),
+        preferred=_names(data, "preferred"),
+        monitor_interval=float(_typed(data, "monitor_interval", (int, float), 1.0)),
+        restart_grace=float(_typed(data, "restart_grace", (int, float), 1.0)),
+    )
 
 
 def config_from_dict(data: Any) -> AgentConfig:

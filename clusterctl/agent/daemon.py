@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Sequence
 
-from clusterctl.agent.api import Api, ApiServer, load_token
+from clusterctl.agent.api import Api, ApiServer, load_tokens
 from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.notify import SystemdNotifier
@@ -74,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
-        token = load_token(config.api_token_file) if config.api_enabled else None
+        token = load_tokens(config.api_token_file) if config.api_enabled else None
         if config.tls is not None:
             config.tls.check()
     except (ConfigError, TlsError) as exc:
@@ -96,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = Agent(config, store)
     log.info("starting on %s (cluster %s)", config.node, config.cluster)
     server = start_api(agent, config, token) if token else None
+    if server is not None:
+        signal.signal(signal.SIGHUP, lambda *_: reload_tokens(server.api, config))
     try:
         return run(agent, SystemdNotifier(), stop)
     finally:
@@ -113,7 +115,19 @@ def make_store(config: AgentConfig) -> EtcdStore:
     )
 
 
-def start_api(agent: Agent, config: AgentConfig, token: str) -> ApiServer | None:
+def reload_tokens(api: Api, config: AgentConfig) -> None:
+    """SIGHUP (`systemctl reload`): accept the token file's tokens from now on - how
+    `clusterctl token rotate` replaces the token without restarting any agent."""
+    try:
+        tokens = load_tokens(config.api_token_file)
+    except ConfigError as exc:
+        log.error("API tokens not reloaded: %s", exc)
+        return
+    api.set_tokens(tokens)
+    log.info("API tokens reloaded: %d accepted", len(tokens))
+
+
+def start_api(agent: Agent, config: AgentConfig, token: tuple[str, ...]) -> ApiServer | None:
     """Serve the API in a thread, with a store client of its own. A port that cannot be
     bound is logged, not fatal: keeping the node's groups available matters more."""
     tls = config.tls

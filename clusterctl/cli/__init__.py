@@ -10,11 +10,11 @@ import argparse
 import sys
 
 from clusterctl import __version__
-from clusterctl.cli import backend, bench, down, failover, scale, status, up
+from clusterctl.cli import backend, bench, down, failover, scale, status, token, up
 from clusterctl.errors import ClusterctlError
 from clusterctl.reporter import StderrReporter
 
-COMMANDS = [up, down, status, failover, backend, scale, bench]
+COMMANDS = [up, down, status, failover, backend, scale, token, bench]
 
 
 class _Parser(argparse.ArgumentParser):

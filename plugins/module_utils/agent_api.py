@@ -86,7 +86,9 @@ def agent_from_module(module):
         path = params["api_token_file"]
         try:
             with open(path, encoding="utf-8") as handle:
-                token = handle.read().strip()
+                # the first line: during `clusterctl token rotate` a second one follows
+                lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
+            token = lines[0] if lines else ""
         except OSError as exc:
             module.fail_json(msg=f"cannot read api_token_file {path}: {exc.strerror or exc}")
         if not token:

@@ -21,6 +21,7 @@ from typing import Any, Self, TypeVar
 
 from clusterctl.agent.store.etcd import EtcdCredentials, EtcdStore
 from clusterctl.agent.tls import TlsFiles
+from clusterctl.state import read_token
 
 from .conftest import STATE_ROOT, Sandbox, cli, podman
 
@@ -261,7 +262,7 @@ def etcd_post(sandbox: Sandbox, address: str, path: str, body: dict, timeout: fl
 
 
 def api_token(sandbox: Sandbox) -> str:
-    return (sandbox.state_dir / "api-token").read_text().strip()
+    return read_token(sandbox.state_dir / "api-token")
 
 
 def api_get(

@@ -9,6 +9,8 @@ import ipaddress
 import json
 import ssl
 import subprocess
+import threading
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -18,8 +20,20 @@ import pytest
 from clusterctl.agent.store.base import StoreError
 from clusterctl.agent.store.etcd import EtcdCredentials, EtcdStore
 
-from .conftest import podman
-from .hahelpers import api_get, controller_tls, etcd_post, node_address, node_names, tls_opener
+from .conftest import cli, podman
+from .hahelpers import (
+    api_get,
+    api_status,
+    api_token,
+    controller_tls,
+    etcd_post,
+    node_address,
+    node_names,
+    tls_opener,
+    vip,
+    web_group,
+)
+from .lbhelpers import LoadClient
 from .test_lb import lb  # noqa: F401 - the healthy 3-node lb cluster's holder
 
 ATTACKER = "it-attacker"  # a container and a network of that exact name, removed after
@@ -183,9 +197,7 @@ def test_the_cli_speaks_tls_and_verifies_the_agents(lb_sandbox, lb):  # noqa: F8
     opener = tls_opener(lb_sandbox)
     address = node_address(lb_sandbox, "node1")
     req = urllib.request.Request(f"https://{address}:7480/v1/health")
-    req.add_header(
-        "Authorization", "Bearer " + (lb_sandbox.state_dir / "api-token").read_text().strip()
-    )
+    req.add_header("Authorization", "Bearer " + api_token(lb_sandbox))
     with opener.open(req, timeout=3) as resp:
         assert resp.status == 200
     system_trust = urllib.request.build_opener(
@@ -226,3 +238,54 @@ def test_node_sshd_takes_keys_only_and_forwards_nothing(lb_sandbox, lb):  # noqa
     assert password.returncode != 0 and "Permission denied (publickey)" in password.stderr, (
         password.stderr
     )
+
+
+def _agent_pids(sandbox) -> dict[str, str]:
+    return {
+        node: podman(
+            "exec", f"{sandbox.cluster}-{node}", "systemctl", "show", "-p", "MainPID",
+            "--value", "clusterctl-agent",
+        ).stdout.strip()
+        for node in node_names(sandbox)
+    }  # fmt: skip
+
+
+def test_token_rotate_replaces_the_token_without_an_outage(lb_sandbox, lb):  # noqa: F811
+    """While an API client sends whatever token the state directory holds (as the CLI
+    does) and web traffic runs, `clusterctl token rotate` replaces the token: no call is
+    refused, no agent restarts, the holder stays; the old token is refused afterwards."""
+    old = api_token(lb_sandbox)
+    pids = _agent_pids(lb_sandbox)
+    refused: list[int] = []
+    calls = 0
+    stop = threading.Event()
+
+    def caller() -> None:
+        nonlocal calls
+        while not stop.is_set():
+            code, _ = api_get(lb_sandbox, "node2", "/v1/health", token=api_token(lb_sandbox))
+            calls += 1
+            if code == 401:
+                refused.append(code)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=caller, daemon=True)
+    with LoadClient(vip(lb_sandbox)) as load:
+        thread.start()
+        try:
+            result = cli("token", "rotate", "--cluster", lb_sandbox.cluster, "--json", timeout=300)
+        finally:
+            stop.set()
+            thread.join(timeout=10)
+    assert result.rc == 0, result.stderr[-2000:]
+    new = api_token(lb_sandbox)
+    failed = [p for p in load.probes if p.node is None]
+    print(f"\ntoken rotate: {calls} API calls, {len(refused)} refused; {len(load.probes)} web "
+          f"requests, {len(failed)} failed")  # fmt: skip
+    assert new != old and refused == [] and calls > 20
+    assert failed == []
+    assert _agent_pids(lb_sandbox) == pids  # reloaded, not restarted
+    assert web_group(api_status(lb_sandbox))["node"] == lb
+    for node in node_names(lb_sandbox):
+        assert api_get(lb_sandbox, node, "/v1/health", token=old)[0] == 401
+        assert api_get(lb_sandbox, node, "/v1/health", token=new)[0] == 200
