@@ -215,3 +215,22 @@ def test_tls_files_are_checked_at_start(tmp_path: Path, pki) -> None:
     mismatched = TlsFiles(pki["node"].ca, pki["node"].cert, pki["controller"].key)
     with pytest.raises(TlsError, match="cannot load"):
         mismatched.check()
+
+
+def test_two_tokens_during_a_rotation_then_one(tmp_path: Path) -> None:
+    from clusterctl.agent.api import load_tokens
+    from clusterctl.agent.config import ConfigError
+
+    sim = Sim()
+    sim.run(1.0)
+    token_file = tmp_path / "api-token"
+    token_file.write_text("old\nnew\n")
+    api = Api(sim.agents["node1"], load_tokens(token_file), MemoryStore(sim.backend, "api"))
+    assert api.authorized("Bearer old") and api.authorized("Bearer new")
+    assert api.token == b"old"  # what it sends to the other agents
+    token_file.write_text("new\n")
+    api.set_tokens(load_tokens(token_file))
+    assert not api.authorized("Bearer old") and api.authorized("Bearer new")
+    token_file.write_text("\n \n")
+    with pytest.raises(ConfigError, match="is empty"):
+        load_tokens(token_file)
