@@ -7,6 +7,8 @@ A user error prints one line with a hint and exits non-zero, never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
 
 from clusterctl import __version__
@@ -47,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
         if exc.hint:
             sys.stderr.write(f"hint: {exc.hint}\n")
         return 1
+    except BrokenPipeError:  # `clusterctl status | head`: the reader has what it wanted
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - no flush error at exit
+        return 0
     except OSError as exc:  # e.g. a state directory we may not write: still one line
         where = f": {exc.filename}" if exc.filename else ""
         sys.stderr.write(f"error: {exc.strerror or exc}{where}\n")
