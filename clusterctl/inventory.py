@@ -130,9 +130,15 @@ def _construct_mapping(loader: _DuplicateKeyLoader, node: yaml.MappingNode) -> d
     for key_node, _ in node.value:
         key = loader.construct_object(key_node)
         if key in seen:
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key.startswith(("ansible_", "clusterctl_")):
+                raise ClusterctlError(
+                    f"variable {key} is set twice in the same place of the inventory "
+                    f"(line {line})",
+                    "keep one of them (YAML would silently use the last)",
+                )
             raise ClusterctlError(
-                f"node name {key} appears more than once in the inventory "
-                f"(line {key_node.start_mark.line + 1})",
+                f"node name {key} appears more than once in the inventory (line {line})",
                 "every node needs a unique name",
             )
         seen.add(key)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from clusterctl import cluster as api
 from clusterctl.errors import ClusterctlError
-from clusterctl.inventory import MIN_NODES, load_inventory
+from clusterctl.inventory import MIN_NODES, InventoryNode, load_inventory
 from clusterctl.reporter import Reporter
 from clusterctl.sshcheck import forget_host_keys, wait_and_trust
 from clusterctl.state import StateDir
@@ -29,6 +29,14 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
             f"upgrade it first with `clusterctl up --cluster {cluster}`",
         )
     provider = api.provider_for_record(state, reporter, record)
+    # the existing nodes' host keys first: the guards and certificates of all of them change,
+    # and nothing may be made or copied while one of them is an impostor
+    existing = [InventoryNode(n.name, n.address) for n in record.nodes]
+    if record.provider == "ssh":
+        existing = load_inventory(Path(record.source_inventory))
+        existing = [n for n in existing if n.name in {r.name for r in record.nodes}]
+    reporter.progress(f"checking the host keys of {len(existing)} nodes")
+    wait_and_trust(existing, provider.key_for, state.known_hosts, provider.ssh_wait_s)
     if record.provider == "podman":
         if not count or count < 1:
             raise ClusterctlError("--add needs a number of nodes >= 1", "e.g. --add 1")

@@ -23,7 +23,7 @@ if tar tzf "$tarball" | grep -E '(^|/)(\.cache|\.venv|__pycache__|tests|bench)(/
 fi
 export ANSIBLE_CONFIG="$work/ansible.cfg" ANSIBLE_COLLECTIONS_PATH="$work/collections"
 (cd "$work" && "$BIN/ansible-galaxy" collection install -p "$work/collections" "$tarball" >/dev/null)
-modules=$(cd plugins/modules && ls cluster_*.py | sed 's/\.py$//')
+modules=$(cd plugins/modules && ls *.py | grep -v '^__' | sed 's/\.py$//')
 listed=$("$BIN/ansible-doc" -t module -l clusterctl.cluster)
 {
   echo "- hosts: localhost"

@@ -119,3 +119,16 @@ def test_podman_missing_while_not_root(tmp_path):
     assert "Traceback" not in proc.stderr
     assert "error: podman is not installed" in proc.stderr
     assert "ask an administrator to run `apt-get install -y podman runc`" in proc.stderr
+
+
+def test_too_many_nodes_are_refused_before_anything_is_made():
+    """The bound comes from the address plan (nodes from .11, the VIP at .100): checked
+    before a single podman call, and nothing is left behind."""
+    for args in (("--nodes", "1000"), ("--nodes", "90")):
+        result = cli("up", "--cluster", "it-toomany", *args, timeout=60)
+        assert_clean_error(result, f"--nodes {args[1]} is more than a sandbox holds")
+    left = podman("ps", "-a", "--filter", "name=^it-toomany-", "--format", "{{.Names}}")
+    assert left.stdout == ""
+    assert cli("down", "--cluster", "it-toomany").rc == 0
+    trailing_newline = cli("up", "--cluster", "bad\n", timeout=60)  # `$` alone accepted it
+    assert_clean_error(trailing_newline, "invalid cluster name")

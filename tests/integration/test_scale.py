@@ -59,3 +59,38 @@ def test_scale_out_and_in_under_load(lb_sandbox, lb):  # noqa: F811
     assert {n: _node_fingerprint(lb_sandbox, n) for n in BASE} == before
     assert holder(lb_sandbox) == lb
     assert lb_ready(lb_sandbox) == lb
+
+
+def test_scale_refuses_a_node_whose_host_key_changed_before_making_anything(
+    lb_sandbox,
+    lb,  # noqa: F811
+    tmp_path,
+):
+    """An impostor at an existing node's address: `scale --add` stops before it creates a
+    node or copies anything (every existing node's guard and certificates would change)."""
+    import subprocess
+
+    known = lb_sandbox.state_dir / "known_hosts"
+    saved = known.read_text()
+    record_before = (lb_sandbox.state_dir / "cluster.json").read_text()
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "impostor")],
+        check=True,
+    )
+    key_type, key = (tmp_path / "impostor.pub").read_text().split()[:2]
+    address = lb_sandbox.nodes[1]["address"]
+    known.write_text(
+        "\n".join(
+            f"{address} {key_type} {key}" if line.startswith(f"{address} ") else line
+            for line in saved.splitlines()
+        )
+        + "\n"
+    )
+    try:
+        result = cli("scale", "--add", "1", "--cluster", lb_sandbox.cluster, timeout=120)
+        assert result.rc == 1, result.stderr[-2000:]
+        assert "SSH host key of node2" in result.stderr and "Traceback" not in result.stderr
+        assert container_state(lb_sandbox, "node4") == "missing"
+        assert (lb_sandbox.state_dir / "cluster.json").read_text() == record_before
+    finally:
+        known.write_text(saved)

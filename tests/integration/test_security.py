@@ -289,3 +289,54 @@ def test_token_rotate_replaces_the_token_without_an_outage(lb_sandbox, lb):  # n
     for node in node_names(lb_sandbox):
         assert api_get(lb_sandbox, node, "/v1/health", token=old)[0] == 401
         assert api_get(lb_sandbox, node, "/v1/health", token=new)[0] == 200
+
+
+def test_fuzzed_and_slow_clients_leave_the_agent_serving(lb_sandbox, lb):  # noqa: F811
+    """On a real node: 1,000 random requests over TLS (with the controller's certificate, so
+    they reach the HTTP layer), and a client trickling one byte a second, which is cut off at
+    the connection deadline (15 s); the agent keeps its PID and answers normally."""
+    import random
+    import socket
+
+    address = node_address(lb_sandbox, "node1")
+    pid_before = _agent_pids(lb_sandbox)["node1"]
+    context = controller_tls(lb_sandbox).client_context()
+    token = api_token(lb_sandbox).encode()
+    rng = random.Random(20261201)
+    pieces = [b"GET", b"POST", b"DELETE", b"BREW", b"/v1/", b"groups/web/", b"move", b"%00",
+              b"\r\n", b"Content-Length: ", b"-1", b"99999999", b"{", b"[" * 50, b'"', b"\xff",
+              b"Authorization: Bearer ", token, b" HTTP/1.1", b"Host: x", b"\r\n\r\n",
+              b"/..", b"?local=1", b'{"to": "node9"}', b'{"weight": 1e999}']  # fmt: skip
+    answered = 0
+    for _ in range(1000):
+        data = b"".join(rng.choice(pieces) for _ in range(rng.randint(1, 25)))
+        raw = socket.create_connection((address, 7480), timeout=5)
+        try:
+            sock = context.wrap_socket(raw, server_hostname=address)
+            sock.sendall(data)
+            sock.shutdown(socket.SHUT_WR)
+            if sock.recv(65536):
+                answered += 1
+        except OSError:
+            pass
+        finally:
+            raw.close()
+    # the trickler
+    started = time.monotonic()
+    cut_after = None
+    raw = socket.create_connection((address, 7480), timeout=40)
+    try:
+        sock = context.wrap_socket(raw, server_hostname=address)
+        sock.sendall(b"GET /v1/health HTTP/1.1\r\n")
+        for _ in range(40):
+            sock.sendall(b"X")
+            time.sleep(1.0)
+    except OSError:
+        cut_after = time.monotonic() - started
+    finally:
+        raw.close()
+    print(f"\nfuzz: {answered} of 1000 answered; the trickler was cut after {cut_after} s")
+    assert cut_after is not None and cut_after < 25
+    assert answered > 100
+    assert _agent_pids(lb_sandbox)["node1"] == pid_before
+    assert api_get(lb_sandbox, "node1", "/v1/health")[0] == 200

@@ -116,3 +116,35 @@ def test_sample_inventories_are_valid():
         nodes = load_inventory(PROJECT_ROOT / "inventories/sample" / name)
         assert [n.name for n in nodes] == ["web1", "web2", "web3"]
         assert all(n.key_file == "~/.ssh/id_ed25519" for n in nodes)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("[cluster]\nbad;name ansible_host=192.0.2.4\n", "not a valid node name"),
+        ("[cluster]\nd ansible_host=192.0.2.4 ansible_port=abc\n", "ansible_port 'abc'"),
+        ("[cluster]\nd ansible_host=192.0.2.4 ansible_port=99999\n", "ansible_port 99999"),
+        ("[cluster]\nd ansible_host=web.example\n", "needs an IP address"),
+        ("[cluster]\nd ansible_host=192.0.2.4 ansible_user=root;reboot\n", "not a user name"),
+    ],
+)
+def test_every_inventory_value_is_checked_in_one_line(tmp_path, line, expected):
+    text = THREE_INI + line.replace("[cluster]\n", "")
+    with pytest.raises(ClusterctlError) as err:
+        load_inventory(write(tmp_path, "hosts.ini", text))
+    assert expected in err.value.message and "\n" not in err.value.message
+
+
+def test_a_host_name_with_a_node_address_is_fine(tmp_path):
+    text = THREE_INI + "d ansible_host=web.example clusterctl_node_address=192.0.2.4\n"
+    node = load_inventory(write(tmp_path, "hosts.ini", text))[-1]
+    assert (node.address, node.cluster_address) == ("web.example", "192.0.2.4")
+
+
+def test_a_variable_set_twice_is_reported_as_such(tmp_path):
+    text = YAML_OK.replace(
+        "web1: {ansible_host: 192.0.2.11}",
+        "web1:\n          ansible_host: 192.0.2.11\n          ansible_host: 192.0.2.19",
+    )
+    with pytest.raises(ClusterctlError, match="variable ansible_host is set twice"):
+        load_inventory(write(tmp_path, "hosts.yml", text))
