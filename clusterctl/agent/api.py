@@ -137,7 +137,7 @@ class Api:
             return self._route(method, parsed.path, body)
         except ApiError as exc:
             headers = (("WWW-Authenticate", "Bearer"),) if exc.status == 401 else ()
-            return _json_reply(exc.status, {"error": exc.message}, headers)
+            return _json_reply(exc.status, {"error": _printable(exc.message)}, headers)
         except StoreUnavailable as exc:
             log.warning("API %s %s: %s", method, target, exc)
             return _json_reply(503, {"error": f"etcd unreachable, no quorum here: {_line(exc)}"})
@@ -460,6 +460,12 @@ class Api:
             sentence = f"{node} was not in standby (by the API)"
         log.info("API: %s", sentence)
         return _json_reply(200, {"node": node, "standby": standby, "sentence": sentence})
+
+
+def _printable(text: str, limit: int = 300) -> str:
+    """One line a log or a terminal can show as it is: what a caller sent (a path, a method)
+    is echoed in errors, and may hold control characters."""
+    return "".join(c if c.isprintable() else "?" for c in text)[:limit]
 
 
 def _line(exc: Exception) -> str:

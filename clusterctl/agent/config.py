@@ -427,7 +427,10 @@ def config_from_dict(data: Any) -> AgentConfig:
     if isinstance(endpoints, str) or not isinstance(endpoints, list):
         raise ConfigError("etcd_endpoints", "must be a list of URLs")
     kwargs["etcd_endpoints"] = tuple(endpoints)
-    kwargs["groups"] = tuple(group_from_dict(g) for g in data.get("groups") or [])
+    groups = data.get("groups") or []
+    if not isinstance(groups, list):
+        raise ConfigError("groups", "must be a list of group objects")
+    kwargs["groups"] = tuple(group_from_dict(g) for g in groups)
     return AgentConfig(**kwargs).validate()
 
 
