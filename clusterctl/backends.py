@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 
+from clusterctl.agent.lb.model import MAX_WEIGHT  # the agent validates with the same bound
 from clusterctl.cluster import agent_client
 from clusterctl.errors import ClusterctlError
 from clusterctl.reporter import Reporter
 from clusterctl.state import StateDir
-
-MAX_WEIGHT = 256
 
 
 def _client(cluster: str, node: str):

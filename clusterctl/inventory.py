@@ -133,8 +133,7 @@ def _construct_mapping(loader: _DuplicateKeyLoader, node: yaml.MappingNode) -> d
             line = key_node.start_mark.line + 1
             if isinstance(key, str) and key.startswith(("ansible_", "clusterctl_")):
                 raise ClusterctlError(
-                    f"variable {key} is set twice in the same place of the inventory "
-                    f"(line {line})",
+                    f"variable {key} is set twice in the same place of the inventory (line {line})",
                     "keep one of them (YAML would silently use the last)",
                 )
             raise ClusterctlError(
