@@ -137,6 +137,12 @@ class ClusterCA:
     def controller_paths(self) -> tuple[Path, Path]:
         return self.dir / "controller.crt", self.dir / "controller.key"
 
+    def forget_node(self, node: str) -> None:
+        """Delete a removed node's certificate and key here (it is not revoked: etcd and the
+        agents would accept it until the CA is replaced)."""
+        for path in self.node_paths(node):
+            path.unlink(missing_ok=True)
+
     def ensure_controller(self) -> Issued:
         """The controller's client certificate (no addresses: it never serves)."""
         return self._ensure_leaf(CONTROLLER, *self.controller_paths(), [], [])

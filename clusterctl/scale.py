@@ -17,7 +17,7 @@ from clusterctl.inventory import MIN_NODES, InventoryNode, load_inventory
 from clusterctl.reporter import Reporter
 from clusterctl.sshcheck import forget_host_keys, wait_and_trust
 from clusterctl.state import StateDir
-from clusterctl.trust import ensure_trust
+from clusterctl.trust import cluster_ca, ensure_trust
 
 
 def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
@@ -122,3 +122,16 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
         record.nodes = [n for n in record.nodes if n.name != node]
         state.save(record)
     forget_host_keys(state.known_hosts, [address])
+    cluster_ca(state).forget_node(node)
+    if record.profile in api.AGENT_PROFILES:
+        # the remaining guards stop letting the removed node's address in
+        remaining = [n.name for n in record.nodes]
+        api.run_cluster_playbook(
+            "guard.yml",
+            state,
+            provider,
+            record,
+            reporter,
+            len(remaining),
+            limit=",".join(remaining),
+        )
