@@ -290,14 +290,8 @@ def run(module):
                 or []
             )
             before["users"][user["name"]] = sorted(have)
-            if auth_enabled and _authenticate(gateway, user["name"], password) is None:
-                do(
-                    f"set the password of {user['name']} from its file",
-                    "/v3/auth/user/changepw",
-                    {"name": user["name"], "password": password},
-                )
-            elif not auth_enabled:
-                # with auth off a password cannot be checked: set it (same result if equal)
+            # with auth off a password cannot be checked: set it (same result if equal)
+            if not auth_enabled or _authenticate(gateway, user["name"], password) is None:
                 do(
                     f"set the password of {user['name']} from its file",
                     "/v3/auth/user/changepw",
