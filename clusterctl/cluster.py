@@ -15,6 +15,7 @@ from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
 from clusterctl.providers.base import Provider
+from clusterctl.providers.network import source_addresses
 from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
 from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
@@ -188,6 +189,9 @@ def playbook_vars(provider: Provider, record: ClusterRecord) -> dict:
         "clusterctl_lease_ttl": record.lease_ttl,
         # the one place the member rule is computed for clusterctl's runs
         "clusterctl_etcd_members": etcd_members(record),
+        # who the nodes' guards let in as the controller: under `become` the SSH session's
+        # source (SSH_CLIENT) is gone from the environment, so it is computed here
+        "clusterctl_controller_addresses": source_addresses(n.address for n in record.nodes),
     }
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from ansible.module_utils.parsing.convert_bool import boolean
 
 from clusterctl.agent.config import NAME_RE, is_name
 from clusterctl.errors import ClusterctlError
@@ -72,10 +73,22 @@ def _node_from_vars(name: str, hv: dict, source: str) -> InventoryNode:
     user = str(hv.get("ansible_user", "root"))
     if not _USER.fullmatch(user):
         raise ClusterctlError(f"{where}: ansible_user {user!r} is not a user name", "")
+    if user != "root" and not _is_true(hv.get("ansible_become", False)):
+        raise ClusterctlError(
+            f"{where}: ansible_user {user} is not root and ansible_become is not set",
+            "clusterctl installs and runs services as root: set ansible_become=true (sudo)",
+        )
     key_file = str(hv.get("ansible_ssh_private_key_file", "") or "")
     if "\n" in key_file or "\0" in key_file:
         raise ClusterctlError(f"{where}: ansible_ssh_private_key_file is not a path", "")
     return InventoryNode(name, address, port, user, key_file, node_address)
+
+
+def _is_true(value: object) -> bool:
+    try:
+        return boolean(value, strict=True)
+    except TypeError:
+        return False
 
 
 def _is_hostname(text: str) -> bool:

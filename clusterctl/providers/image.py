@@ -35,6 +35,7 @@ PACKAGES = [
     "openssh-server",
     "ca-certificates",
     "curl",
+    "sudo",  # what the ssh provider's tests log in through as a non-root user (become)
     # the services clusterctl runs on its nodes
     "nginx-light",
     "etcd-server",
@@ -83,7 +84,8 @@ DISABLED_UNITS = ["etcd.service", "haproxy.service"]
 # 2: a disabled unit loses every link to it, its aliases too (etcd's etcd2.service link made
 # `systemctl is-enabled etcd` say "enabled" while nothing started it at boot).
 # 3: sshd takes keys only and forwards nothing (SSHD_CONFIG).
-RECIPE_VERSION = "3"
+# 4: sudo, for a non-root SSH user with `become` (the ssh provider's tests).
+RECIPE_VERSION = "4"
 
 
 def recipe_hash() -> str:

@@ -6,6 +6,7 @@ import contextlib
 import hashlib
 import ipaddress
 import json
+import socket
 import subprocess
 from collections.abc import Iterable
 
@@ -96,3 +97,22 @@ def node_mac(cluster: str, node: str) -> str:
     host's neighbour cache stays valid (ENVIRONMENT.md)."""
     digest = hashlib.sha256(f"{cluster}/{node}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
+
+
+def source_addresses(targets: Iterable[str]) -> list[str]:
+    """The controller's own addresses towards these hosts, as the kernel's routes pick them.
+
+    A UDP socket's connect sends nothing; it only binds the socket to the route's source.
+    Behind NAT the hosts see another address: the roles add the SSH session's source too."""
+    found: list[str] = []
+    for target in targets:
+        family = socket.AF_INET6 if ":" in target else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.connect((target, 9))
+            except OSError:
+                continue
+            address = probe.getsockname()[0]
+        if address not in found:
+            found.append(address)
+    return found

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -191,3 +192,86 @@ def test_a_changed_host_key_is_refused_by_up_and_by_ansible(sandbox, tmp_path, m
         assert "Host key verification failed" in unreachable[0].message
     finally:
         known.write_text(saved)
+
+
+SUDO_USER = "ops"
+
+
+def _log_in_as_sudo_user_only(sandbox) -> None:
+    """Give every node a user with passwordless sudo and the controller's key, and make
+    sshd refuse root: the way many sites run their hosts."""
+    script = f"""set -e
+id {SUDO_USER} >/dev/null 2>&1 || useradd --create-home --shell /bin/bash {SUDO_USER}
+install -d -m 0700 -o {SUDO_USER} -g {SUDO_USER} /home/{SUDO_USER}/.ssh
+install -m 0600 -o {SUDO_USER} -g {SUDO_USER} /root/.ssh/authorized_keys /home/{SUDO_USER}/.ssh/
+echo '{SUDO_USER} ALL=(ALL) NOPASSWD:ALL' > /etc/sudoers.d/{SUDO_USER}
+chmod 0440 /etc/sudoers.d/{SUDO_USER}
+echo 'PermitRootLogin no' > /etc/ssh/sshd_config.d/00-no-root.conf
+systemctl reload ssh
+"""
+    for node in sandbox.nodes:
+        sandbox.exec(node["name"], "sh", "-c", script)
+
+
+def _ssh_true(sandbox, user: str, address: str) -> int:
+    return subprocess.run(
+        [
+            "ssh", "-i", str(sandbox.state_dir / "id_ed25519"), "-o", "BatchMode=yes",
+            "-o", f"UserKnownHostsFile={sandbox.state_dir / 'known_hosts'}",
+            "-o", "StrictHostKeyChecking=yes", "-o", "ControlMaster=no", f"{user}@{address}",
+            "true",
+        ],
+        capture_output=True, timeout=30, stdin=subprocess.DEVNULL,
+    ).returncode  # fmt: skip
+
+
+def test_ssh_provider_builds_an_lb_cluster_as_a_non_root_user_with_become(pool, sandbox, tmp_path):
+    """Hosts that refuse root logins: clusterctl logs in as a sudo user and becomes root.
+    The nodes are left as another cluster's, so the sandbox is thrown away afterwards."""
+    import ipaddress
+
+    from clusterctl.providers.network import vip_address
+
+    _log_in_as_sudo_user_only(sandbox)
+    address = sandbox.nodes[0]["address"]
+    assert _ssh_true(sandbox, "root", address) != 0  # root is refused now
+    assert _ssh_true(sandbox, SUDO_USER, address) == 0
+    vip = vip_address(ipaddress.ip_network(f"{address}/24", strict=False))
+    key = sandbox.state_dir / "id_ed25519"
+    hosts = {
+        n["name"]: {"ansible_host": n["address"], "ansible_user": SUDO_USER} for n in sandbox.nodes
+    }
+    inventory = tmp_path / "hosts.yml"
+    cluster = "it-sudo"
+    group_vars = {
+        "ansible_become": True,
+        "ansible_ssh_private_key_file": str(key),
+        "clusterctl_vip": vip,
+        "clusterctl_vip_prefix": 24,
+        "clusterctl_vip_interface": "eth0",
+    }
+    inventory.write_text(
+        json.dumps({"all": {"children": {"cluster": {"hosts": hosts, "vars": group_vars}}}})
+    )
+    cli("down", "--cluster", cluster)
+    args = ["--provider", "ssh", "-i", str(inventory), "--cluster", cluster, "--profile", "lb"]
+    try:
+        first = cli("up", *args, "--json", timeout=900)
+        assert first.rc == 0, first.stderr[-3000:]
+        # the controller reaches the agents through the nodes' guards (it computed its own
+        # address: under sudo the SSH session's source is not in the environment)
+        data = cli("status", "--cluster", cluster, "--json", check=True).json()
+        assert all(n["online"] for n in data["nodes"]), data
+        # the VIP balances over all three nodes' web servers
+        served = {get(vip)[2]["X-Clusterctl-Node"] for _ in range(12)}
+        assert served == {"node1", "node2", "node3"}
+        # and a planned move goes through the agents' API over TLS
+        holder = next(g["node"] for g in data["groups"] if g["name"] == "web")
+        target = next(n["name"] for n in sandbox.nodes if n["name"] != holder)
+        moved = cli("failover", "web", "--to", target, "--cluster", cluster, "--json")
+        assert moved.rc == 0, moved.stderr[-2000:]
+        assert get(vip)[0] == 200
+    finally:
+        down = cli("down", "--cluster", cluster)
+        pool.release()  # the nodes now belong to it-sudo; the next test gets a fresh sandbox
+    assert down.rc == 0

@@ -24,7 +24,7 @@ all:
       hosts:
         web1: {ansible_host: 192.0.2.11}
         web2: {ansible_host: 192.0.2.12, ansible_port: 2222}
-        web3: {ansible_host: 192.0.2.13, ansible_user: admin}
+        web3: {ansible_host: 192.0.2.13, ansible_user: admin, ansible_become: true}
 """
 
 
@@ -104,7 +104,9 @@ def test_rendered_inventory_round_trips(tmp_path):
 
 
 def test_group_vars_reach_the_nodes(tmp_path):
-    text = THREE_INI + "[cluster:vars]\nansible_ssh_private_key_file=/keys/k\nansible_user=ops\n"
+    text = THREE_INI + (
+        "[cluster:vars]\nansible_ssh_private_key_file=/keys/k\nansible_user=ops\nansible_become=yes\n"
+    )
     nodes = load_inventory(write(tmp_path, "hosts.ini", text))
     assert {(n.key_file, n.user) for n in nodes} == {("/keys/k", "ops")}
 
@@ -126,6 +128,11 @@ def test_sample_inventories_are_valid():
         ("[cluster]\nd ansible_host=192.0.2.4 ansible_port=99999\n", "ansible_port 99999"),
         ("[cluster]\nd ansible_host=web.example\n", "needs an IP address"),
         ("[cluster]\nd ansible_host=192.0.2.4 ansible_user=root;reboot\n", "not a user name"),
+        ("[cluster]\nd ansible_host=192.0.2.4 ansible_user=ops\n", "ansible_become is not set"),
+        (
+            "[cluster]\nd ansible_host=192.0.2.4 ansible_user=ops ansible_become=maybe\n",
+            "ansible_become",
+        ),
     ],
 )
 def test_every_inventory_value_is_checked_in_one_line(tmp_path, line, expected):
