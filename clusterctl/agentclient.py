@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
@@ -97,6 +98,16 @@ class AgentClient:
 
     def delete_backend(self, node: str) -> dict[str, Any]:
         return self.request("DELETE", f"/v1/backends/{node}")
+
+    def history(
+        self, group: str | None = None, since: float | None = None, limit: int = 1000
+    ) -> dict[str, Any]:
+        query: dict[str, Any] = {"limit": limit}
+        if group is not None:
+            query["group"] = group
+        if since is not None:
+            query["since"] = f"{since:.6f}"
+        return self.request("GET", f"/v1/history?{urllib.parse.urlencode(query)}")
 
     def standby(self, node: str, on: bool) -> dict[str, Any]:
         action = "standby" if on else "unstandby"

@@ -6,10 +6,13 @@ The CLI is a thin layer over these functions; so are the tests and benchmarks.
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from clusterctl.agent.history import HistoryEntry, last_failover
 from clusterctl.agent.tls import TlsFiles
 from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
@@ -353,6 +356,7 @@ def status(cluster: str) -> ClusterStatus:
             nodes = load_inventory(Path(record.source_inventory))
     agent_view: dict = {}
     backend_view: dict = {}
+    failovers: dict[str, HistoryEntry] = {}
     agent_error = ""
     if record.profile in AGENT_PROFILES:
         try:
@@ -360,6 +364,10 @@ def status(cluster: str) -> ClusterStatus:
             agent_view = client.status()
             if record.profile == "lb":
                 backend_view = client.backends()
+            entries = _entries(client.history(limit=STATUS_HISTORY))
+            for g in agent_view.get("groups", []):
+                if (last := last_failover(entries, g["name"])) is not None:
+                    failovers[g["name"]] = last
         except ClusterctlError as exc:
             agent_error = exc.message
     ssh = probe_all(nodes, provider.key_for, timeout=2.0)
@@ -394,6 +402,7 @@ def status(cluster: str) -> ClusterStatus:
             state=g.get("state", ""),
             failcounts=dict(g.get("failcounts") or {}),
             bans=list(g.get("bans") or []),
+            last_failover=failovers.get(g["name"]),
         )
         for g in agent_view.get("groups", [])
     ]
@@ -419,6 +428,31 @@ def status(cluster: str) -> ClusterStatus:
         backends=backends,
         agent_error=agent_error,
     )
+
+
+STATUS_HISTORY = 500  # entries `status` reads to find each group's last failover
+
+
+def _entries(data: dict) -> list[HistoryEntry]:
+    return [e for raw in data.get("entries", []) if (e := _entry(raw)) is not None]
+
+
+def _entry(raw: Any) -> HistoryEntry | None:
+    return HistoryEntry.from_json(json.dumps(raw))
+
+
+def history(
+    cluster: str, group: str | None = None, since: float | None = None, limit: int = 1000
+) -> list[HistoryEntry]:
+    """The cluster's transitions (every node's), oldest first, as the agents recorded them."""
+    state = StateDir(cluster)
+    record = state.load()
+    if record.profile not in AGENT_PROFILES:
+        raise ClusterctlError(
+            f"cluster {cluster} runs profile {record.profile}: no agents, so no history",
+            "the ha and lb profiles keep a failover history",
+        )
+    return _entries(agent_client(state, record).history(group, since, limit))
 
 
 def _group_names(client: AgentClient) -> dict:

@@ -7,6 +7,9 @@ import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from clusterctl.agent.history import HistoryEntry
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,7 @@ class GroupStatus:
     state: str
     failcounts: dict[str, int] = field(default_factory=dict)
     bans: list[str] = field(default_factory=list)
+    last_failover: HistoryEntry | None = None  # the latest takeover from another node
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ class ClusterStatus:
             lines[0] += f", quorum: {'yes' if self.quorum else 'no'}"
             if self.agent_error:
                 lines.append(f"agents: {self.agent_error}")
-        lines += _table(rows)
+        lines += table(rows)
         if self.groups:
             lines.append("")
             group_rows = [("GROUP", "VIP", "NODE", "STATE", "FAILCOUNTS", "BANS")]
@@ -102,18 +106,28 @@ class ClusterStatus:
                 group_rows.append(
                     (g.name, g.vip, g.node or "-", g.state, counts or "-", ",".join(g.bans) or "-")
                 )
-            lines += _table(group_rows)
+            lines += table(group_rows)
+            for g in self.groups:
+                if g.last_failover is not None:
+                    f = g.last_failover
+                    lines.append(f"last failover of {g.name}: {when(f.at)} to {f.node}, {f.reason}")
         if self.backends:
             lines.append("")
             backend_rows = [("BACKEND", "ADDRESS", "STATE", "WEIGHT", "HEALTH", "ACTIVE")]
             for b in self.backends:
                 active = "-" if b.active_connections is None else str(b.active_connections)
                 backend_rows.append((b.node, b.address, b.state, str(b.weight), b.health, active))
-            lines += _table(backend_rows)
+            lines += table(backend_rows)
         return "\n".join(lines)
 
 
-def _table(rows: list[tuple[str, ...]]) -> list[str]:
+def when(at: float) -> str:
+    """An entry's time as an operator reads it: local time, to the millisecond."""
+    stamp = datetime.fromtimestamp(at).astimezone()
+    return stamp.strftime("%Y-%m-%d %H:%M:%S.") + f"{stamp.microsecond // 1000:03d}"
+
+
+def table(rows: list[tuple[str, ...]]) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
 

@@ -14,20 +14,22 @@ import contextlib
 import hmac
 import json
 import logging
+import math
 import socket
 import ssl
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from clusterctl.agent import admin, api_backends
 from clusterctl.agent.config import ConfigError, GroupSpec, is_name
 from clusterctl.agent.ha import Agent
+from clusterctl.agent.history import read_history
 from clusterctl.agent.metrics import CONTENT_TYPE, GroupState, render
 from clusterctl.agent.placement import eligible, node_block
 from clusterctl.agent.store.base import Store, StoreError, StoreUnavailable
@@ -134,6 +136,9 @@ class Api:
             if parsed.path.rstrip("/") == "/v1/backends":
                 self._method(method, "GET", parsed.path)
                 return api_backends.list_backends(self, local_only="local=1" in parsed.query)
+            if parsed.path.rstrip("/") == "/v1/history":
+                self._method(method, "GET", parsed.path)
+                return self.history(parse_qs(parsed.query))
             return self._route(method, parsed.path, body)
         except ApiError as exc:
             headers = (("WWW-Authenticate", "Bearer"),) if exc.status == 401 else ()
@@ -225,7 +230,7 @@ class Api:
 
     def _read(self) -> _State:
         """One linearizable read of the cluster's keys (raises ``StoreError``)."""
-        kv = self.store.get_prefix(self.keys.root, timeout=self.timeout)
+        kv = self.store.get_range(self.keys.root, self.keys.state_end, timeout=self.timeout)
         specs = {s.name: s for s in published_groups(self.keys, kv)}
         view = parse_view(self.keys, kv, tuple(specs.values()))
         with self._lock:
@@ -282,6 +287,24 @@ class Api:
             "lease_time_left": round(left, 3),
         }
         return _json_reply(200 if healthy else 503, body)
+
+    def history(self, query: dict[str, list[str]]) -> Reply:
+        """``GET /v1/history?group=web&since=<epoch seconds>&limit=N``: the cluster's
+        transitions, oldest first (at most ``limit``, the newest ones; default 1000)."""
+        group = query.get("group", [None])[-1]
+        if group is not None and not is_name(group):
+            raise ApiError(400, f"not a group name: {group}")
+        try:
+            since = float(query["since"][-1]) if "since" in query else None
+            limit = int(query.get("limit", ["1000"])[-1])
+        except ValueError:
+            raise ApiError(
+                400, "since must be a number (epoch seconds), limit an integer"
+            ) from None
+        if (since is not None and not math.isfinite(since)) or not 1 <= limit <= 100_000:
+            raise ApiError(400, "since must be finite, limit between 1 and 100000")
+        entries = read_history(self.store, self.keys, group, since, timeout=self.timeout)
+        return _json_reply(200, {"entries": [asdict(e) for e in entries[-limit:]]})
 
     def status(self) -> Reply:
         state = self._read()  # raises StoreUnavailable -> 503: no quorum here

@@ -134,6 +134,11 @@ def update_backend(api: Api, node: str, data: dict[str, Any]) -> Reply:
         if wanted == current:
             return _json_reply(200, {**_public(wanted), "changed": False})
         if api.store.compare_and_put(key, text, wanted.to_json(), timeout=api.timeout):
+            change = (
+                f"{node}: weight {current.weight} -> {wanted.weight}, "
+                f"state {current.state} -> {wanted.state}"
+            )
+            api.agent.history.record("backend-changed", reason=change)
             return _json_reply(200, {**_public(wanted), "changed": True})
     raise ApiError(409, f"backend {node} kept changing; try again")
 
@@ -145,6 +150,7 @@ def delete_backend(api: Api, node: str) -> Reply:
     existed = api.store.get(key, timeout=api.timeout) is not None
     if existed:
         api.store.delete(key, timeout=api.timeout)
+        api.agent.history.record("backend-changed", reason=f"{node}: removed")
     return _json_reply(200, {"node": node, "changed": existed})
 
 

@@ -118,6 +118,8 @@ class AgentConfig:
     # node that says it is online also gives its vote back to etcd's quorum
     etcd_member: bool = False
     member_rejoin_wait: float = 60.0
+    # seconds a transition stays in the cluster's history (agent/history.py)
+    history_retention: float = 7 * 24 * 3600.0
     address: str = ""
     lease_ttl: float = 1.0
     renew_interval: float = 0.2
@@ -178,6 +180,7 @@ class AgentConfig:
             "loop_interval",
             "request_timeout",
             "member_rejoin_wait",
+            "history_retention",
         ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:

@@ -7,7 +7,8 @@ a fence could not stop every resource (systemd's ``ExecStopPost=`` then removes 
 2 for a configuration error, reported on one line naming the broken rule.
 
 Before the first step it stops every configured resource found running (start-up cleanup:
-a starting agent holds nothing). With ``api_port`` != 0 it serves the REST API and
+a starting agent holds nothing). The history of its transitions goes to etcd from a thread
+of its own (agent/history.py). With ``api_port`` != 0 it serves the REST API and
 ``/metrics`` (docs/agent-api.md) in a thread that reads ``Agent.snapshot`` (immutable,
 replaced after every step) without locking and talks to etcd through its own store client.
 """
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 from clusterctl.agent.api import Api, ApiServer, load_tokens
 from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.ha import Agent
+from clusterctl.agent.history import HistoryWriter
 from clusterctl.agent.notify import SystemdNotifier
 from clusterctl.agent.store.etcd import EtcdStore
 from clusterctl.agent.tls import TlsError
@@ -98,9 +100,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     server = start_api(agent, config, token) if token else None
     if server is not None:
         signal.signal(signal.SIGHUP, lambda *_: reload_tokens(server.api, config))
+    history = HistoryWriter(
+        agent.history, make_store(config), agent.keys, config.history_retention,
+        timeout=config.request_timeout,
+    )  # fmt: skip
+    history_stop = threading.Event()
+    threading.Thread(target=history.run, args=(history_stop,), name="history", daemon=True).start()
     try:
         return run(agent, SystemdNotifier(), stop)
     finally:
+        history_stop.set()
+        history.flush()  # the shutdown's own entries (bounded: one timeout per entry)
         if server is not None:
             server.stop()
 

@@ -26,6 +26,7 @@ from clusterctl.agent.clock import Clock, MonotonicClock
 from clusterctl.agent.config import AgentConfig
 from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.handover import Handover
+from clusterctl.agent.history import FIRST_START, History
 from clusterctl.agent.keys import Keys
 from clusterctl.agent.lb.command import InputRunner
 from clusterctl.agent.member import MemberLease
@@ -124,6 +125,9 @@ class Agent:
         self._registered_at = float("-inf")
         self._started_at = self.clock.now()
         self._member_rejoined = not config.etcd_member  # nothing to wait for elsewhere
+        self.history = History(config.node)  # transitions, written to etcd by the daemon
+        self._last_leader: dict[str, str] = {}  # per group: the last holder we saw
+        self._backend_health: dict[str, str] = {}  # per backend: as our LB last reported it
         self.snapshot = self._make_snapshot("starting")
 
     # -- public ------------------------------------------------------------------------------
@@ -171,6 +175,8 @@ class Agent:
         while a ``standby/<node>`` key exists (the persistent, cluster-wide switch)."""
         self._standby_local = standby
         keyed = self.view is not None and self.node in self.view.standby
+        if (standby or keyed) != self.standby:
+            self.history.record("standby" if standby or keyed else "unstandby")
         self.standby = standby or keyed
 
     def startup_cleanup(self) -> str:
@@ -199,7 +205,9 @@ class Agent:
                     done.append(f"failed to stop {what} ({type(exc).__name__})")
                 else:
                     done.append(f"{verb} {what}")
-        return f"start-up cleanup: {', '.join(done) if done else 'nothing was running'}"
+        sentence = f"start-up cleanup: {', '.join(done) if done else 'nothing was running'}"
+        self.history.record("agent-started", reason=sentence)
+        return sentence
 
     def shutdown(self) -> str:
         """Stop everything, release leader keys, revoke the lease (SIGTERM path)."""
@@ -218,6 +226,9 @@ class Agent:
             self.lease.forget()
             lease = "lease left to expire (store unreachable)"
         what = f"stopped {', '.join(stopped)}, released it" if stopped else "held nothing"
+        for name in stopped:
+            self.history.record("released", name, "the agent is stopping")
+        self.history.record("agent-stopped", reason=f"{what}, {lease}")
         return f"shutting down: {what}, {lease}"
 
     # -- the step ----------------------------------------------------------------------------
@@ -233,7 +244,7 @@ class Agent:
             return "waiting for this node's etcd member to rejoin before registering"
         try:
             self._maintain_lease()
-            kv = self.store.get_prefix(self.keys.root, timeout=self._timeout())
+            kv = self.store.get_range(self.keys.root, self.keys.state_end, timeout=self._timeout())
             self._store_ok = True
             view = parse_view(self.keys, kv, tuple(g.spec for g in self.groups.values()))
             self.view = view
@@ -254,7 +265,19 @@ class Agent:
         except StoreUnavailable:
             self._store_ok = False
             return self._unreachable()
+        self._note_backend_health()
         return self._compose(parts)
+
+    def _note_backend_health(self) -> None:
+        """Record each backend our LB takes out of or puts back into service."""
+        for stats in self.lb_stats():
+            before = self._backend_health.get(stats.node)
+            if stats.health in ("up", "down") and before is not None and before != stats.health:
+                self.history.record(
+                    f"backend-{stats.health}",
+                    reason=f"{stats.node} ({stats.address}) is {stats.health}",
+                )
+            self._backend_health[stats.node] = stats.health
 
     def _member_has_rejoined(self, now: float) -> bool:
         """After a (re)start on a node with an etcd member: whether that member serves the
@@ -279,7 +302,10 @@ class Agent:
     def _update_standby(self, view: ClusterView) -> None:
         """Standby = local (config, set_standby) or the ``standby/<node>`` key; publish it in
         our member value when it changed (placement already sees the key through the view)."""
-        self.standby = self._standby_local or self.node in view.standby
+        standby = self._standby_local or self.node in view.standby
+        if standby != self.standby:
+            self.history.record("standby" if standby else "unstandby")
+        self.standby = standby
         self.lease.register(self.standby, timeout=self._timeout())
 
     def _maintain_lease(self) -> None:
@@ -379,6 +405,8 @@ class Agent:
         self.lease.forget()
         self.metrics.fenced()
         self.fence_failed = bool(errors)
+        for name in stopped:
+            self.history.record("fenced", name, reason)
         sentence = f"{reason}, fencing: stopped {', '.join(stopped)}"
         if errors:
             sentence += f" (failed to stop: {'; '.join(errors)})"
@@ -419,6 +447,12 @@ class Agent:
 
     def _group_step(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
         """One group's part of the sentence; None for a quiet, healthy holder."""
+        sentence = self._group_part(g, gv, view)
+        if g.active or gv.leader is not None:
+            self._last_leader[g.name] = self.node if g.active else str(gv.leader)
+        return sentence
+
+    def _group_part(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
         if g.active:
             return self._hold(g, gv, view)
         if gv.leader == self.node:
@@ -458,9 +492,24 @@ class Agent:
             return self._release(g, f"failed to start {g.name} ({exc})")
         g.schedule_monitors(self.clock.now())
         self.metrics.acquired(g.name)
+        self.history.record("acquired", g.name, self._takeover_reason(g.name, gv))
         if gv.move is not None and gv.move.target == self.node:
             self._finish_move(g, gv)
         return f"acquired {g.name} on {self.node}"
+
+    def _takeover_reason(self, name: str, gv: GroupView) -> str:
+        """Why the group was free for us, from what this node saw of its last holder."""
+        previous = self._last_leader.get(name)
+        if gv.move is not None and gv.move.target == self.node:
+            return f"planned move from {previous or 'its holder'}"
+        if previous is None:
+            return FIRST_START
+        if previous == self.node:
+            return "taken again by this node after it had stopped it"
+        view = self.view
+        if view is not None and previous not in view.members:
+            return f"{previous} stopped renewing its lease (node, agent or network down)"
+        return f"{previous} released it"
 
     def _hold(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
         if gv.leader != self.node:
@@ -468,6 +517,7 @@ class Agent:
             errors = g.stop(self._op_timeout)
             g.active = False
             tail = f" (failed to stop: {'; '.join(errors)})" if errors else ""
+            self.history.record("lost", g.name, f"leader key is now {gv.leader or 'gone'}")
             return f"lost {g.name} (leader is now {gv.leader or 'nobody'}): stopped it{tail}"
         reason = release_reason(self.node, view, gv)
         if reason:
@@ -505,6 +555,7 @@ class Agent:
             return f"{reason}: {failed}, keeping {g.name}"
         g.active = False
         self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
+        self.history.record("released", g.name, reason)
         return f"{reason}: stopped {g.name}, released it"
 
     def _monitor(self, g: GroupRunner, gv: GroupView) -> str | None:
@@ -518,6 +569,9 @@ class Agent:
                 continue
             threshold = gv.spec.migration_threshold
             failures = self._record_failure(g, gv)
+            self.history.record(
+                "monitor-failed", g.name, f"{res.name} failed its check ({failures}/{threshold})"
+            )
             if failures >= threshold:
                 return self._release(g, f"{res.name} failed ({failures}/{threshold} failures)")
             if not any(r.exclusive for r in g.after(res)):
@@ -532,6 +586,7 @@ class Agent:
                 self._record_failure(g, gv, fatal=True)
                 return self._release(g, f"restart of {res.name} failed ({exc})")
             g.schedule_monitors(self.clock.now())
+            self.history.record("restarted", g.name, f"{res.name} restarted in place")
             return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
         return None
 
@@ -563,6 +618,7 @@ class Agent:
         if not errors:
             g.restart_from = None
             g.schedule_monitors(self.clock.now())
+            self.history.record("restarted", g.name, f"{res.name} restarted in place")
             return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
         if self.clock.now() >= g.restart_until:
             g.restart_from = None

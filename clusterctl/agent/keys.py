@@ -19,6 +19,27 @@ class Keys:
     def root(self) -> str:
         return f"/clusterctl/{self.cluster}/"
 
+    @property
+    def state_end(self) -> str:
+        """End (exclusive) of the cluster's state: the keys in [root, state_end) are what the
+        loop and the API read every time; the history sorts after them (``~``)."""
+        return f"{self.root}~"
+
+    def history_prefix(self) -> str:
+        return f"{self.root}~history/"
+
+    def history_end(self) -> str:
+        return f"{self.root}~history0"  # "0" follows "/": the first key after the history
+
+    def history_since(self, at: float) -> str:
+        """The first possible history key at or after ``at`` (epoch seconds)."""
+        return f"{self.history_prefix()}{max(0, int(at * 1_000_000)):016d}"
+
+    def history(self, at: float, node: str, seq: int) -> str:
+        """``~history/<µs since the epoch>-<node>-<n>``: one transition (agent/history.py);
+        bound to a lease of the retention time, so it expires by itself."""
+        return f"{self.history_since(at)}-{node}-{seq}"
+
     def members_prefix(self) -> str:
         return f"{self.root}members/"
 

@@ -12,11 +12,11 @@ import os
 import sys
 
 from clusterctl import __version__
-from clusterctl.cli import backend, bench, down, failover, scale, status, token, up
+from clusterctl.cli import backend, bench, down, failover, history, scale, status, token, up
 from clusterctl.errors import ClusterctlError
 from clusterctl.reporter import StderrReporter
 
-COMMANDS = [up, down, status, failover, backend, scale, token, bench]
+COMMANDS = [up, down, status, history, failover, backend, scale, token, bench]
 
 
 class _Parser(argparse.ArgumentParser):

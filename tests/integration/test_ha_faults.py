@@ -57,6 +57,16 @@ def test_holder_crash_fails_over_and_stays_put(ha_sandbox, healthy):
     assert vip_holders(ha_sandbox) == [answer.node]
     assert holder(ha_sandbox) == answer.node
     assert sampler.doubles() == []
+    # the history says who took over and why, as `status` does
+    taken = [
+        e for e in cli("history", "--cluster", ha_sandbox.cluster, "--group", "web", "--since",
+                       "1m", "--json", check=True).json()
+        if e["event"] == "acquired"
+    ]  # fmt: skip
+    assert taken[-1]["node"] == answer.node
+    assert taken[-1]["reason"] == f"{old} stopped renewing its lease (node, agent or network down)"
+    text = cli("status", "--cluster", ha_sandbox.cluster, check=True).stdout
+    assert "last failover of web: " in text and f"to {answer.node}, {old} stopped" in text
 
     # The crashed node boots again and rejoins by itself (no `up`); the group stays where it
     # is (stickiness).

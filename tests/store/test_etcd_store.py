@@ -217,3 +217,30 @@ def test_credentials_work_while_auth_is_still_off(etcd_url: str, tmp_path) -> No
     assert store.get("/creds-off/k") == "v"
     assert store._token == ""
     store.delete("/creds-off/k")
+
+
+def test_history_on_etcd_is_left_out_of_the_state_and_expires_by_itself(
+    store: EtcdStore, prefix: str
+) -> None:
+    from clusterctl.agent.history import FIRST_START, History, HistoryWriter, read_history
+    from clusterctl.agent.keys import Keys
+
+    keys = Keys(prefix.strip("/").split("/")[-1])
+    store.put(keys.member("node1"), "{}")
+    history = History("node1")
+    writer = HistoryWriter(history, store, keys, retention=2.0)
+    history.record("acquired", "web", FIRST_START)
+    history.record("fenced", "web", "renewal failed")
+    assert writer.flush() == 2
+    # the loop's read: state only, the history sorts after it
+    assert list(store.get_range(keys.root, keys.state_end)) == [keys.member("node1")]
+    entries = read_history(store, keys)
+    assert [(e.event, e.reason) for e in entries] == [
+        ("acquired", FIRST_START),
+        ("fenced", "renewal failed"),
+    ]
+    # bound to a lease of the retention time that nobody keeps alive: etcd deletes them
+    took = wait_until(lambda: read_history(store, keys) == [], timeout=6.0)
+    assert took >= 1.0
+    assert store.get(keys.member("node1")) == "{}"
+    store.delete_prefix(keys.root)

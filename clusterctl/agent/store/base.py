@@ -70,6 +70,11 @@ class Store(ABC):
         """
 
     @abstractmethod
+    def get_range(self, start: str, end: str, timeout: float | None = None) -> dict[str, str]:
+        """Return every key ``k`` with ``start <= k < end`` (byte order) and its value, read
+        at one revision. The loop reads the cluster's state so, leaving its history out."""
+
+    @abstractmethod
     def put(
         self, key: str, value: str, lease: int | None = None, timeout: float | None = None
     ) -> None:

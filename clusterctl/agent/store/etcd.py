@@ -428,6 +428,11 @@ class EtcdStore(Store):
         reply = self._call("/v3/kv/range", body, timeout)
         return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in reply.get("kvs") or []}
 
+    def get_range(self, start: str, end: str, timeout: float | None = None) -> dict[str, str]:
+        body = {"key": _b64(start), "range_end": _b64(end)}
+        reply = self._call("/v3/kv/range", body, timeout)
+        return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in reply.get("kvs") or []}
+
     def put(
         self, key: str, value: str, lease: int | None = None, timeout: float | None = None
     ) -> None:

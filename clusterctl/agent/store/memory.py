@@ -161,6 +161,12 @@ class MemoryStore(Store):
             self._enter(timeout)
             return {k: v for k, (v, _) in self.backend._kv.items() if k.startswith(prefix)}
 
+    def get_range(self, start: str, end: str, timeout: float | None = None) -> dict[str, str]:
+        # str order is code point order, which is UTF-8's byte order: etcd's order
+        with self.backend._lock:
+            self._enter(timeout)
+            return {k: v for k, (v, _) in self.backend._kv.items() if start <= k < end}
+
     def put(
         self, key: str, value: str, lease: int | None = None, timeout: float | None = None
     ) -> None:

@@ -331,3 +331,23 @@ def test_metrics_show_holder_and_failovers(cluster) -> None:
     assert value(samples, "clusterctl_quorum") == 1
     assert value(samples, "clusterctl_lease_time_left_seconds") > 0
     assert value(samples, "clusterctl_lease_renew_seconds_count") > 0
+
+
+def test_history_lists_every_nodes_transitions_and_refuses_bad_queries(cluster) -> None:
+    from clusterctl.agent.history import FIRST_START, HistoryWriter
+
+    sim, client, api = cluster
+    for node, agent in sim.agents.items():
+        HistoryWriter(agent.history, MemoryStore(sim.backend, f"w-{node}"), sim.keys).flush()
+    code, body = client.get("/v1/history?group=web")
+    assert code == 200
+    acquired = [e for e in body["entries"] if e["event"] == "acquired"]
+    assert [(e["node"], e["group"], e["reason"]) for e in acquired] == [
+        (holder(sim), "web", FIRST_START)
+    ]
+    code, body = client.get("/v1/history?limit=1")
+    assert code == 200 and len(body["entries"]) == 1
+    for query in ("since=soon", "limit=0", "limit=x", "since=nan", "group=a%0Ab"):
+        code, body = client.get(f"/v1/history?{query}")
+        assert code == 400, (query, body)
+    assert client.post("/v1/history", {})[0] == 405
