@@ -8,9 +8,11 @@ a fence could not stop every resource (systemd's ``ExecStopPost=`` then removes 
 
 Before the first step it stops every configured resource found running (start-up cleanup:
 a starting agent holds nothing). The history of its transitions goes to etcd from a thread
-of its own (agent/history.py). With ``api_port`` != 0 it serves the REST API and
-``/metrics`` (docs/agent-api.md) in a thread that reads ``Agent.snapshot`` (immutable,
-replaced after every step) without locking and talks to etcd through its own store client.
+of its own (agent/history.py); on a node with an etcd member, another keeps etcd's
+leadership away while this node holds a group (agent/etcd_leader.py). With ``api_port`` != 0
+it serves the REST API and ``/metrics`` (docs/agent-api.md) in a thread that reads
+``Agent.snapshot`` (immutable, replaced after every step) without locking and talks to etcd
+through its own store client.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Sequence
 
 from clusterctl.agent.api import Api, ApiServer, load_tokens
 from clusterctl.agent.config import AgentConfig, ConfigError, load_config
+from clusterctl.agent.etcd_leader import LeaderMover
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.history import HistoryWriter
 from clusterctl.agent.notify import SystemdNotifier
@@ -104,12 +107,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         agent.history, make_store(config), agent.keys, config.history_retention,
         timeout=config.request_timeout,
     )  # fmt: skip
-    history_stop = threading.Event()
-    threading.Thread(target=history.run, args=(history_stop,), name="history", daemon=True).start()
+    helpers_stop = threading.Event()
+    helpers = [threading.Thread(target=history.run, args=(helpers_stop,), name="history")]
+    if config.etcd_member:
+        mover = LeaderMover(make_store(config), config.etcd_endpoints[0], agent.holding)
+        helpers.append(threading.Thread(target=mover.run, args=(helpers_stop,), name="etcd-leader"))
+    for thread in helpers:
+        thread.daemon = True
+        thread.start()
     try:
         return run(agent, SystemdNotifier(), stop)
     finally:
-        history_stop.set()
+        helpers_stop.set()
         history.flush()  # the shutdown's own entries (bounded: one timeout per entry)
         if server is not None:
             server.stop()

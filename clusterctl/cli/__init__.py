@@ -12,11 +12,22 @@ import os
 import sys
 
 from clusterctl import __version__
-from clusterctl.cli import backend, bench, down, failover, history, scale, status, token, up
+from clusterctl.cli import (
+    backend,
+    bench,
+    chaos,
+    down,
+    failover,
+    history,
+    scale,
+    status,
+    token,
+    up,
+)
 from clusterctl.errors import ClusterctlError
 from clusterctl.reporter import StderrReporter
 
-COMMANDS = [up, down, status, history, failover, backend, scale, token, bench]
+COMMANDS = [up, down, status, history, failover, backend, scale, token, chaos, bench]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -200,6 +200,8 @@ class PodmanProvider(Provider):
                 "--network", record.network, "--ip", node.address, "--mac-address", node.mac,
                 "--systemd=always",
                 "--cap-add", "NET_ADMIN", "--cap-add", "NET_RAW",
+                # systemd may raise the agent's and etcd's CPU priority (Nice=, as on a host)
+                "--cap-add", "SYS_NICE",
                 "--sysctl", "net.ipv4.ip_forward=1",
                 "--sysctl", "net.ipv4.ip_nonlocal_bind=1",
                 record.image,

@@ -281,3 +281,13 @@ def test_a_token_the_member_does_not_know_is_replaced_within_one_call(tls_etcd, 
     store._token = "forgotten.1"
     assert store.get(PREFIX + "k") == "v"
     assert store._token not in ("", "forgotten.1")
+
+
+def test_an_auth_change_racing_a_request_makes_the_store_authenticate_again() -> None:
+    """etcd answers "revision of auth store is old" to a request received before a change of
+    users or roles and applied after it (the etcd role makes such changes while agents run;
+    seen on real nodes as a failed loop iteration): authenticate again and retry."""
+    from clusterctl.agent.store.etcd import _needs_token
+
+    assert _needs_token(3, "etcdserver: revision of auth store is old", "a-token")
+    assert not _needs_token(7, "etcdserver: permission denied", "a-token")

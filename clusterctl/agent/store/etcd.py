@@ -51,6 +51,7 @@ _CLOSED_BY_SERVER = (
     ssl.SSLEOFError,
     ssl.SSLZeroReturnError,
 )
+_OLD_AUTH_MESSAGE = "revision of auth store is old"
 _NO_TOKEN_MESSAGE = "user name is empty"
 _PERMISSION_DENIED_CODE = 7
 _AUTH_OFF = "authentication is not enabled"
@@ -68,9 +69,11 @@ def _compare(key: str, target: str, **fields: str) -> dict[str, str]:
 
 def _needs_token(code: object, message: str, token: str | None) -> bool:
     """Whether an error answer means "authenticate (again)": a token this member does not
-    know, or none sent while auth is on (etcd answers that with "user name is empty", or,
-    over TLS, "permission denied" - which, with a real token, is a real refusal)."""
-    if code == _AUTH_CODE or _NO_TOKEN_MESSAGE in message:
+    know, a token older than the last change of users or roles ("revision of auth store is
+    old": the etcd role adds them while agents run), or none sent while auth is on (etcd
+    answers that with "user name is empty", or, over TLS, "permission denied" - which, with
+    a real token, is a real refusal)."""
+    if code == _AUTH_CODE or _NO_TOKEN_MESSAGE in message or _OLD_AUTH_MESSAGE in message:
         return True
     return not token and code == _PERMISSION_DENIED_CODE
 
@@ -375,6 +378,24 @@ class EtcdStore(Store):
             return False
         except (OSError, http.client.HTTPException, StoreError):
             return False
+
+    def member_call(
+        self, endpoint: str, path: str, body: dict[str, Any], timeout: float | None = None
+    ) -> dict[str, Any]:
+        """One maintenance call answered by the member behind ``endpoint`` itself (its status,
+        the member list, a leadership transfer: none needs a token). Raises
+        ``StoreUnavailable`` when it does not answer, ``StoreError`` on an error answer."""
+        data = json.dumps(body).encode()
+        try:
+            status, payload = self._post(
+                endpoint.rstrip("/"), path, data, timeout or self.request_timeout
+            )
+        except (OSError, http.client.HTTPException) as exc:
+            raise StoreUnavailable(f"{endpoint}: {exc!r}") from None
+        if status != 200 or payload is None:
+            message = (payload or {}).get("message") or (payload or {}).get("error")
+            raise StoreError(f"{endpoint}{path}: HTTP {status} {message or ''}".rstrip())
+        return payload
 
     def close(self) -> None:
         """Close the idle connections (a later call opens new ones)."""

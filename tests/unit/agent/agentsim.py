@@ -239,3 +239,10 @@ class Sim:
                 f"{node} has the VIP at t={self.clock.now() - self.start:.3f} "
                 f"but the leader key is {self.leader()!r}"
             )
+
+
+def holder(sim: Sim) -> str:
+    """Let a fresh cluster settle for a second; the one node that then holds the group."""
+    sim.run(1.0)
+    (node,) = sim.vip_on()
+    return node

@@ -6,16 +6,10 @@ import pytest
 
 from clusterctl.agent.store.base import StoreUnavailable
 
-from .agentsim import VIP, Sim
+from .agentsim import VIP, Sim, holder
 
 TTL, MARGIN = 1.0, 0.4  # the defaults
 DEL_VIP = "ip addr del 10.0.0.100/24 dev eth0"
-
-
-def holder(sim: Sim) -> str:
-    sim.run(1.0)
-    (node,) = sim.vip_on()
-    return node
 
 
 @pytest.mark.parametrize("hang", [False, True], ids=["refused", "hanging"])

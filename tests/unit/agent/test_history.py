@@ -16,19 +16,13 @@ from clusterctl.agent.history import (
 from clusterctl.agent.keys import Keys
 from clusterctl.agent.store.memory import FakeClock, MemoryBackend, MemoryStore
 
-from .agentsim import Sim
+from .agentsim import Sim, holder
 
 KEYS = Keys("demo")
 
 
 def events(sim: Sim, node: str) -> list[tuple[str, str, str]]:
     return [(e.event, e.group, e.reason) for e in sim.agents[node].history.pending()]
-
-
-def holder(sim: Sim) -> str:
-    sim.run(1.0)
-    (node,) = sim.vip_on()
-    return node
 
 
 def test_first_holder_records_why_it_took_the_group(sim: Sim) -> None:

@@ -5,13 +5,7 @@ from __future__ import annotations
 from clusterctl.agent import admin
 from clusterctl.agent.config import ResourceSpec
 
-from .agentsim import Sim, web_group
-
-
-def holder(sim: Sim) -> str:
-    sim.run(1.0)
-    (node,) = sim.vip_on()
-    return node
+from .agentsim import Sim, holder, web_group
 
 
 def test_move_prestarts_stateless_service_then_hands_over(sim: Sim) -> None:

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 from clusterctl.agent import admin
 
-from .agentsim import Sim, web_group
-
-
-def holder(sim: Sim) -> str:
-    sim.run(1.0)
-    (node,) = sim.vip_on()
-    return node
+from .agentsim import Sim, holder, web_group
 
 
 def failcount(sim: Sim, node: str) -> str | None:

@@ -8,13 +8,7 @@ from collections.abc import Sequence
 from clusterctl.agent import admin
 from clusterctl.agent.resources.runner import CommandResult
 
-from .agentsim import VIP, FakeNode, Sim
-
-
-def holder(sim: Sim) -> str:
-    sim.run(1.0)
-    (node,) = sim.vip_on()
-    return node
+from .agentsim import VIP, FakeNode, Sim, holder
 
 
 def member_standby(sim: Sim, node: str) -> bool:
