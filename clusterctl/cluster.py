@@ -30,6 +30,7 @@ from clusterctl.status import (
     NodeStatus,
     http_probe_all,
 )
+from clusterctl.topology import etcd_member_nodes
 from clusterctl.trust import cluster_ca, ensure_trust
 
 PROFILES = {
@@ -285,11 +286,10 @@ def down(cluster: str, reporter: Reporter, purge: bool = False) -> list[str]:
 
 
 def etcd_members(record: ClusterRecord) -> list[str]:
-    """Nodes running an etcd member: the first 3, or 5 with 5+ nodes (as the etcd role)."""
+    """Nodes running an etcd member (topology.etcd_member_nodes; none without agents)."""
     if record.profile not in AGENT_PROFILES:
         return []
-    count = 5 if len(record.nodes) >= 5 else 3
-    return [n.name for n in record.nodes[:count]]
+    return [n.name for n in etcd_member_nodes(record.nodes)]
 
 
 def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:

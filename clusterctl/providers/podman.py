@@ -24,8 +24,10 @@ from clusterctl.providers.network import (
     vip_address,
 )
 from clusterctl.providers.podman_cli import Podman
+from clusterctl.providers.rtbudget import NODE_BUDGET_US, RtBudget
 from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
+from clusterctl.topology import etcd_member_nodes
 
 LABEL = "clusterctl.cluster"
 
@@ -170,11 +172,27 @@ class PodmanProvider(Provider):
                 "network", "create", "--subnet", record.subnet,
                 "--label", f"{LABEL}={record.name}", record.network,
             )  # fmt: skip
+        realtime = self._realtime_members(record)
         for node in record.nodes:
-            self._ensure_container(record, node)
+            self._ensure_container(record, node, node.name in realtime)
         return record, [InventoryNode(n.name, n.address) for n in record.nodes]
 
-    def _ensure_container(self, record: ClusterRecord, node: NodeRecord) -> None:
+    def _realtime_members(self, record: ClusterRecord) -> set[str]:
+        """The etcd-member nodes that get real-time CPU time (rtbudget.py); empty where the
+        host needs none or has none to give."""
+        budget = RtBudget()
+        if record.profile not in ("ha", "lb") or not budget.supported():
+            return set()
+        try:
+            budget.ensure_parent()  # before any node starts: their configuration needs it
+        except OSError as exc:
+            self.reporter.warn(
+                f"no real-time CPU time for etcd ({exc}): it runs at normal priority"
+            )
+            return set()
+        return {n.name for n in etcd_member_nodes(record.nodes)}
+
+    def _ensure_container(self, record: ClusterRecord, node: NodeRecord, realtime: bool) -> None:
         if self.podman.container_exists(node.container):
             state = self.podman.json("inspect", "--type", "container", node.container)[0]
             status = state.get("State", {}).get("Status", "")
@@ -187,6 +205,15 @@ class PodmanProvider(Provider):
                 started = self.podman.run("start", node.container, check=False)
                 if started.returncode == 0:
                     self.started.append(node.name)
+                elif "rt_runtime" in started.stderr:
+                    # its etcd's real-time share is taken (by another cluster's nodes):
+                    # never re-create a node that has data for that
+                    raise ClusterctlError(
+                        f"{node.container} cannot start: podman's cgroup has no real-time CPU "
+                        "time left for it",
+                        "stop another sandbox cluster (`clusterctl down`), or raise "
+                        f"{RtBudget().parent}/cpu.rt_runtime_us",
+                    )
                 else:
                     # typically a node whose first boot was interrupted; the roles rebuild it
                     self.reporter.warn(f"{node.container} did not start; re-creating it")
@@ -194,6 +221,14 @@ class PodmanProvider(Provider):
         if not self.podman.container_exists(node.container):
             self.recreated.append(node.address)
             self.reporter.progress(f"creating {node.container} at {node.address}")
+            extra: list[str] = []
+            if realtime and RtBudget().free() >= NODE_BUDGET_US:
+                extra = ["--cpu-rt-runtime", str(NODE_BUDGET_US)]
+            elif realtime:
+                self.reporter.warn(
+                    f"no real-time CPU time left for etcd on {node.name} (other clusters use "
+                    "it): it runs at normal priority"
+                )
             self.podman.run(
                 "run", "-d", "--name", node.container, "--hostname", node.name,
                 "--label", f"{LABEL}={record.name}",
@@ -204,6 +239,7 @@ class PodmanProvider(Provider):
                 "--cap-add", "SYS_NICE",
                 "--sysctl", "net.ipv4.ip_forward=1",
                 "--sysctl", "net.ipv4.ip_nonlocal_bind=1",
+                *extra,
                 record.image,
             )  # fmt: skip
         public_key = (self.key_path().with_suffix(".pub")).read_bytes()
@@ -296,7 +332,7 @@ class PodmanProvider(Provider):
         record.nodes.extend(new)
         self.state.save(record)  # recorded first: `down` cleans up an interrupted scale
         for node in new:
-            self._ensure_container(record, node)
+            self._ensure_container(record, node, realtime=False)  # members stay the first ones
         return [InventoryNode(n.name, n.address) for n in new]
 
     def remove_node(self, record: ClusterRecord, name: str) -> None:

@@ -92,3 +92,29 @@ def test_chaos_refuses_a_cluster_without_quorum(lb_sandbox, lb):
     finally:
         for node in ("node1", "node2"):
             node_exec(lb_sandbox, node, "systemctl", "start", "etcd")
+
+
+def test_status_watch_redraws_every_second_until_interrupted(lb_sandbox, lb):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from .conftest import STATE_ROOT
+
+    env = dict(os.environ, CLUSTERCTL_STATE_DIR=str(STATE_ROOT))
+    watch = subprocess.Popen(
+        [sys.executable, "-m", "clusterctl", "status", "--watch", "--cluster", lb_sandbox.cluster],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        time.sleep(6)
+    finally:
+        watch.send_signal(signal.SIGINT)
+        out, err = watch.communicate(timeout=30)
+    assert watch.returncode == 0, err[-2000:]
+    blocks = out.count(f"cluster {lb_sandbox.cluster} (podman")
+    assert blocks >= 2, out[-3000:]  # a pipe gets plain blocks, no terminal escapes
+    assert "\033[" not in out and "Traceback" not in err

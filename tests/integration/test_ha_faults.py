@@ -39,6 +39,24 @@ def healthy(ha_sandbox):
     heal(ha_sandbox)
 
 
+def scheduling(sandbox, node: str, unit: str) -> str:
+    """The CPU scheduling policy of a unit's main process on a node (chrt's words)."""
+    rc, out = node_exec(
+        sandbox, node, "sh", "-c", f"chrt -p $(systemctl show -p MainPID --value {unit})"
+    )
+    return out.split("policy:")[1].split()[0].split("|")[0] if "policy:" in out else out
+
+
+def test_etcd_runs_at_real_time_priority_and_the_agent_before_the_workload(ha_sandbox, healthy):
+    for node in node_names(ha_sandbox):
+        assert scheduling(ha_sandbox, node, "etcd") == "SCHED_RR", node
+        rc, nice = node_exec(
+            ha_sandbox, node, "sh", "-c", "ps -o ni= -p $(systemctl show -p MainPID --value "
+            "clusterctl-agent)",
+        )  # fmt: skip
+        assert nice.strip() == "-10", node
+
+
 def _others(sandbox, node: str) -> list[str]:
     return [n for n in node_names(sandbox) if n != node]
 
@@ -75,6 +93,8 @@ def test_holder_crash_fails_over_and_stays_put(ha_sandbox, healthy):
         podman("start", container(ha_sandbox, old))
         wait_for(lambda: old in online(ha_sandbox), 60, 0.2, f"{old} online again")
         assert node_has_vip(ha_sandbox, old) is False
+        # its etcd is back at real-time priority: the budget is part of the node's container
+        assert scheduling(ha_sandbox, old, "etcd") == "SCHED_RR"
         time.sleep(3)
         assert prober.nodes(since) == [answer.node]
         assert prober.failures(since) == 0
