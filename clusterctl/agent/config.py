@@ -16,6 +16,9 @@ grants 1 s leases and elects a new leader in 0.2-0.4 s; roles/etcd/defaults):
   expire the lease (>= 1.0 s) and let another node in.
 * ``loop_interval = 0.1`` — a standby notices a free group within 0.1 s.
 
+``renew_timeout`` and ``fence_margin`` scale with ``lease_ttl`` when a config leaves them out
+(``SCALED_TIMINGS``), and a VIP without a ``lifetime`` gets the fencing deadline, rounded up.
+
 Expected failover after a holder crash: lease remainder (0.8-1.0 s) + lessor tick (0-0.5 s)
 + poll (0-0.1 s) + start of the resources, i.e. ~1.2-1.3 s median. The price of the short TTL
 is that an etcd outage longer than ~0.4-0.6 s fences the holder; an etcd leader election
@@ -26,8 +29,9 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import math
 import re
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +124,9 @@ class AgentConfig:
     member_rejoin_wait: float = 60.0
     # seconds a transition stays in the cluster's history (agent/history.py)
     history_retention: float = 7 * 24 * 3600.0
+    # SCHED_RR priority of the loop's thread (renewals, fencing); 0 leaves it to the
+    # ordinary scheduler. The agent falls back to that when the host refuses real time.
+    realtime_priority: int = 0
     address: str = ""
     lease_ttl: float = 1.0
     renew_interval: float = 0.2
@@ -185,6 +192,9 @@ class AgentConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError("positive numbers", f"{name} must be > 0, got {value!r}")
+        rt = self.realtime_priority
+        if isinstance(rt, bool) or not isinstance(rt, int) or not 0 <= rt <= 99:
+            raise ConfigError("realtime_priority 0..99", f"{rt!r} (0: no real time)")
         if self.renew_interval * 3 > self.lease_ttl:
             raise ConfigError(
                 "renew_interval * 3 <= lease_ttl",
@@ -426,6 +436,7 @@ def config_from_dict(data: Any) -> AgentConfig:
     if "node" not in data or "etcd_endpoints" not in data:
         raise ConfigError("required settings", "node and etcd_endpoints are required")
     kwargs = dict(data)
+    _scale_timings(kwargs)
     endpoints = kwargs["etcd_endpoints"]
     if isinstance(endpoints, str) or not isinstance(endpoints, list):
         raise ConfigError("etcd_endpoints", "must be a list of URLs")
@@ -433,8 +444,37 @@ def config_from_dict(data: Any) -> AgentConfig:
     groups = data.get("groups") or []
     if not isinstance(groups, list):
         raise ConfigError("groups", "must be a list of group objects")
-    kwargs["groups"] = tuple(group_from_dict(g) for g in groups)
+    kwargs["groups"] = tuple(_with_vip_lifetimes(group_from_dict(g), kwargs) for g in groups)
     return AgentConfig(**kwargs).validate()
+
+
+# Timings that scale with the lease when the config does not set them (the one place this
+# rule lives: the agent role passes lease_ttl alone, `clusterctl up --lease-ttl` sets it).
+SCALED_TIMINGS = {"renew_timeout": 0.25, "fence_margin": 0.4}
+
+
+def _scale_timings(kwargs: dict[str, Any]) -> None:
+    ttl = kwargs.get("lease_ttl", AgentConfig.lease_ttl)
+    if isinstance(ttl, bool) or not isinstance(ttl, int | float):
+        return  # validate() names the broken rule
+    for name, factor in SCALED_TIMINGS.items():
+        kwargs.setdefault(name, round(factor * ttl, 6))
+
+
+def _with_vip_lifetimes(group: GroupSpec, kwargs: dict[str, Any]) -> GroupSpec:
+    """A VIP without a ``lifetime`` gets the shortest safe one: the fencing deadline
+    (lease_ttl - fence_margin), rounded up to the kernel's whole seconds."""
+    ttl, margin = kwargs.get("lease_ttl", AgentConfig.lease_ttl), kwargs.get("fence_margin")
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (ttl, margin)):
+        return group
+    lifetime = max(1, math.ceil(round(ttl - margin, 6)))
+    resources = tuple(
+        replace(r, params={**r.params, "lifetime": lifetime})
+        if r.type == "vip" and "lifetime" not in r.params
+        else r
+        for r in group.resources
+    )
+    return replace(group, resources=resources)
 
 
 def load_config(path: str | Path) -> AgentConfig:

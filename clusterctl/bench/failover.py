@@ -17,6 +17,7 @@ from clusterctl import cluster as api
 from clusterctl.bench.prober import Outage, Prober, outage
 from clusterctl.bench.sandbox import HolderSampler, node_pids, vip_holders
 from clusterctl.errors import ClusterctlError
+from clusterctl.faults import SandboxFaults
 from clusterctl.providers.podman_cli import Podman
 from clusterctl.reporter import ListReporter, Reporter
 from clusterctl.state import ClusterRecord, StateDir
@@ -49,13 +50,8 @@ class FailoverBench:
                 "run `clusterctl bench failover` without --cluster to use its own sandbox",
             )
         self.podman = Podman(self.state.root)
+        self.faults = SandboxFaults(self.podman, self.record, tls=None)  # kills need no etcd
         self.url = f"http://{self.record.vip}/"
-
-    def container(self, node: str) -> str:
-        return f"{self.cluster}-{node}"
-
-    def exec(self, node: str, *cmd: str) -> None:
-        self.podman.run("exec", self.container(node), *cmd)
 
     def holder(self) -> str:
         holders = vip_holders(node_pids(self.podman, self.record), self.record.vip)
@@ -90,16 +86,16 @@ class FailoverBench:
         self.wait_healthy()
 
     def inject(self, fault: str, holder: str) -> Callable[[], None]:
-        others = [n.name for n in self.record.nodes if n.name != holder]
-        actions: dict[str, Callable[[], None]] = {
-            "node_crash": lambda: self.podman.run("kill", self.container(holder)),
-            "web_crash": lambda: self.exec(holder, "systemctl", "kill", "-s", "KILL", "nginx"),
-            "agent_kill": lambda: self.exec(
-                holder, "systemctl", "kill", "-s", "KILL", "clusterctl-agent"
-            ),
-            "planned_move": lambda: api.failover(self.cluster, "web", others[0], ListReporter()),
-        }
-        return actions[fault]
+        other = next(n.name for n in self.record.nodes if n.name != holder)
+        kinds = {"node_crash": "crash", "web_crash": "service-kill", "agent_kill": "agent-kill"}
+
+        def act() -> None:
+            if fault == "planned_move":
+                api.failover(self.cluster, "web", other, ListReporter())
+            else:
+                self.faults.inject(kinds[fault], holder)
+
+        return act
 
     def online(self) -> set[str]:
         """Nodes the agents report online (on an etcd member: once its member rejoined)."""
@@ -132,9 +128,9 @@ class FailoverBench:
                 node = holder if holder in pending else pending[0]
                 pending.remove(node)
                 fault_at = time.monotonic()
-                self.podman.run("kill", self.container(node))
+                crash = self.faults.inject("crash", node)
                 self.wait(lambda n=node: n not in self.online(), f"{node} offline")
-                self.podman.run("start", self.container(node))
+                self.faults.heal(crash)
                 self.wait(lambda n=node: n in self.online(), f"{node} online")
                 sampler.pids.update(node_pids(self.podman, self.record))
                 time.sleep(1.0)

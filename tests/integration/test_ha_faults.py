@@ -55,6 +55,8 @@ def test_etcd_runs_at_real_time_priority_and_the_agent_before_the_workload(ha_sa
             "clusterctl-agent)",
         )  # fmt: skip
         assert nice.strip() == "-10", node
+        # its loop (the main thread) renews and fences at real time
+        assert scheduling(ha_sandbox, node, "clusterctl-agent") == "SCHED_RR", node
 
 
 def _others(sandbox, node: str) -> list[str]:

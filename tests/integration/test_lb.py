@@ -5,7 +5,6 @@ Failed-request counts are printed (`pytest -s`)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -229,12 +228,16 @@ def test_invalid_input_is_refused_and_changes_nothing(lb_sandbox, lb):
 
 
 def _agent_timings(sandbox, node: str) -> tuple:
-    rc, text = node_exec(sandbox, node, "cat", "/etc/clusterctl/agent.json")
+    """The timings the agent derives from its config (it checks and prints them)."""
+    rc, text = node_exec(
+        sandbox, node, "python3", "/usr/local/lib/clusterctl/clusterctl-agent.pyz",
+        "--config", "/etc/clusterctl/agent.json", "--check-config",
+    )  # fmt: skip
     assert rc == 0, text
-    config = json.loads(text)
-    vip_res = next(r for r in config["groups"][0]["resources"] if r["type"] == "vip")
+    line = next(x for x in text.splitlines() if x.startswith("timings: "))
+    values = dict(item.split("=") for item in line.removeprefix("timings: ").split())
     keys = ("lease_ttl", "fence_margin", "renew_timeout")
-    return (*(config[k] for k in keys), vip_res["lifetime"])
+    return (*(float(values[k]) for k in keys), int(values["vip_lifetime"]))
 
 
 def test_lease_ttl_scales_the_agents_timings(lb_sandbox, lb):

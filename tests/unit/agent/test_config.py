@@ -49,8 +49,24 @@ def test_defaults_are_valid_and_documented() -> None:
     assert [r.name for r in group.resources] == ["vip", "nginx"]
     assert group.resources[0].is_exclusive and not group.resources[0].prestart_safe
     assert group.resources[1].prestart_safe and not group.resources[1].is_exclusive
-    assert group.resources[0].params == {"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}
+    assert group.resources[0].params == {
+        "address": "10.0.0.100",
+        "prefix": 24,
+        "interface": "eth0",
+        "lifetime": 1,  # the fencing deadline (0.6 s), in the kernel's whole seconds
+    }
     assert group.migration_threshold == 2
+
+
+@pytest.mark.parametrize(
+    ("ttl", "renew", "margin", "lifetime"), [(1, 0.25, 0.4, 1), (2, 0.5, 0.8, 2), (5, 1.25, 2.0, 3)]
+)
+def test_timings_scale_with_the_lease_unless_set(ttl, renew, margin, lifetime) -> None:
+    config = config_from_dict({**sample(), "lease_ttl": ttl})
+    assert (config.renew_timeout, config.fence_margin) == (renew, margin)
+    assert config.groups[0].resources[0].params["lifetime"] == lifetime
+    set_by_hand = config_from_dict({**sample(), "lease_ttl": ttl, "fence_margin": 0.3 * ttl})
+    assert set_by_hand.fence_margin == 0.3 * ttl and set_by_hand.renew_timeout == renew
 
 
 def test_load_config_file(tmp_path: Path) -> None:

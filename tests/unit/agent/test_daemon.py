@@ -59,7 +59,11 @@ def test_check_config_errors_name_the_rule(tmp_path: Path, capsys) -> None:
     base = {"node": "n1", "etcd_endpoints": ["http://127.0.0.1:1"]}
     path.write_text(json.dumps({**base, "api_port": 0}))
     assert main(["--config", str(path), "--check-config"]) == 0
-    assert capsys.readouterr().out == "config OK: node n1, cluster demo, no groups, API disabled\n"
+    assert capsys.readouterr().out == (
+        "config OK: node n1, cluster demo, no groups, API disabled\n"
+        "timings: lease_ttl=1 renew_interval=0.2 renew_timeout=0.25 fence_margin=0.4 "
+        "loop_interval=0.1 request_timeout=0.5 vip_lifetime=-\n"
+    )
     # The API is on by default: its token file must be readable.
     missing = tmp_path / "no-token"
     path.write_text(json.dumps({**base, "api_token_file": str(missing)}))
@@ -75,7 +79,7 @@ def test_check_config_errors_name_the_rule(tmp_path: Path, capsys) -> None:
     assert capsys.readouterr().err.endswith(f"api_token_file readable: {token} is empty\n")
     token.write_text("s3cret\n")
     assert main(["--config", str(path), "--check-config"]) == 0
-    assert capsys.readouterr().out.endswith(", no groups, API on 0.0.0.0:7480\n")
+    assert capsys.readouterr().out.splitlines()[0].endswith(", no groups, API on 0.0.0.0:7480")
 
 
 def test_notifier_abstract_socket(abstract_socket) -> None:
@@ -207,3 +211,23 @@ def test_daemon_process_serves_the_api(tmp_path: Path) -> None:
     assert f"API listening on 127.0.0.1:{port}" in err
     assert "start-up cleanup: nothing was running" in err
     assert "Traceback" not in err
+
+
+def test_the_loop_asks_for_real_time_and_says_what_it_got(monkeypatch) -> None:
+    import os
+
+    from clusterctl.agent.daemon import raise_priority
+
+    asked = []
+    monkeypatch.setattr(os, "sched_setscheduler", lambda *args: asked.append(args))
+    assert raise_priority(20) == "CPU priority: the loop runs at SCHED_RR 20"
+    ((pid, policy, param),) = asked
+    assert pid == 0 and policy == os.SCHED_RR | os.SCHED_RESET_ON_FORK
+    assert param.sched_priority == 20
+
+    def refuse(*args):
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "sched_setscheduler", refuse)
+    assert raise_priority(20).startswith("CPU priority: ordinary scheduling, real time refused")
+    assert raise_priority(0) == "CPU priority: ordinary scheduling (realtime_priority 0)"
