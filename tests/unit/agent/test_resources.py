@@ -154,6 +154,7 @@ def test_vip_lifetime_shorter_than_the_fence_is_refused():
         "etcd_endpoints": ["http://127.0.0.1:2379"],
         "lease_ttl": 3.0,
         "renew_interval": 0.5,
+        "renew_timeout": 0.25,
         "fence_margin": 0.5,
         "api_port": 0,
         "groups": [group],
