@@ -94,7 +94,7 @@ def render_timeline(
     parts.append(f'<text x="8" y="{lane + 4}">VIP holder</text>')
     nodes = sorted({n for _, h in holder_samples for n in h})
     colour_of = {n: NODE_COLOURS[i % len(NODE_COLOURS)] for i, n in enumerate(nodes)}
-    for (t0, holders), (t1, _) in zip(holder_samples, holder_samples[1:], strict=False):
+    for t0, t1, holders in _runs(holder_samples):
         if not holders:
             continue
         colour = "#000" if len(holders) > 1 else colour_of[holders[0]]
@@ -117,6 +117,19 @@ def render_timeline(
             legend_x += 14 + 7 * len(kind) + 16
     parts.append("</svg>")
     return "\n".join(parts) + "\n"
+
+
+def _runs(
+    samples: list[tuple[float, tuple[str, ...]]],
+) -> list[tuple[float, float, tuple[str, ...]]]:
+    """Consecutive samples with the same holders as (from, to, holders): one band each."""
+    runs: list[tuple[float, float, tuple[str, ...]]] = []
+    for (t0, holders), (t1, _) in zip(samples, samples[1:], strict=False):
+        if runs and runs[-1][2] == holders and runs[-1][1] == t0:
+            runs[-1] = (runs[-1][0], t1, holders)
+        else:
+            runs.append((t0, t1, holders))
+    return runs
 
 
 def _rect(x: float, y: float, width: float, height: float, fill: str) -> str:
