@@ -79,6 +79,7 @@ class ChaosReport:
     failed_requests: int = 0
     holder_samples: int = 0
     dual_holder_samples: int = 0
+    dual_holders: list[tuple[float, list[str]]] = field(default_factory=list)  # first 20
     converged: bool = False
     converge_s: float | None = None
     lost_configuration: list[str] = field(default_factory=list)
@@ -91,7 +92,9 @@ class ChaosReport:
     def violations(self) -> list[str]:
         found = []
         if self.dual_holder_samples:
-            found.append(f"{self.dual_holder_samples} samples with two VIP holders")
+            first = self.dual_holders[0] if self.dual_holders else None
+            where = f" (first at {first[0]:.1f} s: {', '.join(first[1])})" if first else ""
+            found.append(f"{self.dual_holder_samples} samples with two VIP holders{where}")
         if self.lost_configuration:
             found.append("configuration lost: " + "; ".join(self.lost_configuration))
         if not self.converged:
@@ -307,7 +310,7 @@ class Chaos:
                 time.sleep(max(0.0, min(pause, rest)))
             self.faults.heal_all()
             converge = self.wait_healthy(CONVERGE_WAIT)
-            sampler.pids.update(node_pids(self.podman, self.record))
+            sampler.refresh(node_pids(self.podman, self.record))
             time.sleep(1.0)
         finally:
             samples = prober.stop()
@@ -318,6 +321,9 @@ class Chaos:
         report.failed_requests = sum(1 for s in samples if not s.ok)
         report.holder_samples = len(holder_samples)
         report.dual_holder_samples = sum(1 for _, h in holder_samples if len(h) > 1)
+        report.dual_holders = [
+            (round(t - start, 3), list(h)) for t, h in holder_samples if len(h) > 1
+        ][:20]
         report.faults = self._fault_records(marks, samples, holder_samples, start)
         report.lost_configuration = lost(before, configuration(self.record.name))
         self._check_history(report, holder_samples, wall_start)
@@ -341,12 +347,12 @@ class Chaos:
         self.faults.heal(fault)
         healed = time.monotonic()
         if kind == "crash":  # its init has a new PID: sample the restarted node from now on
-            sampler.pids.update(node_pids(self.podman, self.record))
+            sampler.refresh(node_pids(self.podman, self.record))
         took = self.wait_healthy(HEALTHY_WAIT)
         if took is None:
             self.reporter.warn(f"{kind} on {node}: not healthy {HEALTHY_WAIT:.0f} s after healing")
             self.faults.heal_all()
-        sampler.pids.update(node_pids(self.podman, self.record))
+        sampler.refresh(node_pids(self.podman, self.record))
         return (kind, node, injected, healed, None if took is None else healed + took)
 
     def _fault_records(

@@ -132,7 +132,7 @@ class FailoverBench:
                 self.wait(lambda n=node: n not in self.online(), f"{node} offline")
                 self.faults.heal(crash)
                 self.wait(lambda n=node: n in self.online(), f"{node} online")
-                sampler.pids.update(node_pids(self.podman, self.record))
+                sampler.refresh(node_pids(self.podman, self.record))
                 time.sleep(1.0)
                 rounds.append((node, node == holder, fault_at, time.monotonic()))
         finally:

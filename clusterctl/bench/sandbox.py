@@ -6,6 +6,7 @@ so the VIP holders can be sampled while a benchmark runs.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -45,7 +46,13 @@ def vip_holders(pids: dict[str, int], vip: str) -> list[str]:
 
 @dataclass
 class HolderSampler:
-    """Samples which nodes hold the VIP every `period` seconds in a thread."""
+    """Samples which nodes hold the VIP every `period` seconds in a thread.
+
+    Each node's network namespace is held open (a file descriptor taken from its init's PID
+    when the sampler starts or ``refresh`` is called): a PID that a crashed node's init had
+    may belong to another node's process seconds later (pid_max is 32,768 here and the host
+    makes processes fast), and entering a namespace by PID would then read the wrong node.
+    A crashed node's held namespace shows no VIP until ``refresh`` opens the new one."""
 
     pids: dict[str, int]
     vip: str
@@ -55,10 +62,40 @@ class HolderSampler:
     def __post_init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._netns: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self.refresh(self.pids)
+
+    def refresh(self, pids: dict[str, int]) -> None:
+        """Hold the namespaces of these PIDs from now on (0: the node is not running)."""
+        opened = {}
+        for name, pid in pids.items():
+            if pid > 0:
+                try:
+                    opened[name] = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+                except OSError:
+                    continue
+        with self._lock:
+            old, self._netns = self._netns, {**self._netns, **opened}
+            self.pids.update(pids)
+        for name, fd in old.items():
+            if name in opened:
+                os.close(fd)
+
+    def _has_vip(self, fd: int) -> bool | None:
+        proc = subprocess.run(
+            ["nsenter", f"--net=/proc/self/fd/{fd}", "ip", "-br", "-4", "addr", "show", "eth0"],
+            capture_output=True, text=True, timeout=5, pass_fds=(fd,),
+        )  # fmt: skip
+        if proc.returncode != 0:
+            return None
+        return any(part.split("/")[0] == self.vip for part in proc.stdout.split()[2:])
 
     def _loop(self) -> None:
         while not self._stop.is_set():
-            holders = tuple(vip_holders(self.pids, self.vip))
+            with self._lock:
+                held = dict(self._netns)
+            holders = tuple(name for name, fd in held.items() if self._has_vip(fd))
             self.samples.append((time.monotonic(), holders))
             self._stop.wait(self.period)
 
@@ -69,6 +106,10 @@ class HolderSampler:
     def stop(self) -> list[tuple[float, tuple[str, ...]]]:
         self._stop.set()
         self._thread.join()
+        with self._lock:
+            for fd in self._netns.values():
+                os.close(fd)
+            self._netns = {}
         return self.samples
 
     @property
