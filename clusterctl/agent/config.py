@@ -127,6 +127,10 @@ class AgentConfig:
     # SCHED_RR priority of the loop's thread (renewals, fencing); 0 leaves it to the
     # ordinary scheduler. The agent falls back to that when the host refuses real time.
     realtime_priority: int = 0
+    # hand etcd's leadership away while this node holds a group (agent/etcd_leader.py); off
+    # by default: with the leader always on another node, a crash of that node (not the
+    # holder) stalled the holder's renewals for an election and moved the group in CI
+    move_etcd_leadership: bool = False
     address: str = ""
     lease_ttl: float = 1.0
     renew_interval: float = 0.2
@@ -192,6 +196,8 @@ class AgentConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError("positive numbers", f"{name} must be > 0, got {value!r}")
+        if not isinstance(self.move_etcd_leadership, bool):
+            raise ConfigError("move_etcd_leadership", "must be true or false")
         rt = self.realtime_priority
         if isinstance(rt, bool) or not isinstance(rt, int) or not 0 <= rt <= 99:
             raise ConfigError("realtime_priority 0..99", f"{rt!r} (0: no real time)")

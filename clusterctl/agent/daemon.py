@@ -111,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     helpers_stop = threading.Event()
     helpers = [threading.Thread(target=history.run, args=(helpers_stop,), name="history")]
-    if config.etcd_member:
+    if config.etcd_member and config.move_etcd_leadership:
         mover = LeaderMover(make_store(config), config.etcd_endpoints[0], agent.holding)
         helpers.append(threading.Thread(target=mover.run, args=(helpers_stop,), name="etcd-leader"))
     for thread in helpers:

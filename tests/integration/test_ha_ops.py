@@ -3,7 +3,6 @@ cluster. Healed after each test like test_ha_faults.py; outages printed (`pytest
 
 from __future__ import annotations
 
-import contextlib
 import json
 import subprocess
 import sys
@@ -18,10 +17,8 @@ from .hahelpers import (
     api_get,
     container,
     etcd_leader,
-    etcd_post,
     heal,
     holder,
-    node_address,
     node_exec,
     node_names,
     unit_active,
@@ -110,34 +107,6 @@ def test_etcd_leader_killed_while_idle(ha_sandbox, healthy):
     # etcd comes back by itself (Restart=on-failure drop-in) and the cluster elects a leader.
     wait_for(lambda: unit_active(ha_sandbox, leader, "etcd"), GENEROUS, what="etcd restarted")
     assert wait_for(lambda: etcd_leader(ha_sandbox), GENEROUS)
-
-
-def test_the_holder_hands_etcd_leadership_to_another_member(ha_sandbox, healthy):
-    """A holder that is also etcd's leader would cost an election plus a lease TTL if it
-    crashed (a new etcd leader re-arms every lease): its agent moves the leadership away."""
-    old = healthy
-    leader = wait_for(lambda: etcd_leader(ha_sandbox), GENEROUS, what="an etcd leader")
-    if leader != old:  # make the holder's member the leader, as an election might
-        me = etcd_post(ha_sandbox, node_address(ha_sandbox, old), "/v3/maintenance/status", {})
-        with contextlib.suppress(OSError):  # the old leader waits to see the holder lead;
-            # the holder may pass it on before it does, and then the call times out
-            etcd_post(
-                ha_sandbox, node_address(ha_sandbox, leader), "/v3/maintenance/transfer-leadership",
-                {"targetID": me["header"]["member_id"]}, timeout=5,
-            )  # fmt: skip
-    since = time.time()
-    now_leads = wait_for(
-        lambda: (lead := etcd_leader(ha_sandbox)) not in (None, old) and lead, GENEROUS,
-        what="etcd leadership moved off the holder",
-    )  # fmt: skip
-    time.sleep(3)
-    assert etcd_leader(ha_sandbox) not in (old,), "leadership came back to the holder"
-    assert holder(ha_sandbox) == old  # no failover for it
-    rc, log = node_exec(
-        ha_sandbox, old, "journalctl", "-u", "clusterctl-agent", "--since", f"@{int(since) - 5}",
-        "-o", "cat",
-    )  # fmt: skip
-    assert f"moved etcd leadership to {now_leads}: this node holds web" in log, log[-2000:]
 
 
 def _planned_move(sandbox, target: str, run) -> tuple[float, int, float]:
