@@ -128,6 +128,8 @@ class Agent:
         self.history = History(config.node)  # transitions, written to etcd by the daemon
         self._last_leader: dict[str, str] = {}  # per group: the last holder we saw
         self._backend_health: dict[str, str] = {}  # per backend: as our LB last reported it
+        self._seen_members: set[str] = set()  # members in the last view
+        self._mass_expiry_until = float("-inf")  # no free group is taken before this
         self.snapshot = self._make_snapshot("starting")
 
     # -- public ------------------------------------------------------------------------------
@@ -248,6 +250,7 @@ class Agent:
             self._store_ok = True
             view = parse_view(self.keys, kv, tuple(g.spec for g in self.groups.values()))
             self.view = view
+            self._note_vanished_members(view)
             self._update_standby(view)
             self._repair(view)
             self._register_backend(view)
@@ -261,12 +264,33 @@ class Agent:
         except LeaseExpired:
             had = self.holding()
             self.lease.forget()
+            # our lease gone while we renewed it: revoked, perhaps with others (see above)
+            self._hold_off("this node's lease vanished")
+            self._seen_members.discard(self.node)
             return self._fence("lease expired") if had else "lease expired, registering again"
         except StoreUnavailable:
             self._store_ok = False
             return self._unreachable()
         self._note_backend_health()
         return self._compose(parts)
+
+    def _note_vanished_members(self, view: ClusterView) -> None:
+        """Several members' leases vanishing in one step is not several crashes: it is what
+        an etcd leader does when it resumes after a freeze and revokes every lease it thinks
+        expired (etcd issue 15247, in Debian's 3.4.23) - holders that renewed their leases a
+        moment ago among them, unaware until their next renewal. Nobody takes a free group
+        until that renewal has failed on every old holder and made it fence: one renewal
+        interval plus its timeout plus a loop tick. A single node's crash is not delayed."""
+        members = set(view.members)
+        gone = self._seen_members - members
+        self._seen_members = members
+        if len(gone) >= 2:
+            self._hold_off(f"leases of {', '.join(sorted(gone))} vanished at once")
+
+    def _hold_off(self, why: str) -> None:
+        wait = self.config.renew_interval + self.config.renew_timeout + self.config.loop_interval
+        self._mass_expiry_until = self.clock.now() + wait
+        log.warning("%s: no free group is taken for %.2f s", why, wait)
 
     def _note_backend_health(self) -> None:
         """Record each backend our LB takes out of or puts back into service."""
@@ -465,6 +489,12 @@ class Agent:
         block = acquire_block(self.node, view, gv)
         if block:
             return f"{g.name} is free but {block}, standing by"
+        wait = self._mass_expiry_until - self.clock.now()
+        if wait > 0:
+            return (
+                f"{g.name} is free but several members' leases vanished at once, waiting "
+                f"{wait:.2f} s for their holders to notice"
+            )
         if self.clock.now() - self._registered_at < self.config.loop_interval:
             # Nodes starting together first see each other's member keys one tick later;
             # without this pause the first to start would beat a preferred node to the group.
