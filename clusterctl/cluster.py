@@ -6,11 +6,9 @@ The CLI is a thin layer over these functions; so are the tests and benchmarks.
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from clusterctl.agent.history import HistoryEntry, last_failover
 from clusterctl.agent.tls import TlsFiles
@@ -434,11 +432,7 @@ STATUS_HISTORY = 500  # entries `status` reads to find each group's last failove
 
 
 def _entries(data: dict) -> list[HistoryEntry]:
-    return [e for raw in data.get("entries", []) if (e := _entry(raw)) is not None]
-
-
-def _entry(raw: Any) -> HistoryEntry | None:
-    return HistoryEntry.from_json(json.dumps(raw))
+    return [e for raw in data.get("entries", []) if (e := HistoryEntry.from_dict(raw)) is not None]
 
 
 def history(

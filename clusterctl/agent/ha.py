@@ -177,9 +177,13 @@ class Agent:
         while a ``standby/<node>`` key exists (the persistent, cluster-wide switch)."""
         self._standby_local = standby
         keyed = self.view is not None and self.node in self.view.standby
-        if (standby or keyed) != self.standby:
-            self.history.record("standby" if standby or keyed else "unstandby")
-        self.standby = standby or keyed
+        self._set_standby(standby or keyed)
+
+    def _set_standby(self, standby: bool) -> None:
+        """The effective standby flag, with a history entry when it changes."""
+        if standby != self.standby:
+            self.history.record("standby" if standby else "unstandby")
+        self.standby = standby
 
     def startup_cleanup(self) -> str:
         """Before the first step: stop, locally, every configured resource found running.
@@ -326,10 +330,7 @@ class Agent:
     def _update_standby(self, view: ClusterView) -> None:
         """Standby = local (config, set_standby) or the ``standby/<node>`` key; publish it in
         our member value when it changed (placement already sees the key through the view)."""
-        standby = self._standby_local or self.node in view.standby
-        if standby != self.standby:
-            self.history.record("standby" if standby else "unstandby")
-        self.standby = standby
+        self._set_standby(self._standby_local or self.node in view.standby)
         self.lease.register(self.standby, timeout=self._timeout())
 
     def _maintain_lease(self) -> None:
@@ -615,9 +616,7 @@ class Agent:
             except ResourceError as exc:
                 self._record_failure(g, gv, fatal=True)
                 return self._release(g, f"restart of {res.name} failed ({exc})")
-            g.schedule_monitors(self.clock.now())
-            self.history.record("restarted", g.name, f"{res.name} restarted in place")
-            return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
+            return self._restarted(g, res, failures, threshold)
         return None
 
     def _restart(self, g: GroupRunner, gv: GroupView) -> str:
@@ -647,9 +646,7 @@ class Agent:
                 errors = [str(exc)]
         if not errors:
             g.restart_from = None
-            g.schedule_monitors(self.clock.now())
-            self.history.record("restarted", g.name, f"{res.name} restarted in place")
-            return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
+            return self._restarted(g, res, failures, threshold)
         if self.clock.now() >= g.restart_until:
             g.restart_from = None
             self._record_failure(g, gv, fatal=True)
@@ -658,6 +655,12 @@ class Agent:
             f"{res.name} failed, restart in place pending ({errors[0]}) "
             f"(failcount {failures}/{threshold})"
         )
+
+    def _restarted(self, g: GroupRunner, res: Resource, failures: int, threshold: int) -> str:
+        """A failed resource runs again in place: monitors from now, a history entry."""
+        g.schedule_monitors(self.clock.now())
+        self.history.record("restarted", g.name, f"{res.name} restarted in place")
+        return f"{res.name} failed, restarted in place (failcount {failures}/{threshold})"
 
     def _restart_timeout(self, res: Resource) -> float:
         """A restart command's timeout: like ``_op_timeout`` but leaving ``renew_timeout``

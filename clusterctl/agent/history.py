@@ -30,6 +30,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from clusterctl.agent.clock import Clock, MonotonicClock
 from clusterctl.agent.keys import Keys
@@ -75,6 +76,14 @@ class HistoryEntry:
         """The entry in ``text``, or None for anything that is not one (never raises)."""
         try:
             data = json.loads(text)
+        except ValueError:
+            return None
+        return HistoryEntry.from_dict(data)
+
+    @staticmethod
+    def from_dict(data: Any) -> HistoryEntry | None:
+        """The entry in parsed JSON (an API answer's row), or None (never raises)."""
+        try:
             entry = HistoryEntry(
                 at=float(data["at"]),
                 node=str(data["node"]),
