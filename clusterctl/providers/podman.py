@@ -27,7 +27,6 @@ from clusterctl.providers.podman_cli import Podman
 from clusterctl.providers.rtbudget import NODE_BUDGET_US, RtBudget
 from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
-from clusterctl.topology import etcd_member_nodes
 
 LABEL = "clusterctl.cluster"
 
@@ -178,8 +177,8 @@ class PodmanProvider(Provider):
         return record, [InventoryNode(n.name, n.address) for n in record.nodes]
 
     def _realtime_members(self, record: ClusterRecord) -> set[str]:
-        """The etcd-member nodes that get real-time CPU time (rtbudget.py); empty where the
-        host needs none or has none to give."""
+        """The nodes whose agent gets real-time CPU time (rtbudget.py): every node of a
+        profile with agents; none where the host needs none or has none to give."""
         budget = RtBudget()
         if record.profile not in ("ha", "lb") or not budget.supported():
             return set()
@@ -187,10 +186,10 @@ class PodmanProvider(Provider):
             budget.ensure_parent()  # before any node starts: their configuration needs it
         except OSError as exc:
             self.reporter.warn(
-                f"no real-time CPU time for etcd ({exc}): it runs at normal priority"
+                f"no real-time CPU time for the agents ({exc}): they run at normal priority"
             )
             return set()
-        return {n.name for n in etcd_member_nodes(record.nodes)}
+        return {n.name for n in record.nodes}
 
     def _ensure_container(self, record: ClusterRecord, node: NodeRecord, realtime: bool) -> None:
         if self.podman.container_exists(node.container):
@@ -206,7 +205,7 @@ class PodmanProvider(Provider):
                 if started.returncode == 0:
                     self.started.append(node.name)
                 elif "rt_runtime" in started.stderr:
-                    # its etcd's real-time share is taken (by another cluster's nodes):
+                    # its agent's real-time share is taken (by another cluster's nodes):
                     # never re-create a node that has data for that
                     raise ClusterctlError(
                         f"{node.container} cannot start: podman's cgroup has no real-time CPU "
@@ -226,7 +225,7 @@ class PodmanProvider(Provider):
                 extra = ["--cpu-rt-runtime", str(NODE_BUDGET_US)]
             elif realtime:
                 self.reporter.warn(
-                    f"no real-time CPU time left for etcd on {node.name} (other clusters use "
+                    f"no real-time CPU time left for the agent on {node.name} (other clusters use "
                     "it): it runs at normal priority"
                 )
             self.podman.run(

@@ -179,3 +179,21 @@ def lb_sandbox(pool: SandboxPool) -> Sandbox:
 @pytest.fixture
 def lb5_sandbox(pool: SandboxPool) -> Sandbox:
     return pool.get(*CLUSTERS["lb5_sandbox"])
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed test on a cluster with agents reports the cluster's recent history, so a red
+    CI run says what the agents did (why a group moved, who fenced) without a re-run."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    pool_ = item.funcargs.get("pool") if hasattr(item, "funcargs") else None
+    current = pool_.current if isinstance(pool_, SandboxPool) else None
+    if current is None or current.cluster == CLUSTER:  # the web profile has no agents
+        return
+    result = cli("history", "--cluster", current.cluster, "--since", "5m", timeout=60)
+    report.sections.append(
+        (f"clusterctl history --cluster {current.cluster}", result.stdout or result.stderr)
+    )

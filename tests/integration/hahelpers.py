@@ -459,6 +459,19 @@ def etcd_leader(sandbox: Sandbox, members: list[str] | None = None) -> str | Non
     return None
 
 
+def move_etcd_leader(sandbox: Sandbox, to: str) -> None:
+    """Make ``to``'s etcd member the Raft leader (etcd's own leadership transfer)."""
+    if etcd_leader(sandbox) == to:
+        return
+    target = etcd_post(sandbox, node_address(sandbox, to), "/v3/maintenance/status", {})
+    leader = wait_for(lambda: etcd_leader(sandbox), 10, what="an etcd leader")
+    etcd_post(
+        sandbox, node_address(sandbox, leader), "/v3/maintenance/transfer-leadership",
+        {"targetID": target["header"]["member_id"]},
+    )  # fmt: skip
+    wait_for(lambda: etcd_leader(sandbox) == to, 10, what=f"etcd leadership on {to}")
+
+
 def healthy(sandbox: Sandbox) -> str | None:
     """The holder if the cluster is healthy: quorum, all members online, web started, the VIP
     on the holder alone; None otherwise."""

@@ -4,7 +4,8 @@ Why several endpoints and short timeouts: when the etcd leader dies, a request i
 can hang for ~7 s (ENVIRONMENT.md) although a new leader exists after < 1 s. So each request
 gets a short timeout (default 0.5 s) and is retried on the next endpoint; the client sticks to
 the last endpoint that answered. ``StoreUnavailable`` is raised only when no endpoint answered
-within the call's overall timeout.
+within the call's overall timeout. The lease renewal alone is hedged: when the member it asks
+is slow, every member is asked at once (``_hedged_call`` says why).
 
 Over TLS (``https://`` endpoints, the cluster's CA and this node's certificate) and with etcd's
 RBAC on, the client authenticates with its etcd user's password (read from a file at each
@@ -24,10 +25,13 @@ import contextlib
 import http.client
 import json
 import math
+import os
+import queue
 import ssl
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,6 +59,28 @@ _OLD_AUTH_MESSAGE = "revision of auth store is old"
 _NO_TOKEN_MESSAGE = "user name is empty"
 _PERMISSION_DENIED_CODE = 7
 _AUTH_OFF = "authentication is not enabled"
+# Between two requests of a hedged call to one member that failed at once (refused: its etcd
+# is down), so a dead member costs a few connection attempts, not a busy loop.
+_RETRY_PAUSE = 0.02
+
+
+class _TryElsewhere(Exception):
+    """This member gave no usable answer (refused, timed out, unavailable); another may."""
+
+
+def _scheduling() -> tuple[int, os.sched_param] | tuple[None, None]:
+    """The calling thread's CPU scheduling policy and priority (None where unknown)."""
+    try:
+        return os.sched_getscheduler(0), os.sched_getparam(0)
+    except (AttributeError, OSError):
+        return None, None
+
+
+def _set_scheduling(policy: int | None, param: os.sched_param | None) -> None:
+    if policy is None or param is None:
+        return
+    with contextlib.suppress(OSError):
+        os.sched_setscheduler(0, policy, param)
 
 
 def _b64(text: str | bytes) -> str:
@@ -240,6 +266,7 @@ class EtcdStore(Store):
         self._pool = KeepAlivePool(ssl_context=tls.client_context() if tls else None)
         self._token: str | None = None
         self._token_lock = threading.Lock()
+        self._workers: ThreadPoolExecutor | None = None
 
     # -- transport -------------------------------------------------------------------------
 
@@ -285,75 +312,179 @@ class EtcdStore(Store):
                 )
             self._token = token
 
-    def _call(self, path: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
-        """POST ``body`` to ``path`` on the first endpoint that answers; return its JSON.
-
-        Tries each endpoint at most once (plus one retry after authenticating again),
-        starting with the last one that worked, and gives up when ``timeout`` (default: one
-        ``request_timeout`` per endpoint) has elapsed.
-        """
-        start = time.monotonic()
-        budget = self.request_timeout * len(self.endpoints) if timeout is None else timeout
-        data = json.dumps(body).encode()
-        errors: list[str] = []
-        first = self._current
-        attempts = [(first + i) % len(self.endpoints) for i in range(len(self.endpoints))]
+    def _attempt(self, index: int, path: str, data: bytes, end: float) -> dict[str, Any]:
+        """POST ``data`` to endpoint ``index`` once (plus once more after authenticating
+        again), before monotonic time ``end``; return its JSON. Raises ``_TryElsewhere`` when
+        this member did not answer usefully, ``LeaseExpired``/``StoreError`` on a final
+        answer."""
+        endpoint = self.endpoints[index]
         reauthenticated = False
-        while attempts:
-            remaining = budget - (time.monotonic() - start)
+        while True:
+            remaining = end - time.monotonic()
             if remaining <= 0.001:
-                break
-            index = attempts.pop(0)
-            endpoint = self.endpoints[index]
+                raise _TryElsewhere(f"{endpoint}: timeout exhausted")
             try:
                 token = self._token
                 if self.credentials is not None and token is None:
                     self._authenticate(endpoint, None, min(self.request_timeout, remaining))
-                    remaining = budget - (time.monotonic() - start)
+                    remaining = end - time.monotonic()
                 status, payload = self._post(
                     endpoint, path, data, max(0.001, min(self.request_timeout, remaining))
                 )
             except (OSError, http.client.HTTPException) as exc:  # refused, timeout, reset
-                errors.append(f"{endpoint}: {exc!r}")
-                self._skip(index)
-                continue
+                raise _TryElsewhere(f"{endpoint}: {exc!r}") from None
             if payload is None:
                 if status < 400:  # an answer we cannot read: ask the next member
-                    errors.append(f"{endpoint}: unreadable answer to {path}")
-                    self._skip(index)
-                    continue
+                    raise _TryElsewhere(f"{endpoint}: unreadable answer to {path}")
                 payload = {}
-            if status >= 400:
-                code = payload.get("code")
-                message = str(payload.get("message") or payload.get("error") or f"HTTP {status}")
-                if (
-                    self.credentials is not None
-                    and not reauthenticated
-                    and _needs_token(code, message, token)
-                ):
-                    reauthenticated = True
-                    try:
-                        self._authenticate(endpoint, token, min(self.request_timeout, remaining))
-                    except (OSError, http.client.HTTPException) as exc:
-                        errors.append(f"{endpoint}: {exc!r}")
-                        self._skip(index)
-                        continue
-                    attempts.insert(0, index)  # the same member, with the new token
-                    continue
-                if "lease not found" in message:
-                    self._current = index
-                    raise LeaseExpired(message)
-                if status >= 500 or code in _RETRY_CODES:
-                    errors.append(f"{endpoint}: {message}")
-                    self._skip(index)
-                    continue
-                raise StoreError(f"{endpoint}{path}: {message}")
+            if status < 400:
+                if "error" in payload and "result" not in payload:
+                    raise StoreError(f"{endpoint}{path}: {payload['error']}")
+                return payload
+            code = payload.get("code")
+            message = str(payload.get("message") or payload.get("error") or f"HTTP {status}")
+            if (
+                self.credentials is not None
+                and not reauthenticated
+                and _needs_token(code, message, token)
+            ):
+                reauthenticated = True
+                try:
+                    self._authenticate(endpoint, token, min(self.request_timeout, remaining))
+                except (OSError, http.client.HTTPException) as exc:
+                    raise _TryElsewhere(f"{endpoint}: {exc!r}") from None
+                continue  # the same member, with the new token
+            if "lease not found" in message:
+                raise LeaseExpired(message)
+            if status >= 500 or code in _RETRY_CODES:
+                raise _TryElsewhere(f"{endpoint}: {message}")
+            raise StoreError(f"{endpoint}{path}: {message}")
+
+    def _budget(self, timeout: float | None) -> float:
+        return self.request_timeout * len(self.endpoints) if timeout is None else timeout
+
+    def _call(self, path: str, body: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """POST ``body`` to ``path`` on the first endpoint that answers; return its JSON.
+
+        Tries each endpoint at most once, one after the other, starting with the last one
+        that worked, and gives up when ``timeout`` (default: one ``request_timeout`` per
+        endpoint) has elapsed.
+        """
+        end = time.monotonic() + self._budget(timeout)
+        data = json.dumps(body).encode()
+        errors: list[str] = []
+        first = self._current
+        for index in [(first + i) % len(self.endpoints) for i in range(len(self.endpoints))]:
+            if end - time.monotonic() <= 0.001:
+                break
+            try:
+                payload = self._attempt(index, path, data, end)
+            except _TryElsewhere as exc:
+                errors.append(str(exc))
+                self._skip(index)
+                continue
+            except LeaseExpired:
+                self._current = index
+                raise
             self._current = index
-            if "error" in payload and "result" not in payload:
-                raise StoreError(f"{endpoint}{path}: {payload['error']}")
             return payload
         detail = "; ".join(errors) or "timeout exhausted"
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
+
+    def _hedged_call(
+        self, path: str, body: dict[str, Any], timeout: float | None
+    ) -> dict[str, Any]:
+        """Like ``_call``, for the one request whose latency is safety: the lease renewal.
+
+        Why: while etcd elects a new leader, a renewal sent to a follower waits there for a
+        leader it cannot see yet (etcd 3.4 forwards it to the dead leader, then polls for a
+        new one once per election timeout), so one request can stay stuck past the fencing
+        deadline although the new leader would answer a fresh request at once. So the call
+        asks the last endpoint that worked; if it has not answered after a fifth of the
+        budget, or failed, it asks every endpoint in parallel, each sending a fresh request
+        whenever its previous one has been unanswered for two fifths of the budget (or
+        failed: then after a short pause), until one answers or the budget is spent.
+        Every request is sent after the call started, so any success proves the renewal.
+        """
+        budget = self._budget(timeout)
+        start = time.monotonic()
+        end = start + budget
+        data = json.dumps(body).encode()
+        attempt_timeout = budget * 0.4
+        outcomes: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()
+        stop = threading.Event()
+
+        def ask(index: int) -> None:
+            last = "timeout exhausted"
+            while not stop.is_set() and end - time.monotonic() > 0.001:
+                try:
+                    payload = self._attempt(
+                        index, path, data, min(end, time.monotonic() + attempt_timeout)
+                    )
+                except _TryElsewhere as exc:
+                    last = str(exc)
+                    outcomes.put((index, "failed", last))
+                    stop.wait(min(_RETRY_PAUSE, max(0.0, end - time.monotonic())))
+                    continue
+                except StoreError as exc:  # a final answer (LeaseExpired among them)
+                    outcomes.put((index, "final", exc))
+                    return
+                outcomes.put((index, "ok", payload))
+                return
+            outcomes.put((index, "done", last))
+
+        workers = self._hedge_workers()
+        first = self._current
+        workers.submit(ask, first)
+        running = 1
+        hedged = False
+        errors: dict[int, str] = {}
+        try:
+            while running:
+                wait = (start + budget * 0.2 if not hedged else end) - time.monotonic()
+                try:
+                    index, kind, value = outcomes.get(timeout=max(0.0, wait))
+                except queue.Empty:
+                    if hedged:
+                        break
+                    kind = "slow"
+                else:
+                    if kind == "ok":
+                        self._current = index
+                        return value
+                    if kind == "final":
+                        if isinstance(value, LeaseExpired):
+                            self._current = index
+                        raise value
+                    errors[index] = value
+                    if kind == "done":
+                        running -= 1
+                if not hedged and kind in ("slow", "failed"):
+                    hedged = True
+                    for other in range(len(self.endpoints)):
+                        if other != first:
+                            workers.submit(ask, other)
+                            running += 1
+        finally:
+            stop.set()
+        self._skip(first)
+        detail = "; ".join(errors[i] for i in sorted(errors)) or "timeout exhausted"
+        raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
+
+    def _hedge_workers(self) -> ThreadPoolExecutor:
+        """The threads of ``_hedged_call``, made on first use by the thread that renews, whose
+        CPU scheduling they copy (the agent's loop runs at real-time priority with
+        reset-on-fork: a thread it starts would otherwise run as an ordinary one, and a
+        renewal under CPU load would wait behind the workload)."""
+        if self._workers is None:
+            policy, param = _scheduling()
+            self._workers = ThreadPoolExecutor(
+                max_workers=2 * len(self.endpoints),
+                thread_name_prefix="etcd-renewal",
+                initializer=_set_scheduling,
+                initargs=(policy, param),
+            )
+        return self._workers
 
     def member_ready(self, endpoint: str, key: str, timeout: float | None = None) -> bool:
         # A linearizable (not serializable) read served by this member alone: it needs the
@@ -400,6 +531,9 @@ class EtcdStore(Store):
     def close(self) -> None:
         """Close the idle connections (a later call opens new ones)."""
         self._pool.close()
+        if self._workers is not None:
+            self._workers.shutdown(wait=False)
+            self._workers = None
 
     def _skip(self, index: int) -> None:
         """Start the next call after a failed endpoint. Without this, a call whose budget is
@@ -424,7 +558,7 @@ class EtcdStore(Store):
         return int(reply["ID"])
 
     def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
-        reply = self._call("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout)
+        reply = self._hedged_call("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout)
         # The gateway streams; one message comes back as {"result": {...}}. A lease that is
         # gone is answered with TTL 0 (omitted in proto3 JSON).
         result = reply.get("result", reply)
