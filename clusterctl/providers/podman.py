@@ -27,6 +27,7 @@ from clusterctl.providers.podman_cli import Podman
 from clusterctl.providers.rtbudget import NODE_BUDGET_US, RtBudget
 from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
+from clusterctl.topology import etcd_member_nodes
 
 LABEL = "clusterctl.cluster"
 
@@ -177,8 +178,8 @@ class PodmanProvider(Provider):
         return record, [InventoryNode(n.name, n.address) for n in record.nodes]
 
     def _realtime_members(self, record: ClusterRecord) -> set[str]:
-        """The nodes whose agent gets real-time CPU time (rtbudget.py): every node of a
-        profile with agents; none where the host needs none or has none to give."""
+        """The etcd-member nodes that get real-time CPU time (rtbudget.py); empty where the
+        host needs none or has none to give."""
         budget = RtBudget()
         if record.profile not in ("ha", "lb") or not budget.supported():
             return set()
@@ -186,10 +187,10 @@ class PodmanProvider(Provider):
             budget.ensure_parent()  # before any node starts: their configuration needs it
         except OSError as exc:
             self.reporter.warn(
-                f"no real-time CPU time for the agents ({exc}): they run at normal priority"
+                f"no real-time CPU time for etcd ({exc}): it runs at normal priority"
             )
             return set()
-        return {n.name for n in record.nodes}
+        return {n.name for n in etcd_member_nodes(record.nodes)}
 
     def _ensure_container(self, record: ClusterRecord, node: NodeRecord, realtime: bool) -> None:
         if self.podman.container_exists(node.container):
@@ -205,7 +206,7 @@ class PodmanProvider(Provider):
                 if started.returncode == 0:
                     self.started.append(node.name)
                 elif "rt_runtime" in started.stderr:
-                    # its agent's real-time share is taken (by another cluster's nodes):
+                    # its etcd's real-time share is taken (by another cluster's nodes):
                     # never re-create a node that has data for that
                     raise ClusterctlError(
                         f"{node.container} cannot start: podman's cgroup has no real-time CPU "
@@ -225,7 +226,7 @@ class PodmanProvider(Provider):
                 extra = ["--cpu-rt-runtime", str(NODE_BUDGET_US)]
             elif realtime:
                 self.reporter.warn(
-                    f"no real-time CPU time left for the agent on {node.name} (other clusters use "
+                    f"no real-time CPU time left for etcd on {node.name} (other clusters use "
                     "it): it runs at normal priority"
                 )
             self.podman.run(

@@ -1,20 +1,21 @@
-"""Real-time CPU time for the sandbox nodes' agents.
+"""Real-time CPU time for the sandbox nodes that run an etcd member.
 
-Why: on a saturated machine the agent's loop, which renews the lease and fences, waits behind
-the workload, misses its renewal deadline and fences a healthy holder. It runs at SCHED_RR
-(``realtime_priority``, as corosync runs its membership loop), with a small, bounded amount
-of work per tick. etcd does not (the etcd role's ``etcd_rt_priority``: its 3.4 lease
-forwarding busy-loops while the leader is gone, and at real time that burned the budget
-below and froze the member in the middle of an election).
+Why: on a saturated machine etcd's heartbeats (every 20 ms, election after 200 ms) wait
+behind the workload; followers then elect a new leader, every agent's renewal fails for that
+long and a healthy holder fences itself. With etcd at SCHED_RR (the etcd role's
+``chrt``, as corosync runs itself) `clusterctl bench lb` measured 0-4 such fencings where it
+had counted several per run, and about 20 with etcd at Nice -10 alone (README, "No false
+failovers"). The node's budget also covers its agent's loop, which runs at real time too.
 
 On a cgroup-v1 host whose kernel schedules real-time tasks per group (``cpu.rt_runtime_us``
 exists), a container gets no real-time time unless its cgroup is given some, and podman's
 parent cgroup none unless it has some itself. So the provider raises the parent's budget (a
-limit, not a reservation: unused time stays with ordinary tasks) and gives each node its
-share (``podman run --cpu-rt-runtime``: part of the container's configuration, so it holds
-across restarts). Elsewhere (cgroup v2, or no group scheduling) nothing is needed here.
-Where no budget is left, the node's agent runs at normal priority (it logs which it got)
-and the provider says so.
+limit, not a reservation: unused time stays with ordinary tasks) and gives each member node
+its share (``podman run --cpu-rt-runtime``: part of the container's configuration, so it
+holds across restarts; nodes made before this keep running at normal priority until they
+are made again). Elsewhere (cgroup v2, or no group scheduling) nothing is needed here.
+Where no budget is left, the node runs etcd at normal priority (the role's chrt fails and
+is ignored) and the provider says so.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from pathlib import Path
 
 CPU_CGROUP = Path("/sys/fs/cgroup/cpu")
 PARENT = "libpod_parent"  # podman's parent cgroup with the cgroupfs manager
-NODE_BUDGET_US = 100_000  # per second (rt_period), per CPU: ~10x what a busy agent loop uses
+NODE_BUDGET_US = 150_000  # per second (rt_period), per CPU: what the benchmark ran with
 PARENT_BUDGET_US = 900_000
 HOST_RESERVE_US = 50_000  # left to real-time tasks of the host itself
 

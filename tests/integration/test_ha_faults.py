@@ -47,20 +47,11 @@ def scheduling(sandbox, node: str, unit: str) -> str:
     return out.split("policy:")[1].split()[0].split("|")[0] if "policy:" in out else out
 
 
-def nice(sandbox, node: str, unit: str) -> int:
-    rc, out = node_exec(
-        sandbox, node, "sh", "-c", f"ps -o ni= -p $(systemctl show -p MainPID --value {unit})"
-    )
-    return int(out.strip())
-
-
-def test_the_agents_loop_runs_at_real_time_and_etcd_above_the_workload(ha_sandbox, healthy):
+def test_etcd_and_the_agents_loop_run_at_real_time_priority(ha_sandbox, healthy):
     for node in node_names(ha_sandbox):
+        assert scheduling(ha_sandbox, node, "etcd") == "SCHED_RR", node
         # its loop (the main thread) renews and fences at real time
         assert scheduling(ha_sandbox, node, "clusterctl-agent") == "SCHED_RR", node
-        # etcd is raised, not real time (the etcd role's etcd_rt_priority says why)
-        assert scheduling(ha_sandbox, node, "etcd") == "SCHED_OTHER", node
-        assert nice(ha_sandbox, node, "etcd") == -10, node
 
 
 def _others(sandbox, node: str) -> list[str]:
@@ -99,8 +90,8 @@ def test_holder_crash_fails_over_and_stays_put(ha_sandbox, healthy):
         podman("start", container(ha_sandbox, old))
         wait_for(lambda: old in online(ha_sandbox), 60, 0.2, f"{old} online again")
         assert node_has_vip(ha_sandbox, old) is False
-        # its agent is back at real-time priority: the budget is part of the node's container
-        assert scheduling(ha_sandbox, old, "clusterctl-agent") == "SCHED_RR"
+        # its etcd is back at real-time priority: the budget is part of the node's container
+        assert scheduling(ha_sandbox, old, "etcd") == "SCHED_RR"
         time.sleep(3)
         assert prober.nodes(since) == [answer.node]
         assert prober.failures(since) == 0

@@ -1,146 +1,166 @@
-"""The hedged lease renewal (``EtcdStore.keepalive``) against a real etcd: a renewal stuck on
-one member must not cost the fencing deadline while another member, or a fresh request to the
-same one, would answer at once (what an etcd leader election looks like to a client)."""
+"""The lease renewal (``EtcdStore.keepalive``) goes to the etcd leader itself: against a real
+etcd, and against scripted members for what a single etcd cannot show (a leader that dies
+while the followers still name it, a leader this node cannot reach)."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from urllib.parse import urlsplit
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from clusterctl.agent.store import LeaseExpired, StoreUnavailable
+from clusterctl.agent.store import StoreUnavailable
 from clusterctl.agent.store.etcd import EtcdStore
 
 
 @contextmanager
 def listener_that_never_answers() -> Iterator[str]:
-    """A member whose leader just died: it accepts the request and says nothing."""
+    """A member that accepts requests and says nothing (partitioned, frozen)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as hung:
         hung.bind(("127.0.0.1", 0))
         hung.listen(16)
         yield f"http://127.0.0.1:{hung.getsockname()[1]}"
 
 
-@contextmanager
-def first_connection_hangs(target: str) -> Iterator[str]:
-    """A proxy in front of etcd that leaves its first connection unanswered and forwards
-    every later one: a follower stuck on its first request, answering fresh ones."""
-    parts = urlsplit(target)
-    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    server.settimeout(0.2)
-    stop = threading.Event()
-    held: list[socket.socket] = []
+class FakeMember:
+    """An etcd member's status and keepalive answers, scripted by the test: ``leader`` is the
+    member id it names as leader, ``term`` its Raft term; every keepalive it gets is counted
+    with the leader it named at that moment."""
 
-    def pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        finally:
-            for s in (src, dst):
-                with suppress(OSError):
-                    s.shutdown(socket.SHUT_RDWR)
+    def __init__(self, member_id: str) -> None:
+        self.member_id = member_id
+        self.leader = ""
+        self.term = 1
+        self.renewals: list[str] = []
+        member = self
 
-    def serve() -> None:
-        while not stop.is_set():
-            try:
-                client, _ = server.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            if not held:
-                held.append(client)
-                continue
-            upstream = socket.create_connection((parts.hostname, parts.port), timeout=2)
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=pipe, args=(a, b), daemon=True).start()
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's name
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                header = {"member_id": member.member_id, "raft_term": str(member.term)}
+                if self.path == "/v3/maintenance/status":
+                    reply = {"header": header, "leader": member.leader}
+                elif self.path == "/v3/lease/keepalive":
+                    member.renewals.append(member.leader)
+                    reply = {"result": {"header": header, "ID": "1", "TTL": "5"}}
+                else:
+                    reply = {"code": 12, "message": "not faked"}
+                body = json.dumps(reply).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
-    thread = threading.Thread(target=serve, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.getsockname()[1]}"
-    finally:
-        stop.set()
-        thread.join(2)
-        server.close()
-        for s in held:
-            s.close()
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def kill(self) -> None:
+        """Its etcd is gone: connections are refused."""
+        self.server.shutdown()
+        self.server.server_close()
 
 
-def test_a_renewal_stuck_on_one_member_is_answered_by_another(etcd_url: str) -> None:
+@pytest.fixture
+def members() -> Iterator[list[FakeMember]]:
+    made = [FakeMember(str(1000 + i)) for i in range(3)]
+    for m in made:
+        m.leader = made[0].member_id
+    yield made
+    for m in made[1:]:
+        m.kill()
+
+
+def test_renewals_go_to_the_leader_found_by_its_status(etcd_url: str) -> None:
     with listener_that_never_answers() as hung:
         store = EtcdStore([hung, etcd_url], request_timeout=0.5)
-        lease = store.grant_lease(5)  # sequential call: the hung member costs its timeout
-        store._current = 0  # the renewal starts at the stuck member, as after a leader loss
+        lease = store.grant_lease(5)
         start = time.monotonic()
         assert store.keepalive(lease, timeout=0.25) >= 1
-        took = time.monotonic() - start
-        # the second member is asked a fifth of the budget after the first (not after the
-        # whole 0.25 s, which is what the sequential call spends on a stuck member)
-        assert took < 0.15, took
-        assert store._current == 1  # and later calls start there
+        # the silent member's status is given up after 0.1 s; the leader answers at once
+        assert time.monotonic() - start < 0.2
+        start = time.monotonic()
+        assert store.keepalive(lease, timeout=0.25) >= 1
+        assert time.monotonic() - start < 0.05  # known now: no status asked
         store.close()
 
 
-def test_a_stuck_request_is_sent_again_fresh_to_the_same_member(etcd_url: str) -> None:
-    with first_connection_hangs(etcd_url) as proxy:
-        store = EtcdStore([proxy], request_timeout=0.5)
-        lease = EtcdStore([etcd_url]).grant_lease(5)
-        start = time.monotonic()
-        assert store.keepalive(lease, timeout=0.25) >= 1
-        took = time.monotonic() - start
-        # the first request is given up after two fifths of the budget, a fresh one answers
-        assert 0.09 < took < 0.2, took
-        store.close()
+def test_a_dead_leader_is_not_renewed_through_followers_still_naming_it(members) -> None:
+    a, b, c = members
+    store = EtcdStore([m.url for m in members], request_timeout=0.5)
+    store.keepalive(1, timeout=0.25)
+    assert len(a.renewals) == 1  # the leader
+    a.kill()
 
+    def elect_b() -> None:
+        time.sleep(0.15)  # the followers notice the dead leader after an election timeout
+        b.term = c.term = 2
+        b.leader = c.leader = b.member_id
 
-def test_a_refused_member_is_retried_without_a_busy_loop_until_the_budget_ends(
-    free_port,
-) -> None:
-    dead = f"http://127.0.0.1:{free_port()}"
-    store = EtcdStore([dead, f"http://127.0.0.1:{free_port()}"], request_timeout=0.5)
+    threading.Thread(target=elect_b).start()
     start = time.monotonic()
-    with pytest.raises(StoreUnavailable, match="refused"):
+    store.keepalive(1, timeout=0.5)
+    took = time.monotonic() - start
+    assert 0.14 < took < 0.3, took  # renewed as soon as the new leader said so
+    # nothing was sent to a follower while it named the dead leader (etcd would spin there)
+    assert b.renewals == [b.member_id] and c.renewals == []
+    store.close()
+
+
+def test_a_leader_this_node_cannot_reach_is_renewed_through_a_follower(members) -> None:
+    a, b, c = members
+    with listener_that_never_answers() as hung:
+        b.leader = c.leader = "999"  # the leader is a member behind the silent endpoint
+        store = EtcdStore([hung, b.url, c.url], request_timeout=0.5)
+        start = time.monotonic()
+        store.keepalive(1, timeout=0.25)
+        assert time.monotonic() - start < 0.2
+        assert len(b.renewals) + len(c.renewals) == 1  # forwarded by a follower
+        store.close()
+
+
+def test_a_newer_raft_term_makes_the_next_renewal_look_the_leader_up(members) -> None:
+    a, b, c = members
+    store = EtcdStore([m.url for m in members], request_timeout=0.5)
+    store.keepalive(1, timeout=0.25)
+    # leadership moved to b (a transfer): a still answers, forwarding, in the new term
+    for m in members:
+        m.term, m.leader = 2, b.member_id
+    store.keepalive(1, timeout=0.25)  # answered by a in term 2
+    store.keepalive(1, timeout=0.25)  # looked up: b
+    assert len(a.renewals) == 2 and b.renewals == [b.member_id]
+    store.close()
+
+
+def test_no_member_answering_fails_when_the_budget_is_spent(free_port) -> None:
+    store = EtcdStore([f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{free_port()}"])
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable):
         store.keepalive(1234, timeout=0.2)
     assert 0.19 < time.monotonic() - start < 0.35
     store.close()
 
 
-def test_a_final_answer_from_any_member_ends_the_renewal(etcd_url: str) -> None:
-    with listener_that_never_answers() as hung:
-        store = EtcdStore([hung, etcd_url], request_timeout=0.5)
-        store._current = 0
-        start = time.monotonic()
-        with pytest.raises(LeaseExpired):
-            store.keepalive(0x7EADBEEF, timeout=0.25)  # no such lease
-        assert time.monotonic() - start < 0.15
-        store.close()
-
-
-def test_renewal_threads_run_at_the_scheduling_of_the_thread_that_renews(
-    etcd_url: str,
-) -> None:
+def test_status_threads_run_at_the_scheduling_of_the_thread_that_renews(etcd_url: str) -> None:
     # The agent's loop runs at SCHED_RR with reset-on-fork; here SCHED_BATCH stands for it
-    # (no privilege needed): the renewal threads must not fall back to the default policy.
+    # (no privilege needed): the threads asking the members must not fall back to the
+    # default policy.
     found: dict[str, int] = {}
 
     def renew() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
         with listener_that_never_answers() as hung:
             store = EtcdStore([hung, etcd_url], request_timeout=0.5)
-            lease = store.grant_lease(5)
-            store._current = 0
-            store.keepalive(lease, timeout=0.25)
+            store.keepalive(store.grant_lease(5), timeout=0.25)
             for thread in threading.enumerate():
                 if thread.name.startswith("etcd-renewal"):
                     found[thread.name] = os.sched_getscheduler(thread.native_id)

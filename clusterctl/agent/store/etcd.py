@@ -4,8 +4,8 @@ Why several endpoints and short timeouts: when the etcd leader dies, a request i
 can hang for ~7 s (ENVIRONMENT.md) although a new leader exists after < 1 s. So each request
 gets a short timeout (default 0.5 s) and is retried on the next endpoint; the client sticks to
 the last endpoint that answered. ``StoreUnavailable`` is raised only when no endpoint answered
-within the call's overall timeout. The lease renewal alone is hedged: when the member it asks
-is slow, every member is asked at once (``_hedged_call`` says why).
+within the call's overall timeout. The lease renewal alone goes to the etcd leader itself
+(``_renew_at_leader`` says why).
 
 Over TLS (``https://`` endpoints, the cluster's CA and this node's certificate) and with etcd's
 RBAC on, the client authenticates with its etcd user's password (read from a file at each
@@ -26,7 +26,6 @@ import http.client
 import json
 import math
 import os
-import queue
 import ssl
 import threading
 import time
@@ -59,13 +58,17 @@ _OLD_AUTH_MESSAGE = "revision of auth store is old"
 _NO_TOKEN_MESSAGE = "user name is empty"
 _PERMISSION_DENIED_CODE = 7
 _AUTH_OFF = "authentication is not enabled"
-# Between two requests of a hedged call to one member that failed at once (refused: its etcd
-# is down), so a dead member costs a few connection attempts, not a busy loop.
+# Between two looks for a new etcd leader while the members still elect one.
 _RETRY_PAUSE = 0.02
 
 
 class _TryElsewhere(Exception):
-    """This member gave no usable answer (refused, timed out, unavailable); another may."""
+    """This member gave no usable answer (refused, timed out, unavailable); another may.
+    ``refused``: its port is closed (etcd is not running there)."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 def _scheduling() -> tuple[int, os.sched_param] | tuple[None, None]:
@@ -267,6 +270,9 @@ class EtcdStore(Store):
         self._token: str | None = None
         self._token_lock = threading.Lock()
         self._workers: ThreadPoolExecutor | None = None
+        self._leader: int | None = None  # the endpoint of the etcd leader, as last seen
+        self._leader_term = 0  # the Raft term in which it was seen leading
+        self._member_ids: dict[int, str] = {}  # endpoint -> etcd member id
 
     # -- transport -------------------------------------------------------------------------
 
@@ -332,7 +338,8 @@ class EtcdStore(Store):
                     endpoint, path, data, max(0.001, min(self.request_timeout, remaining))
                 )
             except (OSError, http.client.HTTPException) as exc:  # refused, timeout, reset
-                raise _TryElsewhere(f"{endpoint}: {exc!r}") from None
+                refused = isinstance(exc, ConnectionRefusedError)
+                raise _TryElsewhere(f"{endpoint}: {exc!r}", refused) from None
             if payload is None:
                 if status < 400:  # an answer we cannot read: ask the next member
                     raise _TryElsewhere(f"{endpoint}: unreadable answer to {path}")
@@ -391,95 +398,123 @@ class EtcdStore(Store):
         detail = "; ".join(errors) or "timeout exhausted"
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
 
-    def _hedged_call(
+    def _renew_at_leader(
         self, path: str, body: dict[str, Any], timeout: float | None
     ) -> dict[str, Any]:
-        """Like ``_call``, for the one request whose latency is safety: the lease renewal.
+        """Like ``_call``, for the one request whose latency is safety: the lease renewal,
+        sent to the etcd leader itself.
 
-        Why: while etcd elects a new leader, a renewal sent to a follower waits there for a
-        leader it cannot see yet (etcd 3.4 forwards it to the dead leader, then polls for a
-        new one once per election timeout), so one request can stay stuck past the fencing
-        deadline although the new leader would answer a fresh request at once. So the call
-        asks the last endpoint that worked; if it has not answered after a fifth of the
-        budget, or failed, it asks every endpoint in parallel, each sending a fresh request
-        whenever its previous one has been unanswered for two fifths of the budget (or
-        failed: then after a short pause), until one answers or the budget is spent.
-        Every request is sent after the call started, so any success proves the renewal.
+        Why: a follower forwards a renewal to the leader it knows, and etcd 3.4 retries that
+        in a busy loop while the leader is dead and the follower has not noticed yet (up to
+        two election timeouts); then it polls for a new leader once per election timeout.
+        A renewal sent there arrives late, and a member spinning at real-time priority
+        burns its node's real-time budget and is frozen in the middle of the election. The
+        leader answers a renewal from its own lessor at once.
+
+        So the call asks the member it knows to lead. If that one refuses (its etcd is
+        down), it asks every member's status (answered locally, no leader needed) until one
+        says it leads, and renews there; as long as the members still name the dead one, it
+        waits. If the leader does not answer in time (partitioned from this node, frozen),
+        the renewal goes through a member that names a live leader, as any etcd client's
+        would. Every request is sent after the call started, so any success proves the
+        renewal. A reply from a later Raft term than the leader was learned in means a new
+        leader: the next call looks it up.
         """
         budget = self._budget(timeout)
-        start = time.monotonic()
-        end = start + budget
+        end = time.monotonic() + budget
         data = json.dumps(body).encode()
-        attempt_timeout = budget * 0.4
-        outcomes: queue.SimpleQueue[tuple[int, str, Any]] = queue.SimpleQueue()
-        stop = threading.Event()
-
-        def ask(index: int) -> None:
-            last = "timeout exhausted"
-            while not stop.is_set() and end - time.monotonic() > 0.001:
-                try:
-                    payload = self._attempt(
-                        index, path, data, min(end, time.monotonic() + attempt_timeout)
-                    )
-                except _TryElsewhere as exc:
-                    last = str(exc)
-                    outcomes.put((index, "failed", last))
-                    stop.wait(min(_RETRY_PAUSE, max(0.0, end - time.monotonic())))
-                    continue
-                except StoreError as exc:  # a final answer (LeaseExpired among them)
-                    outcomes.put((index, "final", exc))
-                    return
-                outcomes.put((index, "ok", payload))
-                return
-            outcomes.put((index, "done", last))
-
-        workers = self._hedge_workers()
-        first = self._current
-        workers.submit(ask, first)
-        running = 1
-        hedged = False
+        refused: set[int] = set()  # this call: the member's etcd is down
+        silent: set[int] = set()  # this call: the member did not answer in time
         errors: dict[int, str] = {}
-        try:
-            while running:
-                wait = (start + budget * 0.2 if not hedged else end) - time.monotonic()
-                try:
-                    index, kind, value = outcomes.get(timeout=max(0.0, wait))
-                except queue.Empty:
-                    if hedged:
-                        break
-                    kind = "slow"
-                else:
-                    if kind == "ok":
-                        self._current = index
-                        return value
-                    if kind == "final":
-                        if isinstance(value, LeaseExpired):
-                            self._current = index
-                        raise value
-                    errors[index] = value
-                    if kind == "done":
-                        running -= 1
-                if not hedged and kind in ("slow", "failed"):
-                    hedged = True
-                    for other in range(len(self.endpoints)):
-                        if other != first:
-                            workers.submit(ask, other)
-                            running += 1
-        finally:
-            stop.set()
-        self._skip(first)
-        detail = "; ".join(errors[i] for i in sorted(errors)) or "timeout exhausted"
+        while end - time.monotonic() > 0.001:
+            target, leads = self._leader, True
+            if target is None or target in refused or target in silent:
+                target, leads = self._find_leader(end, refused, silent)
+                if target is None:  # an election under way: nobody to ask yet
+                    time.sleep(min(_RETRY_PAUSE, max(0.0, end - time.monotonic())))
+                    continue
+            try:
+                payload = self._attempt(
+                    target, path, data, min(end, time.monotonic() + budget * 0.4)
+                )
+            except _TryElsewhere as exc:
+                errors[target] = str(exc)
+                (refused if exc.refused else silent).add(target)
+                if self._leader == target:
+                    self._leader = None
+                continue
+            if leads:
+                self._leader = target
+                header = payload.get("result", payload).get("header", {})
+                if int(header.get("raft_term", 0) or 0) > self._leader_term:
+                    self._leader = None  # answered in a newer term: look the leader up
+            return payload
+        detail = "; ".join(errors[i] for i in sorted(errors)) or "no etcd leader elected"
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
 
-    def _hedge_workers(self) -> ThreadPoolExecutor:
-        """The threads of ``_hedged_call``, made on first use by the thread that renews, whose
-        CPU scheduling they copy (the agent's loop runs at real-time priority with
-        reset-on-fork: a thread it starts would otherwise run as an ordinary one, and a
+    def _find_leader(
+        self, end: float, refused: set[int], silent: set[int]
+    ) -> tuple[int | None, bool]:
+        """The endpoint to renew at, from every member's status: (index, whether it is the
+        leader), or (None, False) while the members elect one or name a dead one."""
+        statuses = self._statuses(end, refused)
+        for index, (member, _, _) in statuses.items():
+            self._member_ids[index] = member
+        by_member = {member: index for index, member in self._member_ids.items()}
+        for index, (member, leader, term) in statuses.items():
+            if member == leader:
+                self._leader_term = term
+                return index, True
+        for index, (_, leader, term) in sorted(statuses.items()):
+            if not leader or index in silent:
+                continue
+            named = by_member.get(leader)
+            if named is not None and named in refused:
+                continue  # the dead leader, not noticed yet: forwarding would spin
+            if named is not None and named not in silent and named in statuses:
+                self._leader_term = term
+                return named, True
+            return index, False  # a live leader this node cannot reach: forward
+        return None, False
+
+    def _statuses(self, end: float, refused: set[int]) -> dict[int, tuple[str, str, int]]:
+        """(member id, leader id, Raft term) of every member that answers its status in
+        time, asked in parallel; members that refuse join ``refused``."""
+        timeout = max(0.001, min(self.request_timeout, end - time.monotonic(), 0.1))
+
+        def ask(index: int) -> tuple[int, tuple[str, str, int] | None, bool]:
+            try:
+                status, payload = self._post(
+                    self.endpoints[index], "/v3/maintenance/status", b"{}", timeout
+                )
+            except ConnectionRefusedError:
+                return index, None, True
+            except (OSError, http.client.HTTPException):
+                return index, None, False
+            header = (payload or {}).get("header", {})
+            if status != 200 or "member_id" not in header:
+                return index, None, False
+            member, leader = str(header["member_id"]), str(payload.get("leader", "") or "")
+            return index, (member, leader, int(header.get("raft_term", 0) or 0)), False
+
+        asked = [i for i in range(len(self.endpoints)) if i not in refused]
+        found: dict[int, tuple[str, str, int]] = {}
+        for index, status, was_refused in self._workers_pool().map(ask, asked):
+            if was_refused:
+                refused.add(index)
+            elif status is not None:
+                found[index] = status
+        return found
+
+    def _workers_pool(self) -> ThreadPoolExecutor:
+        """The threads that ask the members' status, made on first use by the thread that
+        renews, whose CPU scheduling they copy (the agent's loop runs at real-time priority
+        with reset-on-fork: a thread it starts would otherwise run as an ordinary one, and a
         renewal under CPU load would wait behind the workload)."""
         if self._workers is None:
             policy, param = _scheduling()
             self._workers = ThreadPoolExecutor(
-                max_workers=2 * len(self.endpoints),
+                max_workers=len(self.endpoints),
                 thread_name_prefix="etcd-renewal",
                 initializer=_set_scheduling,
                 initargs=(policy, param),
@@ -558,7 +593,7 @@ class EtcdStore(Store):
         return int(reply["ID"])
 
     def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
-        reply = self._hedged_call("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout)
+        reply = self._renew_at_leader("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout)
         # The gateway streams; one message comes back as {"result": {...}}. A lease that is
         # gone is answered with TTL 0 (omitted in proto3 JSON).
         result = reply.get("result", reply)
