@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from clusterctl.agent.lb.command import InputRunner, LbError, check
-from clusterctl.agent.lb.model import Backend, LbSpec
+from clusterctl.agent.lb.model import Backend, BackendCounters, LbSpec
 
 FRONTEND = "fe_clusterctl"
 BACKEND = "be_clusterctl"
@@ -307,6 +307,8 @@ class HaproxyEngine:
     seconds before treating an unanswering socket as a reason to reload again.
     """
 
+    checks_backends = True  # HAProxy's own checks; it gets every registered backend
+
     def __init__(
         self,
         runner: InputRunner,
@@ -373,7 +375,29 @@ class HaproxyEngine:
             actions.append(f"set server {BACKEND}/{server} {what} {value}")
         return actions
 
-    def stop(self, timeout: float | None = None) -> None:
+    def converge(
+        self, spec: LbSpec, registered: Sequence[Backend], live: Sequence[Backend]
+    ) -> None:
+        self.apply(spec, registered)
+
+    def in_place(self, timeout: float | None = None) -> bool:
+        argv = ["systemctl", "is-active", "--quiet", "haproxy"]
+        return self.runner.run(argv, max(self.timeout if timeout is None else timeout, 0.01)).ok
+
+    def counters(
+        self, spec: LbSpec, backends: Sequence[Backend], timeout: float
+    ) -> dict[str, BackendCounters]:
+        # One `show stat` gives every server's sessions and HAProxy's own check result.
+        servers = self.server_stats()
+        counts: dict[str, BackendCounters] = {}
+        for b in backends:
+            stat = servers.get(b.node)
+            counts[b.node] = BackendCounters(
+                stat.sessions if stat else 0, stat_health(stat.status) if stat else None
+            )
+        return counts
+
+    def remove(self, timeout: float | None = None) -> None:
         """Stop HAProxy. No reload is in flight afterwards, so the next ``apply`` must start
         it at once: without forgetting the last reload, a stop and start within
         ``reload_grace`` (a restart in place, a quick move back) only "waited for the
@@ -381,13 +405,6 @@ class HaproxyEngine:
         argv = ["systemctl", "stop", "haproxy"]
         check(self.runner.run(argv, max(self.timeout if timeout is None else timeout, 0.01)), argv)
         self._reloaded_at = None
-
-    def active_connections(self, backend: Backend) -> int:
-        """Current sessions (scur) on ``backend``'s server; 0 if HAProxy does not list it."""
-        for stat in self.runtime.stats(BACKEND):
-            if stat.name == backend.node:
-                return stat.sessions
-        return 0
 
     def server_stats(self) -> dict[str, ServerStat]:
         """``show stat`` of every server of the backend, by name (one runtime API call)."""

@@ -219,3 +219,12 @@ def drain_complete(active: int, started_at: float, now: float, timeout: float) -
     """Whether a draining backend may be removed: no active connection left, or the drain
     has lasted ``timeout`` seconds (a stuck long-lived connection must not block removal)."""
     return active <= 0 or now - started_at >= timeout
+
+
+@dataclass(frozen=True)
+class BackendCounters:
+    """What an engine reports of one backend: its active connections (None: unknown) and,
+    for an engine that checks its servers itself, its own check result (up, down, unknown)."""
+
+    connections: int | None
+    health: str | None = None

@@ -14,8 +14,8 @@ import math
 from collections.abc import Sequence
 from functools import reduce
 
-from clusterctl.agent.lb.command import InputRunner, check
-from clusterctl.agent.lb.model import Backend, LbSpec
+from clusterctl.agent.lb.command import InputRunner, LbError, check
+from clusterctl.agent.lb.model import Backend, BackendCounters, LbSpec
 
 TABLE = "clusterctl_lb"
 MAX_SLOTS = 64  # map entries for the weighted algorithm; bounds the ruleset's size
@@ -180,10 +180,31 @@ class NftEngine:
     created after an agent restart re-applies once (harmless: the swap is atomic).
     """
 
+    checks_backends = False  # the agent checks them; only the healthy ones are balanced
+
     def __init__(self, runner: InputRunner, timeout: float = 5.0) -> None:
         self.runner = runner
         self.timeout = timeout
         self.last_applied: str | None = None
+
+    def converge(
+        self, spec: LbSpec, registered: Sequence[Backend], live: Sequence[Backend]
+    ) -> None:
+        self.apply(spec, live)
+
+    def in_place(self, timeout: float | None = None) -> bool:
+        return self.current(timeout)
+
+    def counters(
+        self, spec: LbSpec, backends: Sequence[Backend], timeout: float
+    ) -> dict[str, BackendCounters]:
+        counts: dict[str, BackendCounters] = {}
+        for b in backends:
+            try:
+                counts[b.node] = BackendCounters(self.active_connections(b, spec, timeout))
+            except (LbError, OSError):
+                counts[b.node] = BackendCounters(None)
+        return counts
 
     def apply(self, spec: LbSpec, live: Sequence[Backend], timeout: float | None = None) -> bool:
         """Make the kernel balance ``spec`` over ``live``. Returns whether nft was called.

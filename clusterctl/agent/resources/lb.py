@@ -16,11 +16,10 @@ from dataclasses import dataclass, replace
 
 from clusterctl.agent.config import ResourceSpec
 from clusterctl.agent.lb.command import InputRunner, LbError, SubprocessInputRunner
-from clusterctl.agent.lb.haproxy import HaproxyEngine, stat_health
+from clusterctl.agent.lb.engine import LbEngine, make_engine
 from clusterctl.agent.lb.health import CheckFn, HealthTracker, check_backends, http_check
 from clusterctl.agent.lb.health import live_backends as healthy_live_backends
-from clusterctl.agent.lb.model import Backend, LbSpec
-from clusterctl.agent.lb.nft import NftEngine
+from clusterctl.agent.lb.model import Backend, BackendCounters, LbSpec
 from clusterctl.agent.resources.base import Resource, ResourceError
 from clusterctl.agent.resources.runner import CommandRunner
 
@@ -57,10 +56,7 @@ class LoadBalancer(Resource):
         self.input_runner = input_runner or SubprocessInputRunner()
         self.check = check
         self.clock = clock
-        self.nft = self.lb.engine == "nft"
-        self.engine: NftEngine | HaproxyEngine = (
-            NftEngine(self.input_runner) if self.nft else HaproxyEngine(self.input_runner)
-        )
+        self.engine: LbEngine = make_engine(self.lb, self.input_runner)
         # A backend that appears while we run must pass `rise` checks before it gets traffic
         # (scale out without failed requests); those present at start are seeded instead.
         self.tracker = HealthTracker.for_spec(self.lb, initially_healthy=False)
@@ -68,8 +64,7 @@ class LoadBalancer(Resource):
         self._backends: tuple[Backend, ...] = ()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._counts: dict[str, int | None] = {}
-        self._haproxy_health: dict[str, str] = {}  # HAProxy's own check results, by node
+        self._counters: dict[str, BackendCounters] = {}
         self._counted_at = float("-inf")
         self.last_error = ""
         self.stats: tuple[BackendStats, ...] = ()  # replaced whole, read without locking
@@ -87,8 +82,9 @@ class LoadBalancer(Resource):
             self._converge()
 
     def live(self) -> tuple[Backend, ...]:
-        """Backends that get new connections now (nft: active, weight > 0, healthy)."""
-        if not self.nft:
+        """Backends that get new connections now: active, weight > 0 and, where the agent
+        checks them, healthy."""
+        if self.engine.checks_backends:
             return tuple(b for b in self._backends if b.state == "active" and b.weight > 0)
         return healthy_live_backends(self._backends, self.tracker.snapshot(self._nodes()))
 
@@ -101,7 +97,7 @@ class LoadBalancer(Resource):
         return self._thread is not None and self._thread.is_alive()
 
     def start(self, timeout: float) -> None:
-        if self.nft:
+        if not self.engine.checks_backends:
             # The first map must not wait for the checker thread. But this runs in the HA
             # loop, whose lease must be renewed meanwhile (``timeout`` is bounded by the
             # lease's time left): bound the seed checks by it too. With the full
@@ -122,41 +118,21 @@ class LoadBalancer(Resource):
             self._thread.join(timeout=max(timeout, 0.1))
             self._thread = None
         try:
-            if self.nft:
-                assert isinstance(self.engine, NftEngine)
-                self.engine.remove(timeout)
-            else:
-                assert isinstance(self.engine, HaproxyEngine)
-                self.engine.stop(timeout)
+            self.engine.remove(timeout)
         except LbError as exc:
             raise ResourceError(str(exc)) from None
 
     def monitor(self, timeout: float) -> bool:
         if self.running():  # not before start: the start-up cleanup only looks
             self._converge()
-        if self.nft:
-            assert isinstance(self.engine, NftEngine)
-            return self.engine.current(timeout)
-        return self._run(["systemctl", "is-active", "--quiet", "haproxy"], timeout).ok
-
-    def found_running(self, timeout: float) -> bool:
-        """Whether this node has the front end in place (for the agent's start-up cleanup)."""
-        if self.nft:
-            assert isinstance(self.engine, NftEngine)
-            return self.engine.current(timeout)
-        return self._run(["systemctl", "is-active", "--quiet", "haproxy"], timeout).ok
+        return self.engine.in_place(timeout)
 
     # -- work --------------------------------------------------------------------------------
 
     def _converge(self, raise_errors: bool = False) -> None:
         with self._lock:
             try:
-                if self.nft:
-                    assert isinstance(self.engine, NftEngine)
-                    self.engine.apply(self.lb, self.live())
-                else:
-                    assert isinstance(self.engine, HaproxyEngine)
-                    self.engine.apply(self.lb, self._backends)
+                self.engine.converge(self.lb, self._backends, self.live())
                 self.last_error = ""
             except LbError as exc:
                 self.last_error = str(exc)
@@ -189,7 +165,7 @@ class LoadBalancer(Resource):
     def _checker(self) -> None:
         while not self._stop.is_set():
             try:
-                if self.nft:
+                if not self.engine.checks_backends:
                     self._check_now(only_due=True)
                 self._converge()
                 self._publish()
@@ -201,36 +177,17 @@ class LoadBalancer(Resource):
         now = self.clock()
         backends = self._backends
         if now - self._counted_at >= STATS_INTERVAL:
-            counts: dict[str, int | None] = {}
-            if self.nft:
-                assert isinstance(self.engine, NftEngine)
-                for b in backends:
-                    try:
-                        counts[b.node] = self.engine.active_connections(b, self.lb, timeout=1.0)
-                    except (LbError, OSError):
-                        counts[b.node] = None
-            else:
-                # One `show stat` gives every server's sessions and HAProxy's own check result
-                # (health used to be "unknown" with this engine: nothing read HAProxy's view).
-                assert isinstance(self.engine, HaproxyEngine)
-                try:
-                    servers = self.engine.server_stats()
-                except (LbError, OSError):
-                    servers = None
-                for b in backends:
-                    stat = servers.get(b.node) if servers is not None else None
-                    counts[b.node] = None if servers is None else (stat.sessions if stat else 0)
-                self._haproxy_health = {
-                    node: stat_health(stat.status) for node, stat in (servers or {}).items()
-                }
-            self._counts = counts
+            try:
+                self._counters = self.engine.counters(self.lb, backends, timeout=1.0)
+            except (LbError, OSError):
+                self._counters = {}
             self._counted_at = now
         live = {b.node for b in self.live()}
-        if self.nft:
+        if self.engine.checks_backends:
+            health = {n: c.health for n, c in self._counters.items() if c.health is not None}
+        else:
             checked = self.tracker.snapshot(self._nodes())
             health = {n: "up" if h.healthy else "down" for n, h in checked.items()}
-        else:
-            health = self._haproxy_health
         self.stats = tuple(
             BackendStats(
                 node=b.node,
@@ -239,7 +196,9 @@ class LoadBalancer(Resource):
                 weight=b.weight,
                 state=b.state,
                 health=health.get(b.node, "unknown"),
-                active_connections=self._counts.get(b.node),
+                active_connections=(
+                    self._counters[b.node].connections if b.node in self._counters else None
+                ),
                 # HAProxy sends nothing to a server its checks found down
                 in_rotation=b.node in live and health.get(b.node) != "down",
             )

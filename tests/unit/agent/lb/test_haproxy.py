@@ -319,7 +319,7 @@ def test_engine_reloads_when_servers_change(rig: Rig) -> None:
 def test_engine_starts_at_once_after_a_stop(rig: Rig) -> None:
     fake, engine, runner, clock, server, tmp_path = rig
     assert engine.apply(SPEC, [N1, N2, N3])[-1] == "reload"
-    engine.stop()
+    engine.remove()
     fake.states.clear()  # HAProxy is stopped: its socket lists no server
     clock.now += 1  # well within reload_grace: a restart in place
     runner.calls.clear()
@@ -357,8 +357,9 @@ def test_engine_keeps_old_config_when_check_fails(
 def test_engine_active_connections(tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]) -> None:
     _, server = hap
     engine = make_engine(tmp_path, server.path, FakeRunner(), Clock())
-    assert engine.active_connections(N2) == 1
-    assert engine.active_connections(Backend("ghost", "10.0.0.99", 80)) == 0
+    counters = engine.counters(SPEC, [N2, Backend("ghost", "10.0.0.99", 80)], 1.0)
+    assert counters["node2"].connections == 1
+    assert counters["ghost"].connections == 0 and counters["ghost"].health is None
 
 
 def test_engine_server_stats(tmp_path: Path, hap: tuple[Haproxy, FakeHaproxySocket]) -> None:
