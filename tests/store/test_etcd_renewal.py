@@ -17,6 +17,7 @@ import pytest
 
 from clusterctl.agent.store import StoreUnavailable
 from clusterctl.agent.store.etcd import EtcdStore
+from tests.fakehttp import answer_post
 
 
 @contextmanager
@@ -42,7 +43,6 @@ class FakeMember:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 header = {"member_id": member.member_id, "raft_term": str(member.term)}
                 if self.path == "/v3/maintenance/status":
                     reply = {"header": header, "leader": member.leader}
@@ -51,11 +51,7 @@ class FakeMember:
                     reply = {"result": {"header": header, "ID": "1", "TTL": "5"}}
                 else:
                     reply = {"code": 12, "message": "not faked"}
-                body = json.dumps(reply).encode()
-                self.send_response(200)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
+                answer_post(self, json.dumps(reply).encode())
 
             def log_message(self, *args: object) -> None:
                 pass

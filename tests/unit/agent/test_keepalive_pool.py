@@ -11,6 +11,7 @@ import pytest
 
 from clusterctl.agent.store import StoreUnavailable
 from clusterctl.agent.store.etcd import EtcdStore, KeepAlivePool
+from tests.fakehttp import answer_post
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -103,12 +104,7 @@ class _GarbageHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
 
     def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-        self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        body = b"<html>not etcd</html>"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
+        answer_post(self, b"<html>not etcd</html>")
 
     def log_message(self, *args: object) -> None:
         pass
