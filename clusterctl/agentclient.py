@@ -119,3 +119,17 @@ def _error_text(exc: urllib.error.HTTPError) -> str:
         return str(json.loads(exc.read()).get("error") or exc.reason)
     except (ValueError, AttributeError, OSError):
         return f"HTTP {exc.code} {exc.reason}"
+
+
+def unhealthy(status: dict[str, Any], group: str) -> str:
+    """Why a cluster is not healthy by its agents' status (``GET /v1/status``), or '' when
+    it is: quorum, every member online, ``group`` started on one node."""
+    if not status.get("quorum"):
+        return "no quorum"
+    offline = [m["name"] for m in status.get("members", []) if not m.get("online")]
+    if offline:
+        return f"offline: {', '.join(offline)}"
+    found = next((g for g in status.get("groups", []) if g.get("name") == group), None)
+    if found is None or found.get("state") != "started" or not found.get("node"):
+        return f"group {group} is {found.get('state') if found else 'missing'}"
+    return ""

@@ -29,6 +29,7 @@ from typing import Any
 from clusterctl import cluster as api
 from clusterctl.agent.history import HistoryEntry
 from clusterctl.agent.tls import TlsFiles
+from clusterctl.agentclient import unhealthy
 from clusterctl.bench.prober import Prober, Sample
 from clusterctl.bench.sandbox import HolderSampler, node_pids
 from clusterctl.errors import ClusterctlError
@@ -248,19 +249,14 @@ class Chaos:
             status = self.client.status()
         except ClusterctlError as exc:
             return False, exc.message
-        if not status.get("quorum"):
-            return False, "no quorum"
-        offline = [m["name"] for m in status.get("members", []) if not m.get("online")]
-        if offline:
-            return False, f"offline: {', '.join(offline)}"
+        why = unhealthy(status, GROUP)
         group = next((g for g in status.get("groups", []) if g["name"] == GROUP), None)
-        if group is None or group.get("state") != "started":
-            if group is not None and any((group.get("failcounts") or {}).values()):
-                # every node failed it up to its threshold (service kills): clean up, as an
-                # operator would after a run of failures, so the run can go on
-                self.client.cleanup(GROUP)
-            return False, f"group {GROUP} is {group.get('state') if group else 'missing'}"
-        return True, ""
+        stopped = group is not None and group.get("state") != "started"
+        if stopped and any((group.get("failcounts") or {}).values()):
+            # every node failed it up to its threshold (service kills): clean up, as an
+            # operator would after a run of failures, so the run can go on
+            self.client.cleanup(GROUP)
+        return not why, why
 
     def wait_healthy(self, timeout: float) -> float | None:
         """Seconds until healthy, or None if not within ``timeout``."""

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 from clusterctl import cluster as api
+from clusterctl.agentclient import unhealthy
 from clusterctl.bench.prober import Outage, Prober, outage
 from clusterctl.bench.sandbox import HolderSampler, node_pids, vip_holders
 from clusterctl.errors import ClusterctlError
@@ -65,15 +66,14 @@ class FailoverBench:
         last = ""
         while time.monotonic() < deadline:
             try:
-                status = api.status(self.cluster)
-                group = next((g for g in status.groups if g.name == "web"), None)
-                online = all(n.online for n in status.nodes)
-                if online and status.quorum and group and group.state == "started":
+                status = api.agent_client(self.state, self.record).status()
+                last = unhealthy(status, "web")
+                if not last:
                     prober = Prober(self.url)
                     prober._one(time.monotonic())
                     if prober.samples and prober.samples[0].ok:
-                        return group.node
-                last = f"group {group}, online {online}, quorum {status.quorum}"
+                        return next(g["node"] for g in status["groups"] if g["name"] == "web")
+                    last = "the VIP does not answer"
             except ClusterctlError as exc:
                 last = exc.message
             time.sleep(0.5)
