@@ -7,7 +7,9 @@ come from structured data.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 import os
 import shutil
 import sys
@@ -80,9 +82,12 @@ class PlaybookResult:
 class _ProgressTracker:
     """Follows runner events; keeps the current play and task and which hosts finished it."""
 
-    def __init__(self, reporter: Reporter, host_count: int) -> None:
+    def __init__(
+        self, reporter: Reporter, host_count: int, expected_tasks: int | None = None
+    ) -> None:
         self.reporter = reporter
         self.host_count = host_count
+        self.expected_tasks = expected_tasks  # the last complete run's count, if known
         self.play = ""
         self.task = ""
         self.task_number = 0
@@ -101,7 +106,7 @@ class _ProgressTracker:
             self.task = data.get("task", "")
             self.task_number += 1
             self.done = set()
-            self.reporter.progress(self._line())
+            self.reporter.progress(self._line(hosts=False))
         elif kind in (
             "runner_on_ok",
             "runner_on_skipped",
@@ -125,11 +130,20 @@ class _ProgressTracker:
             self.stats = data
         return True  # keep the event in the artifacts
 
-    def _line(self) -> str:
-        return (
-            f"{self.play} > task {self.task_number}: {self.task} "
-            f"({len(self.done)}/{self.host_count} hosts done)"
+    def _line(self, hosts: bool = True) -> str:
+        """``play > task 12/40: name (2/3 hosts done)``: the total is the last complete run's
+        (tasks are the same from run to run, but for includes), the hosts as they finish
+        (only on a terminal, where the line is redrawn; a pipe gets one line per task)."""
+        total = self.expected_tasks
+        number = (
+            f"{self.task_number}/{total}"
+            if total and self.task_number <= total
+            else (str(self.task_number))
         )
+        line = f"{self.play} > task {number}: {self.task}"
+        if hosts:
+            line += f" ({len(self.done)}/{self.host_count} hosts done)"
+        return line
 
 
 class PlaybookFailed(ClusterctlError):
@@ -197,6 +211,22 @@ def _recap(stats: Mapping[str, Any]) -> dict[str, HostRecap]:
     return recap
 
 
+def _read_counts(path: Path) -> dict[str, int]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, int)} if isinstance(data, dict) else {}
+
+
+def _write_count(path: Path, key: str, count: int) -> None:
+    counts = _read_counts(path)
+    if counts.get(key) != count:
+        counts[key] = count
+        with contextlib.suppress(OSError):
+            path.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
+
+
 def run_playbook(
     name: str,
     inventory: Path,
@@ -216,7 +246,9 @@ def run_playbook(
     # the envvars/extravars of a run into env/, where the next run would read them back.
     for stale in ("artifacts", "env", "inventory"):
         shutil.rmtree(work_dir / stale, ignore_errors=True)
-    tracker = _ProgressTracker(reporter, host_count)
+    counts_file = work_dir / "task-counts.json"
+    count_key = f"{name}{' --check' if check else ''}"
+    tracker = _ProgressTracker(reporter, host_count, _read_counts(counts_file).get(count_key))
     cmdline = " ".join(flag for flag, on in (("--check", check), ("--diff", diff)) if on) or None
     venv_bin = str(Path(sys.executable).parent)
     if venv_bin not in os.environ.get("PATH", "").split(os.pathsep):
@@ -251,6 +283,8 @@ def run_playbook(
         failures=tracker.failures,
         changes=tracker.changes,
     )
+    if outcome.ok:
+        _write_count(counts_file, count_key, tracker.task_number)
     if not outcome.ok:
         if outcome.failures:
             first = outcome.failures[0]

@@ -26,7 +26,7 @@ def test_progress_failures_and_recap():
     )
     lines = [m for k, m in reporter.messages if k == "progress"]
     assert lines[0] == "play: Converge cluster nodes"
-    assert "task 1: Install nginx (0/3 hosts done)" in lines[1]
+    assert lines[1].endswith("task 1: Install nginx")  # at its start: no "0/3 hosts done"
     assert "(3/3 hosts done)" in lines[-1]
     assert [f.sentence() for f in tracker.failures] == [
         "node2 failed at task 'Install nginx': no space",
@@ -57,3 +57,28 @@ def test_a_changed_host_key_is_said_in_one_line():
     [failure] = tracker.failures
     assert failure.unreachable
     assert failure.message.startswith("Host key verification failed")
+
+
+def test_the_task_count_is_out_of_the_last_complete_runs_total():
+    reporter = ListReporter()
+    tracker = _ProgressTracker(reporter, host_count=2, expected_tasks=2)
+    tracker(event("playbook_on_play_start", play="Converge"))
+    for task in ("One", "Two", "Three"):  # one more than last time (an include)
+        tracker(event("playbook_on_task_start", task=task))
+        tracker(event("runner_on_ok", host="node1", task=task, res={}))
+    lines = [m for k, m in reporter.messages if k == "progress"]
+    assert lines[1] == "Converge > task 1/2: One"
+    assert lines[2] == "Converge > task 1/2: One (1/2 hosts done)"
+    assert lines[5] == "Converge > task 3: Three"  # past the known total: no wrong fraction
+
+
+def test_the_count_is_kept_per_playbook_after_a_complete_run(tmp_path):
+    from clusterctl.runner import _read_counts, _write_count
+
+    path = tmp_path / "task-counts.json"
+    assert _read_counts(path) == {}
+    _write_count(path, "site.yml", 95)
+    _write_count(path, "site.yml --check", 90)
+    assert _read_counts(path) == {"site.yml": 95, "site.yml --check": 90}
+    path.write_text("not json")
+    assert _read_counts(path) == {}
