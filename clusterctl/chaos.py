@@ -34,6 +34,7 @@ from clusterctl.bench.prober import Prober, Sample
 from clusterctl.bench.sandbox import HolderSampler, node_pids
 from clusterctl.errors import ClusterctlError
 from clusterctl.faults import KINDS, LASTING, SandboxFaults
+from clusterctl.profiles import AGENT_PROFILES
 from clusterctl.providers.podman_cli import Podman
 from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, StateDir
@@ -182,7 +183,7 @@ def check_options(options: ChaosOptions, record: ClusterRecord) -> None:
             f"cluster {record.name} runs on the {record.provider} provider",
             "chaos crashes and freezes machines: it runs on podman sandbox clusters only",
         )
-    if record.profile not in ("ha", "lb"):
+    if record.profile not in AGENT_PROFILES:
         raise ClusterctlError(
             f"cluster {record.name} runs profile {record.profile}: no VIP to fail over",
             "run chaos on an ha or lb cluster",

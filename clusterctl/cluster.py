@@ -15,6 +15,7 @@ from clusterctl.agent.tls import TlsFiles
 from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
+from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE, PROFILES
 from clusterctl.providers.base import Provider
 from clusterctl.providers.network import source_addresses
 from clusterctl.reporter import Reporter
@@ -31,14 +32,7 @@ from clusterctl.status import (
 from clusterctl.topology import etcd_member_nodes
 from clusterctl.trust import cluster_ca, ensure_trust
 
-PROFILES = {
-    "ha": "etcd + clusterctl-agent: the group web (VIP + nginx) runs on exactly one node",
-    "lb": "etcd + clusterctl-agent: the group web (VIP + load balancer) over nginx on every node",
-    "web": "nginx on every node, no failover (the walking skeleton)",
-}
-DEFAULT_PROFILE = "lb"
 MIN_LEASE_TTL, MAX_LEASE_TTL = 1, 10  # seconds; etcd counts lease TTLs in whole seconds
-AGENT_PROFILES = ("ha", "lb")  # profiles with etcd and the failover agent
 
 
 @dataclass

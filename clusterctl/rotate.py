@@ -19,6 +19,7 @@ from collections.abc import Callable
 from clusterctl import cluster as api
 from clusterctl.agentclient import AgentApiError, AgentClient
 from clusterctl.errors import ClusterctlError
+from clusterctl.profiles import AGENT_PROFILES
 from clusterctl.reporter import Reporter
 from clusterctl.state import StateDir, read_token, write_private
 
@@ -26,7 +27,7 @@ from clusterctl.state import StateDir, read_token, write_private
 def rotate_token(cluster: str, reporter: Reporter) -> dict:
     state = StateDir(cluster)
     record = state.load()
-    if record.profile not in api.AGENT_PROFILES:
+    if record.profile not in AGENT_PROFILES:
         raise ClusterctlError(
             f"cluster {cluster!r} runs profile {record.profile}, which has no agents",
             "only the ha and lb profiles have an API token",

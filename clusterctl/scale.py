@@ -14,6 +14,7 @@ from pathlib import Path
 from clusterctl import cluster as api
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import MIN_NODES, InventoryNode, load_inventory
+from clusterctl.profiles import AGENT_PROFILES
 from clusterctl.reporter import Reporter
 from clusterctl.sshcheck import forget_host_keys, wait_and_trust
 from clusterctl.state import StateDir
@@ -101,12 +102,12 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
 
         reporter.progress(f"draining {node}")
         drain(cluster, node, reporter, timeout=drain_timeout)
-    if record.profile in api.AGENT_PROFILES:
+    if record.profile in AGENT_PROFILES:
         reporter.progress(f"moving {node}'s groups away (standby)")
         api.set_standby(cluster, node, True)
         api.wait_not_holding(cluster, node)
     api.run_cluster_playbook("remove_node.yml", state, provider, record, reporter, 1, limit=node)
-    if record.profile in api.AGENT_PROFILES:
+    if record.profile in AGENT_PROFILES:
         client = api.agent_client(state, record)
         client.standby(node, False)  # the node is gone: leave no standby key behind
         if record.profile == "lb":
@@ -123,7 +124,7 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
         state.save(record)
     forget_host_keys(state.known_hosts, [address])
     cluster_ca(state).forget_node(node)
-    if record.profile in api.AGENT_PROFILES:
+    if record.profile in AGENT_PROFILES:
         # the remaining guards stop letting the removed node's address in
         remaining = [n.name for n in record.nodes]
         api.run_cluster_playbook(

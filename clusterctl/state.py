@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from clusterctl.errors import ClusterctlError
+from clusterctl.profiles import LEGACY_PROFILE
 
 CLUSTER_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 
@@ -64,7 +65,7 @@ class ClusterRecord:
     subnet: str = ""
     image: str = ""
     source_inventory: str = ""  # ssh provider: the user's inventory
-    profile: str = "ha"
+    profile: str = LEGACY_PROFILE
     vip: str = ""
     lb_engine: str = "nft"  # profile lb: nft (kernel L4) or haproxy
     lease_ttl: int = 1  # agent member lease, whole seconds (the other timings scale with it)

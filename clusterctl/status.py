@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 from clusterctl.agent.history import HistoryEntry
+from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE
 
 
 @dataclass(frozen=True)
@@ -52,7 +53,7 @@ class ClusterStatus:
     cluster: str
     provider: str
     quorum: bool
-    profile: str = "ha"
+    profile: str = DEFAULT_PROFILE
     lb_engine: str | None = None  # profile lb only
     lease_ttl: int | None = None  # profiles with the agent only (seconds)
     nodes: list[NodeStatus] = field(default_factory=list)
@@ -69,7 +70,7 @@ class ClusterStatus:
         return json.dumps(self.to_dict(), indent=2)
 
     def to_table(self) -> str:
-        ha = self.profile in ("ha", "lb")
+        ha = self.profile in AGENT_PROFILES
         rows = [("NODE", "ADDRESS", "ONLINE", "SSH", "WEB", "ETCD", "NOTE")]
         for n in self.nodes:
             note = n.error or ("standby" if n.standby else n.web_reply)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from clusterctl.bench.failover import FAULTS
 from clusterctl.cli.common import examples
+from clusterctl.profiles import DEFAULT_PROFILE, PROFILES
 from clusterctl.reporter import ListReporter, StderrReporter
 
 DEFAULT_OUT = Path("bench/results")
@@ -55,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     up = kinds.add_parser("up", help="cold / warm / no-op `up` times")
     up.add_argument("--trials", type=int, default=3)
     up.add_argument("--cold", action="store_true", help="also rebuild the node image once")
-    up.add_argument("--profile", choices=["ha", "lb", "web"], default="lb")
+    up.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE)
     for p in (fail, lb, up):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
     parser.set_defaults(func=run)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from clusterctl.cli.common import add_cluster_option, add_json_option, examples
 from clusterctl.cluster import UpOptions, UpResult, profile_settings, up
+from clusterctl.profiles import DEFAULT_PROFILE, PROFILES
 from clusterctl.reporter import StderrReporter
 from clusterctl.runner import PlaybookFailed
 
@@ -32,9 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument("-i", "--inventory", type=Path, help="inventory of existing hosts (ssh)")
     parser.add_argument(
         "--profile",
-        choices=["ha", "lb", "web"],
-        help="lb (default): VIP + load balancer over nginx on every node; ha: VIP + nginx on "
-        "one node with failover; web: nginx on every node",
+        choices=list(PROFILES),
+        help=f"default {DEFAULT_PROFILE}; "
+        + "; ".join(f"{name}: {what}" for name, what in PROFILES.items()),
     )
     parser.add_argument(
         "--lb-engine",

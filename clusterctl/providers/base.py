@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 
 from clusterctl.inventory import InventoryNode
+from clusterctl.profiles import DEFAULT_PROFILE
 from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, StateDir
 
@@ -14,7 +15,7 @@ class Provider(ABC):
     """Makes (or finds) the machines of a cluster; reports through a reporter, never prints."""
 
     name: str
-    profile: str = "ha"
+    profile: str = DEFAULT_PROFILE
     # how long to wait for sshd on every node: fresh containers need a few seconds,
     # existing hosts answer at once or not at all
     ssh_wait_s: float = 60.0

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode, check_node_count, render_inventory
+from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE
 from clusterctl.providers.base import Provider
 from clusterctl.providers.image import ensure_image, image_name
 from clusterctl.providers.network import (
@@ -50,7 +51,7 @@ class PodmanProvider(Provider):
         nodes: int = 3,
         subnet: str | None = None,
         podman: Podman | None = None,
-        profile: str = "ha",
+        profile: str = DEFAULT_PROFILE,
     ) -> None:
         super().__init__(state, reporter)
         self.profile = profile
@@ -181,7 +182,7 @@ class PodmanProvider(Provider):
         """The etcd-member nodes that get real-time CPU time (rtbudget.py); empty where the
         host needs none or has none to give."""
         budget = RtBudget()
-        if record.profile not in ("ha", "lb") or not budget.supported():
+        if record.profile not in AGENT_PROFILES or not budget.supported():
             return set()
         try:
             budget.ensure_parent()  # before any node starts: their configuration needs it

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode, load_inventory
+from clusterctl.profiles import DEFAULT_PROFILE
 from clusterctl.providers.base import Provider
 from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, NodeRecord, StateDir
@@ -18,7 +19,11 @@ class SshProvider(Provider):
     ssh_wait_s = 8.0
 
     def __init__(
-        self, state: StateDir, reporter: Reporter, inventory: Path | None, profile: str = "ha"
+        self,
+        state: StateDir,
+        reporter: Reporter,
+        inventory: Path | None,
+        profile: str = DEFAULT_PROFILE,
     ) -> None:
         super().__init__(state, reporter)
         self.profile = profile
