@@ -1,6 +1,6 @@
 """Faults injected into sandbox nodes, and how each is healed (`clusterctl chaos`, benches).
 
-Each fault is what it says, done the way ENVIRONMENT.md verified on this machine kind: a crash
+Each fault is what it says, done the way docs/machine-notes.md describes: a crash
 is `podman kill` (no shutdown, addresses gone), a freeze is `podman pause` (cgroup freezer: the
 node wakes later believing no time passed), a partition is an nft table inside the node that
 drops everything on eth0 (addresses kept, so a fenced holder is visible), kills are SIGKILL

@@ -1,4 +1,4 @@
-"""The etcd key layout (DESIGN.md, "The agent's loop and its safety rule").
+"""The etcd key layout (the safety rule they serve: ``agent/member.py``, ``agent/config.py``).
 
 Every key lives under ``/clusterctl/<cluster>/``. Keeping the layout in one module means the
 controller, the API and the tests agree on it by construction.

@@ -94,7 +94,7 @@ def is_host_address(subnet: ipaddress.IPv4Network, address: str) -> bool:
 
 def node_mac(cluster: str, node: str) -> str:
     """A stable, locally administered MAC per node: a re-created node keeps its MAC, so the
-    host's neighbour cache stays valid (ENVIRONMENT.md)."""
+    host's neighbour cache stays valid (docs/machine-notes.md)."""
     digest = hashlib.sha256(f"{cluster}/{node}".encode()).digest()
     return "02:" + ":".join(f"{b:02x}" for b in digest[:5])
 

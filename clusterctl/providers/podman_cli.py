@@ -11,7 +11,7 @@ from pathlib import Path
 from clusterctl.errors import ClusterctlError
 from clusterctl.state import state_root, write_private
 
-# Podman here works only with runc and explicit ulimits (see ENVIRONMENT.md); this file is
+# Podman here works only with runc and explicit ulimits (docs/machine-notes.md); this file is
 # ours, so the user's global podman configuration is never touched.
 CONTAINERS_CONF = """\
 [containers]

@@ -27,7 +27,7 @@ from .conftest import STATE_ROOT, Sandbox, cli, podman
 
 T = TypeVar("T")
 
-# The chaos table of ENVIRONMENT.md: cut a node off from inside, keeping its addresses.
+# A partition as docs/machine-notes.md describes it: a node cut off from inside, addresses kept.
 PARTITION_NFT = """table inet chaos {
  chain in { type filter hook input priority -300; iifname "eth0" drop; }
  chain out { type filter hook output priority -300; oifname "eth0" drop; }

@@ -1,4 +1,4 @@
-"""A real single-member etcd on loopback for the store tests (ENVIRONMENT.md, etcd)."""
+"""A real single-member etcd on loopback for the store tests (docs/machine-notes.md, etcd)."""
 
 from __future__ import annotations
 

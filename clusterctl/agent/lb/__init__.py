@@ -1,4 +1,4 @@
-"""Load balancing (DESIGN.md, "Load balancing"): a frontend on the group's VIP spreading
+"""Load balancing: a frontend on the group's VIP spreading
 connections over the registered backends (``backends/<node>`` in etcd).
 
 ``model``: Backend, BackendHealth, LbSpec and their validation. ``health``: the rise/fall

@@ -1,4 +1,4 @@
-"""Engine ``nft``: kernel full-NAT L4 balancing in one nftables table (ENVIRONMENT.md recipe).
+"""Engine ``nft``: kernel full-NAT L4 balancing in one nftables table (docs/machine-notes.md).
 
 The whole table is re-rendered and swapped in ONE ``nft -f`` transaction: the script first
 creates the table (a no-op if it exists) so that ``delete table`` cannot fail, deletes it,

@@ -1,7 +1,7 @@
 """A ``Store`` over etcd's v3 JSON gateway (grpc-gateway), with nothing but ``urllib``.
 
 Why several endpoints and short timeouts: when the etcd leader dies, a request in flight to it
-can hang for ~7 s (ENVIRONMENT.md) although a new leader exists after < 1 s. So each request
+can hang for ~7 s (docs/machine-notes.md) although a new leader exists after < 1 s. So each request
 gets a short timeout (default 0.5 s) and is retried on the next endpoint; the client sticks to
 the last endpoint that answered. ``StoreUnavailable`` is raised only when no endpoint answered
 within the call's overall timeout. The lease renewal alone goes to the etcd leader itself
