@@ -97,11 +97,23 @@ class MemberLease:
         return True
 
     def renew(self) -> None:
-        """Keep the lease alive, waiting at most ``renew_timeout`` (and never past the
-        deadline). On success the deadline moves to ``send time + ttl - fence_margin``."""
+        """Keep the lease alive, waiting at most ``renew_timeout``, and never past the
+        deadline while it lies ahead. On success the deadline moves to ``send time + ttl -
+        fence_margin``.
+
+        Past the deadline the node holds nothing (the HA step fences before any I/O), so the
+        renewal gets its whole ``renew_timeout``: capped at a few milliseconds there, a node
+        whose renewals had stalled (an etcd election) could never catch up again, since the
+        first renewal after a leader change must find the new leader first, and it kept
+        failing until etcd expired its lease."""
         assert self.lease_id is not None
         sent = self.clock.now()
-        timeout = min(self.config.renew_timeout, max(0.01, self.time_left(sent)))
+        left = self.time_left(sent)
+        timeout = (
+            self.config.renew_timeout
+            if left <= 0
+            else min(self.config.renew_timeout, max(0.01, left))
+        )
         try:
             self.store.keepalive(self.lease_id, timeout=timeout)
         except Exception:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from clusterctl.agent.clock import FakeClock
+from clusterctl.agent.config import AgentConfig
+from clusterctl.agent.keys import Keys
+from clusterctl.agent.member import MemberLease
 from clusterctl.agent.store.base import StoreUnavailable
+from clusterctl.agent.store.memory import MemoryBackend, MemoryStore
 
 from .agentsim import VIP, Sim, holder
 
@@ -145,3 +150,28 @@ def test_leases_revoked_together_make_the_others_wait_for_the_holder_to_fence(si
     waited = [s for s in sim.sentences(third) if "several members' leases vanished" in s]
     assert waited, sim.sentences(third)
     assert len(sim.vip_on()) == 1
+
+
+class _TimeoutRecordingStore(MemoryStore):
+    """Records the timeout of every renewal the lease asks for."""
+
+    def __init__(self, backend: MemoryBackend) -> None:
+        super().__init__(backend, "recording")
+        self.renew_timeouts: list[float | None] = []
+
+    def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
+        self.renew_timeouts.append(timeout)
+        return super().keepalive(lease_id, timeout)
+
+
+def test_a_renewal_is_capped_by_the_deadline_ahead_and_gets_its_whole_timeout_past_it() -> None:
+    clock = FakeClock()
+    store = _TimeoutRecordingStore(MemoryBackend(clock))
+    config = AgentConfig(node="node1", etcd_endpoints=("http://127.0.0.1:2379",)).validate()
+    lease = MemberLease(store, Keys("c"), config, clock)
+    lease.grant()
+    clock.advance(config.lease_ttl - config.fence_margin - 0.05)  # 50 ms before the deadline
+    lease.renew()
+    clock.advance(config.lease_ttl - config.fence_margin + 0.1)  # past it (etcd still has it)
+    lease.renew()
+    assert store.renew_timeouts == [pytest.approx(0.05), config.renew_timeout]
