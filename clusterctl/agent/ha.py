@@ -28,7 +28,6 @@ from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.handover import Handover
 from clusterctl.agent.history import FIRST_START, History
 from clusterctl.agent.keys import Keys
-from clusterctl.agent.lb.command import InputRunner
 from clusterctl.agent.member import MemberLease
 from clusterctl.agent.metrics import Metrics
 from clusterctl.agent.placement import acquire_block, eligible, move_wait, release_reason
@@ -95,7 +94,6 @@ class Agent:
         clock: Clock | None = None,
         runner: CommandRunner | None = None,
         arp_sender: ArpSender | None = None,
-        handover_runner: InputRunner | None = None,
     ) -> None:
         self.config = config
         self.node = config.node
@@ -121,7 +119,7 @@ class Agent:
         self._step_started = 0.0
         self._seeded: set[str] = set()
         self._backend_registered = False
-        self.handover = Handover(handover_runner)
+        self.handover = Handover(runner)
         self._registered_at = float("-inf")
         self._started_at = self.clock.now()
         self._member_rejoined = not config.etcd_member  # nothing to wait for elsewhere

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 
-from clusterctl.agent.lb.command import InputRunner, SubprocessInputRunner
+from clusterctl.agent.resources.runner import CommandRunner, SubprocessRunner
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,8 @@ REMOVE_SCRIPT = f"table ip {TABLE} {{}}\ndelete table ip {TABLE}\n"
 class Handover:
     """Installs and later removes the forwarding table. Never raises."""
 
-    def __init__(self, runner: InputRunner | None = None) -> None:
-        self.runner = runner or SubprocessInputRunner()
+    def __init__(self, runner: CommandRunner | None = None) -> None:
+        self.runner = runner or SubprocessRunner()
         self.until: float | None = None  # when to remove the table (monotonic clock)
 
     def forward(self, vip: str, target: str, now: float, timeout: float = 1.0) -> bool:

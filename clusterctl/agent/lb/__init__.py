@@ -3,12 +3,12 @@ connections over the registered backends (``backends/<node>`` in etcd).
 
 ``model``: Backend, BackendHealth, LbSpec and their validation. ``health``: the rise/fall
 tracker, the HTTP check, the live set. ``nft``: the kernel engine (default). ``haproxy``: the
-L7 engine. ``command``: runners with stdin and ``LbError``.
+L7 engine. ``engine``: their one interface. ``command``: ``LbError``.
 """
 
 from __future__ import annotations
 
-from clusterctl.agent.lb.command import InputRunner, LbError, SubprocessInputRunner
+from clusterctl.agent.lb.command import LbError
 from clusterctl.agent.lb.haproxy import HaproxyEngine, HaproxyRuntime, render_config
 from clusterctl.agent.lb.health import HealthTracker, check_backends, http_check, live_backends
 from clusterctl.agent.lb.model import Backend, BackendHealth, LbConfigError, LbSpec
@@ -20,12 +20,10 @@ __all__ = [
     "HaproxyEngine",
     "HaproxyRuntime",
     "HealthTracker",
-    "InputRunner",
     "LbConfigError",
     "LbError",
     "LbSpec",
     "NftEngine",
-    "SubprocessInputRunner",
     "check_backends",
     "http_check",
     "live_backends",

@@ -7,10 +7,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from clusterctl.agent.lb.command import InputRunner
 from clusterctl.agent.lb.haproxy import HaproxyEngine
 from clusterctl.agent.lb.model import Backend, BackendCounters, LbSpec
 from clusterctl.agent.lb.nft import NftEngine
+from clusterctl.agent.resources.runner import CommandRunner
 
 
 class LbEngine(Protocol):
@@ -41,6 +41,6 @@ class LbEngine(Protocol):
         ...
 
 
-def make_engine(spec: LbSpec, runner: InputRunner) -> LbEngine:
+def make_engine(spec: LbSpec, runner: CommandRunner) -> LbEngine:
     """The engine ``spec.engine`` names."""
     return NftEngine(runner) if spec.engine == "nft" else HaproxyEngine(runner)

@@ -20,8 +20,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from clusterctl.agent.lb.command import InputRunner, LbError, check
+from clusterctl.agent.lb.command import LbError, check
 from clusterctl.agent.lb.model import Backend, BackendCounters, LbSpec
+from clusterctl.agent.resources.runner import CommandRunner
 
 FRONTEND = "fe_clusterctl"
 BACKEND = "be_clusterctl"
@@ -311,7 +312,7 @@ class HaproxyEngine:
 
     def __init__(
         self,
-        runner: InputRunner,
+        runner: CommandRunner,
         config_path: str = CONFIG_PATH,
         socket_path: str = SOCKET_PATH,
         runtime: HaproxyRuntime | None = None,

@@ -14,8 +14,9 @@ import math
 from collections.abc import Sequence
 from functools import reduce
 
-from clusterctl.agent.lb.command import InputRunner, LbError, check
+from clusterctl.agent.lb.command import LbError, check
 from clusterctl.agent.lb.model import Backend, BackendCounters, LbSpec
+from clusterctl.agent.resources.runner import CommandRunner
 
 TABLE = "clusterctl_lb"
 MAX_SLOTS = 64  # map entries for the weighted algorithm; bounds the ruleset's size
@@ -182,7 +183,7 @@ class NftEngine:
 
     checks_backends = False  # the agent checks them; only the healthy ones are balanced
 
-    def __init__(self, runner: InputRunner, timeout: float = 5.0) -> None:
+    def __init__(self, runner: CommandRunner, timeout: float = 5.0) -> None:
         self.runner = runner
         self.timeout = timeout
         self.last_applied: str | None = None

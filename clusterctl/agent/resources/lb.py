@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from clusterctl.agent.config import ResourceSpec
-from clusterctl.agent.lb.command import InputRunner, LbError, SubprocessInputRunner
+from clusterctl.agent.lb.command import LbError
 from clusterctl.agent.lb.engine import LbEngine, make_engine
 from clusterctl.agent.lb.health import CheckFn, HealthTracker, check_backends, http_check
 from clusterctl.agent.lb.health import live_backends as healthy_live_backends
@@ -47,16 +47,14 @@ class LoadBalancer(Resource):
         self,
         spec: ResourceSpec,
         runner: CommandRunner,
-        input_runner: InputRunner | None = None,
         check: CheckFn = http_check,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(spec, runner)
         self.lb = LbSpec.from_params(spec.params)
-        self.input_runner = input_runner or SubprocessInputRunner()
         self.check = check
         self.clock = clock
-        self.engine: LbEngine = make_engine(self.lb, self.input_runner)
+        self.engine: LbEngine = make_engine(self.lb, runner)
         # A backend that appears while we run must pass `rise` checks before it gets traffic
         # (scale out without failed requests); those present at start are seeded instead.
         self.tracker = HealthTracker.for_spec(self.lb, initially_healthy=False)

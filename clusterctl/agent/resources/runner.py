@@ -1,7 +1,9 @@
 """Running commands: the one place where resources touch the system.
 
 Resources never call ``subprocess`` themselves; they get a ``CommandRunner``. Unit tests pass a
-fake runner that records commands and simulates their results.
+fake runner that records commands and simulates their results. A command may be given its
+standard input (``nft -f -`` reads its script there, rather than from a temporary file that
+could fail and would have to be cleaned up).
 """
 
 from __future__ import annotations
@@ -26,19 +28,28 @@ class CommandResult:
 
 
 class CommandRunner(Protocol):
-    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+    def run(self, argv: Sequence[str], timeout: float, stdin: str | None = None) -> CommandResult:
         """Run ``argv`` (no shell); return within about ``timeout`` seconds, killing it if
-        needed. Never raises for a failing or missing command: that is a non-zero ``rc``."""
+        needed. ``stdin`` (if given) is written to its standard input, which is then closed.
+        Never raises for a failing or missing command: that is a non-zero ``rc``."""
         ...
 
 
 class SubprocessRunner:
     """The real runner."""
 
-    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+    def run(self, argv: Sequence[str], timeout: float, stdin: str | None = None) -> CommandResult:
         try:
             done = subprocess.run(
-                list(argv), capture_output=True, text=True, timeout=timeout, check=False
+                list(argv),
+                input=stdin,
+                # Without input, the child gets an empty stdin rather than the agent's own:
+                # `nft -f -` would otherwise wait on it until the timeout.
+                stdin=subprocess.DEVNULL if stdin is None else None,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
             )
         except subprocess.TimeoutExpired:
             # subprocess.run kills the child on timeout before raising.

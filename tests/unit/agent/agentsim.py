@@ -144,7 +144,6 @@ class Sim:
             arp_sender=lambda iface, addr, node=node: self.arps.append(
                 (self.clock.now(), node, addr)
             ),
-            handover_runner=self.fake[node],
         )
         self.wake[node] = self.clock.now()
         self.dead.discard(node)

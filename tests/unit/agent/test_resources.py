@@ -118,7 +118,7 @@ def test_vip_with_lifetime_is_added_and_refreshed_with_valid_lft():
     calls: list[list[str]] = []
 
     class Runner:
-        def run(self, argv, timeout):
+        def run(self, argv, timeout, stdin=None):
             from clusterctl.agent.resources.runner import CommandResult
 
             calls.append(list(argv))

@@ -67,7 +67,7 @@ def test_local_standby_holds_without_the_key(sim: Sim) -> None:
 class StubbornNode(FakeNode):
     """A node whose ``systemctl stop`` fails."""
 
-    def run(self, argv: Sequence[str], timeout: float) -> CommandResult:
+    def run(self, argv: Sequence[str], timeout: float, stdin: str | None = None) -> CommandResult:
         if list(argv[:2]) == ["systemctl", "stop"]:
             self.log.append((self.clock.now(), " ".join(argv)))
             return CommandResult(1, "", "Failed to stop nginx.service: Access denied")

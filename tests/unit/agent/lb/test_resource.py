@@ -29,7 +29,7 @@ def make(healthy: dict[str, bool]) -> tuple[LoadBalancer, FakeRunner, Clock]:
         return healthy.get(address, False)
 
     spec = ResourceSpec("lb", "lb", dict(PARAMS))
-    lb = LoadBalancer(spec, runner, input_runner=runner, check=check, clock=clock)
+    lb = LoadBalancer(spec, runner, check=check, clock=clock)
     return lb, runner, clock
 
 
@@ -125,7 +125,7 @@ def test_start_checks_within_its_own_timeout():
 
     spec = ResourceSpec("lb", "lb", dict(PARAMS))
     runner = FakeRunner()
-    lb = LoadBalancer(spec, runner, input_runner=runner, check=check, clock=Clock())
+    lb = LoadBalancer(spec, runner, check=check, clock=Clock())
     lb.set_backends([A, B])
     lb.start(0.4)
     lb.stop(1.0)
