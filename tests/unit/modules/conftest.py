@@ -1,5 +1,7 @@
-"""Fixtures: a FAKE agent API (fake_agent.py) and runners that execute the modules the way
-Ansible does (JSON args file → stdout JSON), or through the real `ansible` CLI."""
+"""Fixtures: the real agent API over a simulated cluster (``agent``, sim_agent.py), a fake one
+for the backend module (``fake``, fake_agent.py: the simulation has no load balancer), and
+runners that execute the modules the way Ansible does (JSON args file → stdout JSON), or
+through the real `ansible` CLI."""
 
 from __future__ import annotations
 
@@ -12,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.modules.fake_agent import TOKEN, FakeAgentApi
+from tests.unit.modules.fake_agent import FakeAgentApi
+from tests.unit.modules.sim_agent import SimAgentApi
 
 REPO = Path(__file__).resolve().parents[3]
 COLLECTIONS = REPO / ".collections"
@@ -24,6 +27,12 @@ VENV_BIN = Path(sys.executable).parent
 def fake():
     with FakeAgentApi(move_delay=0.5) as agent:
         yield agent
+
+
+@pytest.fixture
+def agent():
+    with SimAgentApi() as real:
+        yield real
 
 
 @pytest.fixture
@@ -74,5 +83,6 @@ def ansible_env(tmp_path):
     )
 
 
-def api_args(fake, **extra):
-    return dict(api_url=[fake.url], api_token=TOKEN, **extra)
+def api_args(api, **extra):
+    """Module arguments for ``api`` (the real or the fake one) with its token."""
+    return dict(api_url=[api.url], api_token=api.token, **extra)

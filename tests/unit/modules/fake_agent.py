@@ -1,5 +1,7 @@
-"""A FAKE clusterctl agent API for the module tests: a real HTTP server on 127.0.0.1:<free
-port>, serving the endpoints of docs/agent-api.md over an in-memory dict. It is not the agent:
+"""A FAKE clusterctl agent API, left for the backend module's tests only (the simulated cluster
+of sim_agent.py, which the other module tests use with the real API, has no load balancer): a
+real HTTP server on 127.0.0.1:<free port>, serving the endpoints of docs/agent-api.md over an
+in-memory dict. It is not the agent:
 moves are applied ``move_delay`` seconds after they are asked for (on the next status read),
 which is enough to make the modules poll. Load balancer backends live in ``fake.lb``; each
 GET /v1/backends lowers a draining backend's ``active_connections`` by ``drain_per_read``.

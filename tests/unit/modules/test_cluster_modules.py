@@ -1,4 +1,5 @@
-"""cluster_failover and cluster_info against the FAKE agent API (see fake_agent.py)."""
+"""cluster_failover and cluster_info against the real agent API over a simulated cluster
+(sim_agent.py): the handlers the nodes run, agents that really move the group."""
 
 from __future__ import annotations
 
@@ -7,60 +8,62 @@ import subprocess
 import sys
 
 from tests.unit.modules.conftest import REPO, api_args
-from tests.unit.modules.fake_agent import TOKEN
+from tests.unit.modules.sim_agent import TOKEN
 
 
-def test_info_returns_whole_status_and_never_changes(fake, run_module):
+def test_info_returns_whole_status_and_never_changes(agent, run_module):
     for check in (False, True):
-        result, _ = run_module("cluster_info", api_args(fake), check=check)
+        result, _ = run_module("cluster_info", api_args(agent), check=check)
         assert result["changed"] is False
-        assert result["cluster"]["cluster"] == "fake"
+        assert result["cluster"]["cluster"] == agent.status()["cluster"]
         assert [g["node"] for g in result["cluster"]["groups"]] == ["node1"]
-    assert fake.writes() == []
+    assert agent.writes() == []
 
 
-def test_moved_already_on_target_is_not_changed(fake, run_module):
-    result, _ = run_module("cluster_failover", api_args(fake, group="web", node="node1"))
+def test_moved_already_on_target_is_not_changed(agent, run_module):
+    result, _ = run_module("cluster_failover", api_args(agent, group="web", node="node1"))
     assert result["changed"] is False
     assert (result["holder_before"], result["holder"]) == ("node1", "node1")
-    assert fake.writes() == []
+    assert agent.writes() == []
 
 
-def test_move_changes_and_polls_until_started(fake, run_module):
-    result, _ = run_module("cluster_failover", api_args(fake, group="web", node="node2"))
+def test_move_changes_and_polls_until_started(agent, run_module):
+    result, _ = run_module("cluster_failover", api_args(agent, group="web", node="node2"))
     assert result["changed"] is True, result
     assert (result["holder_before"], result["holder"]) == ("node1", "node2")
     assert result["group_state"] == "started"
-    assert fake.writes() == [("POST", "/v1/groups/web/move", {"to": "node2"})]
-    # The fake completes the move 0.5 s later: the module had to read the status repeatedly.
-    assert fake.status_reads() >= 3
+    assert agent.writes() == [("POST", "/v1/groups/web/move", {"to": "node2"})]
+    # The agents take a few steps to move it: the module had to read the status repeatedly.
+    assert agent.status_reads() >= 2
     # Running it again is a no-op.
-    again, _ = run_module("cluster_failover", api_args(fake, group="web", node="node2"))
+    again, _ = run_module("cluster_failover", api_args(agent, group="web", node="node2"))
     assert again["changed"] is False
-    assert len(fake.writes()) == 1
+    assert len(agent.writes()) == 1
 
 
-def test_check_mode_reports_change_without_writing(fake, run_module):
+def test_check_mode_reports_change_without_writing(agent, run_module):
     result, _ = run_module(
-        "cluster_failover", api_args(fake, group="web", node="node2"), check=True, diff=True
+        "cluster_failover", api_args(agent, group="web", node="node2"), check=True, diff=True
     )
     assert result["changed"] is True
     assert result["holder"] == "node2"
     assert result["diff"]["after"]["holder"] == "node2"
-    assert fake.writes() == []
-    assert fake.group()["node"] == "node1"
+    assert agent.writes() == []
+    assert agent.group()["node"] == "node1"
 
 
-def test_diff_shows_holder_before_and_after(fake, run_module):
-    result, _ = run_module("cluster_failover", api_args(fake, group="web", node="node3"), diff=True)
+def test_diff_shows_holder_before_and_after(agent, run_module):
+    result, _ = run_module(
+        "cluster_failover", api_args(agent, group="web", node="node3"), diff=True
+    )
     assert result["changed"] is True
     assert result["diff"]["before"]["holder"] == "node1"
     assert result["diff"]["after"]["holder"] == "node3"
     assert result["diff"]["after"]["move"] is None
 
 
-def test_ban_and_unban_are_idempotent(fake, run_module):
-    ban = api_args(fake, group="web", state="banned", node="node3")
+def test_ban_and_unban_are_idempotent(agent, run_module):
+    ban = api_args(agent, group="web", state="banned", node="node3")
     unban = dict(ban, state="unbanned")
     first, _ = run_module("cluster_failover", ban)
     second, _ = run_module("cluster_failover", ban)
@@ -70,75 +73,78 @@ def test_ban_and_unban_are_idempotent(fake, run_module):
     fourth, _ = run_module("cluster_failover", unban)
     assert (third["changed"], fourth["changed"]) == (True, False)
     assert fourth["bans"] == []
-    assert [w[1] for w in fake.writes()] == ["/v1/groups/web/ban", "/v1/groups/web/unban"]
+    assert [w[1] for w in agent.writes()] == ["/v1/groups/web/ban", "/v1/groups/web/unban"]
 
 
-def test_cleared_and_cleaned_only_when_needed(fake, run_module):
-    group = fake.cluster["groups"][0]
-    group.update(bans=["node2"], failcounts={"node1": 2})
-    cleared, _ = run_module("cluster_failover", api_args(fake, group="web", state="cleared"))
-    cleaned, _ = run_module("cluster_failover", api_args(fake, group="web", state="cleaned"))
+def test_cleared_and_cleaned_only_when_needed(agent, run_module):
+    agent.call("POST", "/v1/groups/web/ban", {"node": "node2"})
+    agent.set_failcount("node1", 2)
+    agent.wait(lambda: agent.group()["failcounts"].get("node1") == 2)
+    cleared, _ = run_module("cluster_failover", api_args(agent, group="web", state="cleared"))
+    cleaned, _ = run_module("cluster_failover", api_args(agent, group="web", state="cleaned"))
     assert (cleared["changed"], cleaned["changed"]) == (True, True)
     again = [
-        run_module("cluster_failover", api_args(fake, group="web", state=s))[0]["changed"]
+        run_module("cluster_failover", api_args(agent, group="web", state=s))[0]["changed"]
         for s in ("cleared", "cleaned")
     ]
     assert again == [False, False]
-    assert fake.group()["bans"] == [] and fake.group()["failcounts"] == {"node1": 0}
+    assert agent.group()["bans"] == [] and not any(agent.group()["failcounts"].values())
 
 
-def test_moved_without_node_moves_away_from_holder(fake, run_module):
-    result, _ = run_module("cluster_failover", api_args(fake, group="web"))
+def test_moved_without_node_moves_away_from_holder(agent, run_module):
+    result, _ = run_module("cluster_failover", api_args(agent, group="web"))
     assert result["changed"] is True
     assert result["holder_before"] == "node1"
     assert result["holder"] not in (None, "node1")
-    assert fake.writes() == [("POST", "/v1/groups/web/move", {"to": None})]
+    assert agent.writes() == [("POST", "/v1/groups/web/move", {"to": None})]
 
 
-def test_move_to_banned_node_fails_with_api_error(fake, run_module):
-    fake.cluster["groups"][0]["bans"] = ["node2"]
-    result, _ = run_module("cluster_failover", api_args(fake, group="web", node="node2"))
+def test_move_to_banned_node_fails_with_api_error(agent, run_module):
+    agent.call("POST", "/v1/groups/web/ban", {"node": "node2"})
+    result, _ = run_module("cluster_failover", api_args(agent, group="web", node="node2"))
     assert result["failed"] is True
     assert "banned" in result["msg"] and result["status"] == 409
     checked, _ = run_module(
-        "cluster_failover", api_args(fake, group="web", node="node2"), check=True
+        "cluster_failover", api_args(agent, group="web", node="node2"), check=True
     )
     assert checked["failed"] is True and "banned" in checked["msg"]
 
 
-def test_unknown_group_and_node_fail_clearly(fake, run_module):
-    result, _ = run_module("cluster_failover", api_args(fake, group="db", node="node2"))
+def test_unknown_group_and_node_fail_clearly(agent, run_module):
+    result, _ = run_module("cluster_failover", api_args(agent, group="db", node="node2"))
     assert result["failed"] is True and "group 'db' not found" in result["msg"]
-    result, _ = run_module("cluster_failover", api_args(fake, group="web", node="node9"))
+    result, _ = run_module("cluster_failover", api_args(agent, group="web", node="node9"))
     assert result["failed"] is True and "node 'node9' is not a member" in result["msg"]
-    assert fake.writes() == []
+    assert agent.writes() == []
 
 
-def test_move_that_never_completes_times_out(fake, run_module):
-    fake.move_delay = 60
-    args = api_args(fake, group="web", node="node2", timeout=0.6)
+def test_move_that_never_completes_times_out(agent, run_module):
+    agent.paused.set()  # the agents stop: the move is asked for and never carried out
+    args = api_args(agent, group="web", node="node2", timeout=0.6)
     result, _ = run_module("cluster_failover", args)
     assert result["failed"] is True
     assert "not started on node2 within 0.6 s" in result["msg"]
     assert "state=moving" in result["msg"]
 
 
-def test_wrong_token_fails_with_clear_message(fake, run_module):
-    args = dict(api_args(fake, group="web", node="node2"), api_token="wrong")
+def test_wrong_token_fails_with_clear_message(agent, run_module):
+    args = dict(api_args(agent, group="web", node="node2"), api_token="wrong")
     result, _ = run_module("cluster_failover", args)
     assert result["failed"] is True
     assert "missing or invalid bearer token" in result["msg"]
     assert "api_token" in result["msg"] and result["status"] == 401
-    info, _ = run_module("cluster_info", dict(api_args(fake), api_token="wrong"))
+    info, _ = run_module("cluster_info", dict(api_args(agent), api_token="wrong"))
     assert info["failed"] is True and "invalid bearer token" in info["msg"]
-    assert fake.requests == []  # the fake records authorised requests only
+    assert agent.requests == []  # the proxy records authorised requests only
 
 
-def test_unreachable_first_endpoint_falls_through(fake, run_module, closed_port_url):
-    args = dict(api_args(fake, group="web", node="node2"), api_url=[closed_port_url, fake.url])
+def test_unreachable_first_endpoint_falls_through(agent, run_module, closed_port_url):
+    args = dict(api_args(agent, group="web", node="node2"), api_url=[closed_port_url, agent.url])
     result, _ = run_module("cluster_failover", args)
     assert result["changed"] is True and result["holder"] == "node2"
-    info, _ = run_module("cluster_info", dict(api_args(fake), api_url=[closed_port_url, fake.url]))
+    info, _ = run_module(
+        "cluster_info", dict(api_args(agent), api_url=[closed_port_url, agent.url])
+    )
     assert info["cluster"]["groups"][0]["node"] == "node2"
 
 
@@ -149,10 +155,10 @@ def test_no_endpoint_answers(run_module, closed_port_url):
     assert "refused" in result["msg"].lower()
 
 
-def test_token_file_is_read_and_not_echoed(fake, run_module, tmp_path):
+def test_token_file_is_read_and_not_echoed(agent, run_module, tmp_path):
     token_file = tmp_path / "api-token"
     token_file.write_text(TOKEN + "\n")
-    args = {"api_url": [fake.url], "api_token_file": str(token_file)}
+    args = {"api_url": [agent.url], "api_token_file": str(token_file)}
     result, stdout = run_module("cluster_info", args)
     assert result["changed"] is False
     assert TOKEN not in stdout
@@ -160,10 +166,10 @@ def test_token_file_is_read_and_not_echoed(fake, run_module, tmp_path):
     assert missing["failed"] is True and "cannot read api_token_file" in missing["msg"]
 
 
-def test_through_ansible_cli_check_and_diff(fake, ansible_env):
+def test_through_ansible_cli_check_and_diff(agent, ansible_env):
     """The FQCN resolves through ansible.cfg's collections_path; --check writes nothing."""
     module_args = json.dumps(
-        {"api_url": [fake.url], "api_token": TOKEN, "group": "web", "node": "node2"}
+        {"api_url": [agent.url], "api_token": TOKEN, "group": "web", "node": "node2"}
     )
     proc = subprocess.run(
         ["ansible", "localhost", "-i", "localhost,", "-c", "local", "--check", "--diff", "-o",
@@ -177,14 +183,14 @@ def test_through_ansible_cli_check_and_diff(fake, ansible_env):
     result = json.loads(line.split(" => ", 1)[1])
     assert (result["holder_before"], result["holder"]) == ("node1", "node2")
     assert "node2" in proc.stdout  # the diff
-    assert fake.writes() == []
+    assert agent.writes() == []
 
 
-def test_failover_playbook(fake, ansible_env, tmp_path):
+def test_failover_playbook(agent, ansible_env, tmp_path):
     """playbooks/failover.yml moves web to node3 and asserts it ends there."""
     inventory = tmp_path / "inventory.yml"
     hosts = {f"node{i}": {"ansible_host": "127.0.0.1"} for i in (1, 2, 3)}
-    port = int(fake.url.rsplit(":", 1)[1])
+    port = int(agent.url.rsplit(":", 1)[1])
     inventory.write_text(
         json.dumps(
             {"all": {"children": {"cluster": {"hosts": hosts}},
@@ -204,7 +210,7 @@ def test_failover_playbook(fake, ansible_env, tmp_path):
     proc = play("-e", "to=node3", "-e", f"clusterctl_api_token_file={token_file}")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "web runs on node3 (before: node1)" in proc.stdout
-    assert fake.group()["node"] == "node3"
+    assert agent.group()["node"] == "node3"
     proc = play("-e", "to=node3")
     assert proc.returncode != 0
     assert "clusterctl_api_token_file=<state dir>/api-token" in proc.stdout + proc.stderr
