@@ -6,6 +6,7 @@ so the VIP holders can be sampled while a benchmark runs.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 import threading
@@ -14,6 +15,30 @@ from dataclasses import dataclass, field
 
 from clusterctl.providers.podman_cli import Podman
 from clusterctl.state import ClusterRecord
+
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _setns(fd: int) -> None:
+    """Move the calling thread (only it) into the network namespace behind ``fd``."""
+    if _libc.setns(fd, _CLONE_NEWNET) != 0:
+        error = ctypes.get_errno()
+        raise OSError(error, os.strerror(error))
+
+
+def local_addresses(fib_trie: str) -> set[str]:
+    """The IPv4 addresses that ``/proc/net/fib_trie`` lists as this namespace's own: a
+    ``|-- <address>`` line followed by ``/32 host LOCAL``."""
+    found: set[str] = set()
+    last = ""
+    for line in fib_trie.splitlines():
+        text = line.strip()
+        if text.startswith("|--"):
+            last = text[3:].strip()
+        elif text.startswith("/32 host LOCAL") and last:
+            found.add(last)
+    return found
 
 
 def node_pids(podman: Podman, record: ClusterRecord) -> dict[str, int]:
@@ -82,22 +107,29 @@ class HolderSampler:
             if name in opened:
                 os.close(fd)
 
-    def _has_vip(self, fd: int) -> bool | None:
-        proc = subprocess.run(
-            ["nsenter", f"--net=/proc/self/fd/{fd}", "ip", "-br", "-4", "addr", "show", "eth0"],
-            capture_output=True, text=True, timeout=5, pass_fds=(fd,),
-        )  # fmt: skip
-        if proc.returncode != 0:
-            return None
-        return any(part.split("/")[0] == self.vip for part in proc.stdout.split()[2:])
+    def _has_vip(self, fd: int) -> bool:
+        """Whether the namespace behind ``fd`` has the VIP as a local address. This thread
+        enters the namespace (setns) and reads its routing trie: no process per sample (three
+        ``nsenter ip`` per round held a round to ~0.15 s on a loaded machine, not 0.05 s)."""
+        _setns(fd)
+        try:
+            with open("/proc/thread-self/net/fib_trie") as trie:
+                return self.vip in local_addresses(trie.read())
+        except OSError:
+            return False
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            with self._lock:
-                held = dict(self._netns)
-            holders = tuple(name for name, fd in held.items() if self._has_vip(fd))
-            self.samples.append((time.monotonic(), holders))
-            self._stop.wait(self.period)
+        home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # this thread's own
+        try:
+            while not self._stop.is_set():
+                with self._lock:
+                    held = dict(self._netns)
+                holders = tuple(name for name, fd in held.items() if self._has_vip(fd))
+                _setns(home)
+                self.samples.append((time.monotonic(), holders))
+                self._stop.wait(self.period)
+        finally:
+            os.close(home)
 
     def start(self) -> HolderSampler:
         self._thread.start()

@@ -1,0 +1,37 @@
+"""The VIP sampler reads a node's own addresses from its routing trie (no process per sample)."""
+
+from __future__ import annotations
+
+from clusterctl.bench.sandbox import local_addresses
+
+# /proc/net/fib_trie of a sandbox node holding the VIP 10.213.48.100 on eth0 (trimmed)
+FIB_TRIE = """Main:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 0.0.0.0
+        /0 universe UNICAST
+     +-- 10.213.48.0/24 2 0 2
+        |-- 10.213.48.0
+           /24 link UNICAST
+        |-- 10.213.48.12
+           /32 host LOCAL
+        |-- 10.213.48.100
+           /32 host LOCAL
+        |-- 10.213.48.255
+           /32 link BROADCAST
+Local:
+  +-- 0.0.0.0/0 3 0 5
+     |-- 127.0.0.1
+        /32 host LOCAL
+     |-- 10.213.48.100
+        /32 host LOCAL
+"""
+
+
+def test_local_addresses_are_the_host_local_entries() -> None:
+    assert local_addresses(FIB_TRIE) == {"10.213.48.12", "10.213.48.100", "127.0.0.1"}
+    assert "10.213.48.255" not in local_addresses(FIB_TRIE)  # a broadcast entry
+
+
+def test_a_node_without_the_vip() -> None:
+    without = FIB_TRIE.replace("10.213.48.100", "10.213.48.99")
+    assert "10.213.48.100" not in local_addresses(without)
