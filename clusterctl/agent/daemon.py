@@ -30,6 +30,7 @@ from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.etcd_leader import LeaderMover
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.history import HistoryWriter
+from clusterctl.agent.keys import Keys
 from clusterctl.agent.notify import SystemdNotifier
 from clusterctl.agent.store.etcd import EtcdStore
 from clusterctl.agent.tls import TlsError
@@ -165,12 +166,14 @@ def describe_timings(config: AgentConfig) -> str:
 
 
 def make_store(config: AgentConfig) -> EtcdStore:
-    """A client of the cluster's etcd, over TLS with this node's certificate when set."""
+    """A client of the cluster's etcd, over TLS with this node's certificate when set; its
+    renewals are confirmed by a quorum read of this node's member key."""
     return EtcdStore(
         config.etcd_endpoints,
         request_timeout=config.request_timeout,
         tls=config.tls,
         credentials=config.etcd_credentials,
+        quorum_key=Keys(config.cluster).member(config.node),
     )
 
 

@@ -38,6 +38,8 @@ class FakeMember:
         self.member_id = member_id
         self.leader = ""
         self.term = 1
+        self.quorum = True  # False: a leader cut off from the others (no quorum read answers)
+        self.read_term: int | None = None  # the term a quorum read answers in (default: term)
         self.renewals: list[str] = []
         member = self
 
@@ -49,6 +51,12 @@ class FakeMember:
                 elif self.path == "/v3/lease/keepalive":
                     member.renewals.append(member.leader)
                     reply = {"result": {"header": header, "ID": "1", "TTL": "5"}}
+                elif self.path == "/v3/kv/range":
+                    if not member.quorum:  # a ReadIndex that never completes
+                        time.sleep(1.0)
+                        return
+                    term = member.read_term if member.read_term is not None else member.term
+                    reply = {"header": {**header, "raft_term": str(term)}, "count": "1"}
                 else:
                     reply = {"code": 12, "message": "not faked"}
                 answer_post(self, json.dumps(reply).encode())
@@ -166,3 +174,31 @@ def test_status_threads_run_at_the_scheduling_of_the_thread_that_renews(etcd_url
     thread.start()
     thread.join(10)
     assert found and set(found.values()) == {os.SCHED_BATCH}, found
+
+
+def test_a_renewal_at_a_leader_without_quorum_does_not_count(members) -> None:
+    # The cut-off leader answers the renewal from its own lessor, but cannot confirm a quorum
+    # read: the renewal must fail, so that the holder fences on time.
+    a, b, c = members
+    store = EtcdStore([m.url for m in members], request_timeout=0.5)
+    store.keepalive(1, timeout=0.25)
+    a.quorum = False
+    start = time.monotonic()
+    with pytest.raises(StoreUnavailable, match="confirming the renewal"):
+        store.keepalive(1, timeout=0.25)
+    assert time.monotonic() - start < 0.35
+    assert len(a.renewals) >= 2  # it answered; the answer did not count
+    store.close()
+
+
+def test_a_renewal_followed_by_a_new_term_is_made_again_at_the_new_leader(members) -> None:
+    a, b, c = members
+    store = EtcdStore([m.url for m in members], request_timeout=0.5)
+    store.keepalive(1, timeout=0.25)
+    # an election between a's answer to the renewal (term 1) and the read (term 2): b leads
+    a.read_term = 2
+    b.term = c.term = 2
+    a.leader = b.leader = c.leader = b.member_id
+    store.keepalive(1, timeout=0.5)
+    assert b.renewals == [b.member_id]  # renewed again, where it counts
+    store.close()

@@ -253,7 +253,11 @@ class EtcdStore(Store):
         request_timeout: float = 0.5,
         tls: TlsFiles | None = None,
         credentials: EtcdCredentials | None = None,
+        quorum_key: str = "/",
     ) -> None:
+        """``quorum_key``: a key this client may read; a renewal counts only once a quorum read
+        of it, made after the renewal, comes back from the same Raft term (see
+        ``_renew_at_leader``)."""
         if not endpoints:
             raise ValueError("at least one etcd endpoint is needed")
         if request_timeout <= 0:
@@ -273,6 +277,7 @@ class EtcdStore(Store):
         self._leader: int | None = None  # the endpoint of the etcd leader, as last seen
         self._leader_term = 0  # the Raft term in which it was seen leading
         self._member_ids: dict[int, str] = {}  # endpoint -> etcd member id
+        self._quorum_read = json.dumps({"key": _b64(quorum_key), "count_only": True}).encode()
 
     # -- transport -------------------------------------------------------------------------
 
@@ -416,9 +421,18 @@ class EtcdStore(Store):
         says it leads, and renews there; as long as the members still name the dead one, it
         waits. If the leader does not answer in time (partitioned from this node, frozen),
         the renewal goes through a member that names a live leader, as any etcd client's
-        would. Every request is sent after the call started, so any success proves the
-        renewal. A reply from a later Raft term than the leader was learned in means a new
+        would. A reply from a later Raft term than the leader was learned in means a new
         leader: the next call looks it up.
+
+        A renewal counts only when a linearizable read sent after its answer, to the same
+        member, comes back from the same Raft term. Why: a leader cut off from the others
+        goes on answering renewals from its own lessor until it notices (check-quorum, an
+        election timeout or more), while the majority has elected a new leader whose lessor
+        expires the lease on its own clock: the chaos run saw a partitioned holder renew at
+        its own stale leader for 0.7 s and keep the VIP 0.12 s after another node took it.
+        The read needs the leader's quorum (a ReadIndex round): answered in the same term, no
+        newer leader existed when it was served, so the renewal was made by the lessor that
+        counts, and every request was sent after the call started.
         """
         budget = self._budget(timeout)
         end = time.monotonic() + budget
@@ -443,10 +457,28 @@ class EtcdStore(Store):
                 if self._leader == target:
                     self._leader = None
                 continue
+            header = payload.get("result", payload).get("header", {})
+            term = int(header.get("raft_term", 0) or 0)
+            try:
+                confirmed = self._attempt(
+                    target,
+                    "/v3/kv/range",
+                    self._quorum_read,
+                    min(end, time.monotonic() + budget * 0.4),
+                )
+            except _TryElsewhere as exc:  # no quorum behind it (a cut-off leader), or slow
+                errors[target] = f"{exc} (confirming the renewal)"
+                silent.add(target)
+                if self._leader == target:
+                    self._leader = None
+                continue
+            if int(confirmed.get("header", {}).get("raft_term", 0) or 0) != term:
+                errors[target] = f"{self.endpoints[target]}: a new Raft term since the renewal"
+                self._leader = None
+                continue
             if leads:
                 self._leader = target
-                header = payload.get("result", payload).get("header", {})
-                if int(header.get("raft_term", 0) or 0) > self._leader_term:
+                if term > self._leader_term:
                     self._leader = None  # answered in a newer term: look the leader up
             return payload
         detail = "; ".join(errors[i] for i in sorted(errors)) or "no etcd leader elected"
