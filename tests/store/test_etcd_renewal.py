@@ -202,3 +202,14 @@ def test_a_renewal_followed_by_a_new_term_is_made_again_at_the_new_leader(member
     store.keepalive(1, timeout=0.5)
     assert b.renewals == [b.member_id]  # renewed again, where it counts
     store.close()
+
+
+def test_a_silent_member_does_not_hold_up_finding_the_leader(members) -> None:
+    a, b, c = members
+    with listener_that_never_answers() as hung:
+        store = EtcdStore([hung, a.url], request_timeout=0.5)
+        start = time.monotonic()
+        store.keepalive(1, timeout=0.25)
+        # the leader's status answers at once; the silent member's 0.1 s is not waited for
+        assert time.monotonic() - start < 0.08
+        store.close()

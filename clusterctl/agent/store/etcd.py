@@ -30,7 +30,7 @@ import ssl
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -529,13 +529,23 @@ class EtcdStore(Store):
             member, leader = str(header["member_id"]), str(payload.get("leader", "") or "")
             return index, (member, leader, int(header.get("raft_term", 0) or 0)), False
 
-        asked = [i for i in range(len(self.endpoints)) if i not in refused]
+        pool = self._workers_pool()
+        pending = {pool.submit(ask, i) for i in range(len(self.endpoints)) if i not in refused}
         found: dict[int, tuple[str, str, int]] = {}
-        for index, status, was_refused in self._workers_pool().map(ask, asked):
-            if was_refused:
-                refused.add(index)
-            elif status is not None:
-                found[index] = status
+        # Done as soon as a member says it leads: a member that does not answer (cut off,
+        # frozen) must not cost its whole timeout on every renewal while the others elect.
+        while pending:
+            done, pending = wait(pending, timeout=timeout + 0.05, return_when=FIRST_COMPLETED)
+            if not done:
+                break
+            for future in done:
+                index, status, was_refused = future.result()
+                if was_refused:
+                    refused.add(index)
+                elif status is not None:
+                    found[index] = status
+            if any(member == leader for member, leader, _ in found.values()):
+                break
         return found
 
     def _workers_pool(self) -> ThreadPoolExecutor:
@@ -546,7 +556,7 @@ class EtcdStore(Store):
         if self._workers is None:
             policy, param = _scheduling()
             self._workers = ThreadPoolExecutor(
-                max_workers=len(self.endpoints),
+                max_workers=2 * len(self.endpoints),  # a silent member's ask may still run
                 thread_name_prefix="etcd-renewal",
                 initializer=_set_scheduling,
                 initargs=(policy, param),
