@@ -62,6 +62,11 @@ _AUTH_OFF = "authentication is not enabled"
 _RETRY_PAUSE = 0.02
 
 
+def _raft_term(header: dict[str, Any]) -> int:
+    """The Raft term in an etcd response header (proto3 JSON omits a zero)."""
+    return int(header.get("raft_term", 0) or 0)
+
+
 class _TryElsewhere(Exception):
     """This member gave no usable answer (refused, timed out, unavailable); another may.
     ``refused``: its port is closed (etcd is not running there)."""
@@ -458,7 +463,7 @@ class EtcdStore(Store):
                     self._leader = None
                 continue
             header = payload.get("result", payload).get("header", {})
-            term = int(header.get("raft_term", 0) or 0)
+            term = _raft_term(header)
             try:
                 confirmed = self._attempt(
                     target,
@@ -472,7 +477,7 @@ class EtcdStore(Store):
                 if self._leader == target:
                     self._leader = None
                 continue
-            if int(confirmed.get("header", {}).get("raft_term", 0) or 0) != term:
+            if _raft_term(confirmed.get("header", {})) != term:
                 errors[target] = f"{self.endpoints[target]}: a new Raft term since the renewal"
                 self._leader = None
                 continue
@@ -527,7 +532,7 @@ class EtcdStore(Store):
             if status != 200 or "member_id" not in header:
                 return index, None, False
             member, leader = str(header["member_id"]), str(payload.get("leader", "") or "")
-            return index, (member, leader, int(header.get("raft_term", 0) or 0)), False
+            return index, (member, leader, _raft_term(header)), False
 
         pool = self._workers_pool()
         pending = {pool.submit(ask, i) for i in range(len(self.endpoints)) if i not in refused}

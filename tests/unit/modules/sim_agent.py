@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -93,17 +94,11 @@ class SimAgentApi:
         return next(g for g in self.status()["groups"] if g["name"] == name)
 
     def wait(self, predicate: Any, timeout: float = 5.0) -> None:
-        done = threading.Event()
-        deadline = threading.Timer(timeout, done.set)
-        deadline.start()
-        try:
-            while not done.is_set():
-                if predicate():
-                    return
-                done.wait(0.05)
-            raise AssertionError(f"not within {timeout} s: {predicate}")
-        finally:
-            deadline.cancel()
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise AssertionError(f"not within {timeout} s: {predicate}")
+            time.sleep(0.05)
 
     def set_failcount(self, node: str, count: int, group: str = "web") -> None:
         """What an agent writes after its resources failed there ``count`` times."""
