@@ -1,29 +1,28 @@
 """The controller's client of the agents' REST API (docs/agent-api.md).
 
-Any node answers for the whole cluster, so calls go to the nodes in turn until one answers.
-With ``tls`` (the cluster's CA and the controller's certificate) it speaks https and accepts
-only a server certificate of the cluster's CA naming the node's address.
+The calls themselves are the one client every caller shares (``clusterctl/agent/apiclient.py``,
+the collection's module_utils/agent_api.py): the nodes are asked in turn until one answers.
+This layer adds what an operator at the command line needs: an error is a ``ClusterctlError``
+with the API's own one-line message and a hint. With ``tls`` (the cluster's CA and the
+controller's certificate) it speaks https and accepts only a server certificate of the
+cluster's CA naming the node's address.
 """
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterctl.agent import apiclient
 from clusterctl.agent.tls import TlsError, TlsFiles
 from clusterctl.errors import ClusterctlError
 
-API_PORT = 7480
-# Nodes are reached directly, never through an HTTP proxy from the environment.
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+API_PORT = apiclient.API_PORT
+QUORUM_HINT = "check `clusterctl status`; the agents need etcd quorum (2 of 3 nodes)"
 
 
 class AgentApiError(ClusterctlError):
-    """The API answered with an error (4xx/5xx) or no node answered."""
+    """The API answered with an error (4xx/5xx) or no node answered (status 503)."""
 
     def __init__(self, message: str, hint: str = "", status: int = 0) -> None:
         super().__init__(message, hint)
@@ -37,88 +36,60 @@ class AgentClient:
     port: int = API_PORT
     timeout: float = 3.0
     tls: TlsFiles | None = None
-    _opener: urllib.request.OpenerDirector = field(init=False, repr=False)
+    _api: apiclient.AgentApi = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
-        self._opener = _OPENER
+        context = None
         if self.tls is not None:
             try:
                 context = self.tls.client_context()
             except TlsError as exc:
                 raise ClusterctlError(str(exc), "run `clusterctl up` to issue them again") from None
-            self._opener = urllib.request.build_opener(
-                urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context)
-            )
+        urls = apiclient.base_urls(self.addresses, self.port, tls=self.tls is not None)
+        self._api = apiclient.AgentApi(urls, self.token, self.timeout, context)
+
+    def _call(self, method: str, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        try:
+            return getattr(self._api, method)(*args, **kwargs)
+        except apiclient.AgentUnavailableError as exc:
+            raise AgentApiError(f"no agent answered ({exc.error})", QUORUM_HINT, 503) from None
+        except apiclient.AgentApiError as exc:
+            hint = "check the token in the state directory" if exc.status == 401 else ""
+            raise AgentApiError(str(exc.error or exc), hint, exc.status or 0) from None
 
     def request(self, method: str, path: str, body: dict | None = None) -> dict[str, Any]:
-        data = json.dumps(body).encode() if body is not None else None
-        unreachable: list[str] = []
-        scheme = "https" if self.tls is not None else "http"
-        for address in self.addresses:
-            url = f"{scheme}://{address}:{self.port}{path}"
-            req = urllib.request.Request(url, data=data, method=method)
-            req.add_header("Authorization", f"Bearer {self.token}")
-            if data is not None:
-                req.add_header("Content-Type", "application/json")
-            try:
-                with self._opener.open(req, timeout=self.timeout) as resp:
-                    return json.loads(resp.read() or b"{}")
-            except urllib.error.HTTPError as exc:
-                message = _error_text(exc)
-                if exc.code in (502, 503, 504):
-                    unreachable.append(f"{address}: {message}")
-                    continue  # this node has no quorum: another may
-                hint = "check the token in the state directory" if exc.code == 401 else ""
-                raise AgentApiError(message, hint, exc.code) from None
-            except (urllib.error.URLError, OSError, ValueError) as exc:
-                unreachable.append(f"{address}: {getattr(exc, 'reason', exc)}")
-        raise AgentApiError(
-            "no agent answered (" + "; ".join(unreachable) + ")",
-            "check `clusterctl status`; the agents need etcd quorum (2 of 3 nodes)",
-            503,
-        )
+        return self._call("request", method, path, body)
 
     def status(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/status")
+        return self._call("status")
 
     def move(self, group: str, to: str | None) -> dict[str, Any]:
-        return self.request("POST", f"/v1/groups/{group}/move", {"to": to})
+        return self._call("move", group, to)
 
     def cleanup(self, group: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/groups/{group}/cleanup", {})
+        return self._call("cleanup", group)
 
     def clear(self, group: str) -> dict[str, Any]:
-        return self.request("POST", f"/v1/groups/{group}/clear", {})
+        return self._call("clear", group)
 
     def backends(self) -> dict[str, Any]:
-        return self.request("GET", "/v1/backends")
+        return self._call("backends")
 
-    def set_backend(self, node: str, **fields: Any) -> dict[str, Any]:
-        return self.request("POST", f"/v1/backends/{node}", fields)
+    def set_backend(
+        self, node: str, weight: int | None = None, state: str | None = None
+    ) -> dict[str, Any]:
+        return self._call("set_backend", node, weight=weight, state=state)
 
     def delete_backend(self, node: str) -> dict[str, Any]:
-        return self.request("DELETE", f"/v1/backends/{node}")
+        return self._call("delete_backend", node)
 
     def history(
         self, group: str | None = None, since: float | None = None, limit: int = 1000
     ) -> dict[str, Any]:
-        query: dict[str, Any] = {"limit": limit}
-        if group is not None:
-            query["group"] = group
-        if since is not None:
-            query["since"] = f"{since:.6f}"
-        return self.request("GET", f"/v1/history?{urllib.parse.urlencode(query)}")
+        return self._call("history", group, since, limit)
 
     def standby(self, node: str, on: bool) -> dict[str, Any]:
-        action = "standby" if on else "unstandby"
-        return self.request("POST", f"/v1/nodes/{node}/{action}", {})
-
-
-def _error_text(exc: urllib.error.HTTPError) -> str:
-    try:
-        return str(json.loads(exc.read()).get("error") or exc.reason)
-    except (ValueError, AttributeError, OSError):
-        return f"HTTP {exc.code} {exc.reason}"
+        return self._call("standby" if on else "unstandby", node)
 
 
 def unhealthy(status: dict[str, Any], group: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from clusterctl.agent.lb.model import MAX_WEIGHT  # the agent validates with the same bound
+from clusterctl.agent.apiclient import MAX_BACKEND_WEIGHT
 from clusterctl.cluster import agent_client
 from clusterctl.errors import ClusterctlError
 from clusterctl.reporter import Reporter
@@ -64,8 +64,9 @@ def undrain(cluster: str, node: str) -> dict:
 
 
 def set_weight(cluster: str, node: str, weight: int) -> dict:
-    if not 0 <= weight <= MAX_WEIGHT:
+    if not 0 <= weight <= MAX_BACKEND_WEIGHT:
         raise ClusterctlError(
-            f"weight {weight} is out of range", f"use 0..{MAX_WEIGHT} (0 takes no new connections)"
+            f"weight {weight} is out of range",
+            f"use 0..{MAX_BACKEND_WEIGHT} (0 takes no new connections)",
         )
     return _client(cluster, node).set_backend(node, weight=weight)

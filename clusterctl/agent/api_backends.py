@@ -8,11 +8,10 @@ node asks the holder's API for them and answers ``unknown`` if it cannot reach i
 from __future__ import annotations
 
 import ipaddress
-import json
-import urllib.request
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
 
+from clusterctl.agent import apiclient
 from clusterctl.agent.config import ConfigError
 from clusterctl.agent.lb.model import Backend
 
@@ -20,7 +19,6 @@ if TYPE_CHECKING:
     from clusterctl.agent.api import Api, Reply
 
 FORWARD_TIMEOUT = 1.0
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def lb_group(api: Api) -> tuple[str, str | None, str]:
@@ -87,21 +85,12 @@ def _ask_holder(api: Api, holder: str, member: Any) -> dict[str, dict]:
         ip = ipaddress.ip_address(address)
     except ValueError:
         return {}
-    host = f"[{ip}]" if ip.version == 6 else str(ip)
     port = api.agent.config.api_port
-    scheme = "https" if api.client_tls is not None else "http"
-    request = urllib.request.Request(f"{scheme}://{host}:{port}/v1/backends?local=1")
-    request.add_header("Authorization", "Bearer " + api.token.decode())
-    opener = _OPENER
-    if api.client_tls is not None:
-        opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=api.client_tls)
-        )
+    url = apiclient.base_urls([str(ip)], port, tls=api.client_tls is not None)
+    client = apiclient.AgentApi(url, api.token.decode(), FORWARD_TIMEOUT, api.client_tls)
     try:
-        with opener.open(request, timeout=FORWARD_TIMEOUT) as resp:
-            data = json.loads(resp.read())
-        return {row["node"]: row for row in data.get("backends", [])}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {row["node"]: row for row in client.backends(local=True).get("backends", [])}
+    except (apiclient.AgentApiError, KeyError, TypeError, AttributeError):
         return {}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from clusterctl.agent.lb.model import MAX_WEIGHT
+from clusterctl.agent.apiclient import MAX_BACKEND_WEIGHT
 from clusterctl.backends import drain, set_weight, undrain
 from clusterctl.cli.common import add_cluster_option, add_json_option, examples, print_result
 from clusterctl.reporter import StderrReporter
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser(
         "weight",
-        help=f"set a backend's weight (0-{MAX_WEIGHT}; 0 takes no new connections)",
+        help=f"set a backend's weight (0-{MAX_BACKEND_WEIGHT}; 0 takes no new connections)",
         epilog=examples("clusterctl weight node2 3"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -1,22 +1,34 @@
 # Copyright: clusterctl developers
 # Apache License 2.0 (see galaxy.yml)
-"""Client for clusterctl's agent REST API (docs/agent-api.md), shared by the modules.
+"""The one client of clusterctl's agent REST API (docs/agent-api.md).
 
-It must not import the ``clusterctl`` package: modules run on hosts where it is absent.
+Every caller uses this file: the collection's modules import it as module_utils, and the
+``clusterctl`` package reaches the same file through the link ``clusterctl/agent/apiclient.py``
+(the controller's ``clusterctl/agentclient.py`` adds its hints; an agent asks the holder with
+it). So it imports nothing but Python's standard library: modules run on hosts where neither
+Ansible's module_utils nor the ``clusterctl`` package may be importable the same way, and the
+agent ships without either.
+
+Any node answers for the whole cluster, so a call goes to the base URLs in turn: an endpoint
+that cannot be reached, or answers 502/503/504 (no quorum there, a proxy in the way), is
+skipped; a definite answer (2xx, 400, 401, 404, 409) from one node is final. Redirects are
+refused (the bearer token must never follow one) and environment proxies are ignored.
 """
 
 from __future__ import annotations
 
 import json
+import ssl
+import urllib.request
 from urllib.error import HTTPError, URLError
-from urllib.parse import quote
-
-from ansible.module_utils.urls import open_url
+from urllib.parse import quote, urlencode
 
 DEFAULT_API_TIMEOUT = 5.0
+API_PORT = 7480
+# The API's bound on a backend's weight (HAProxy's limit; the nft engine uses the same scale so
+# a spec can switch engines). The agent validates with it; clients check it before asking.
+MAX_BACKEND_WEIGHT = 256
 
-# HTTP statuses after which the next endpoint is tried: this node cannot answer for the
-# cluster right now (503: no quorum here / loop stalled; 502/504: a proxy in the way).
 _TRY_NEXT_STATUSES = frozenset({502, 503, 504})
 
 
@@ -24,7 +36,8 @@ class AgentApiError(Exception):
     """An error answer (or no answer) from the agent API.
 
     ``status`` is the HTTP status (None when no endpoint answered), ``error`` the API's own
-    one-line ``error`` message, ``url`` the request that produced it.
+    one-line ``error`` message (or, when nobody answered, why each endpoint did not), ``url``
+    the request that produced it.
     """
 
     def __init__(self, message, status=None, error=None, url=None):
@@ -34,12 +47,16 @@ class AgentApiError(Exception):
         self.url = url
 
 
+class AgentBadRequestError(AgentApiError):
+    """400: the request names something that does not exist or breaks a rule."""
+
+
 class AgentAuthError(AgentApiError):
     """401: missing or wrong bearer token."""
 
 
 class AgentNotFoundError(AgentApiError):
-    """404: unknown group, node or path."""
+    """404: unknown group or path, or no load balancer."""
 
 
 class AgentConflictError(AgentApiError):
@@ -50,73 +67,46 @@ class AgentUnavailableError(AgentApiError):
     """No endpoint could answer (connection errors, timeouts, 503 everywhere)."""
 
 
-_ERRORS_BY_STATUS = {401: AgentAuthError, 404: AgentNotFoundError, 409: AgentConflictError}
+_ERRORS_BY_STATUS = {
+    400: AgentBadRequestError,
+    401: AgentAuthError,
+    404: AgentNotFoundError,
+    409: AgentConflictError,
+}
 
 
-def agent_argument_spec():
-    """Options every clusterctl.cluster module takes to reach the agent API."""
-    return dict(
-        api_url=dict(type="list", elements="str", required=True),
-        api_token=dict(type="str", no_log=True),
-        api_token_file=dict(type="path"),
-        api_timeout=dict(type="float", default=DEFAULT_API_TIMEOUT),
-        ca_path=dict(type="path"),
-        client_cert=dict(type="path"),
-        client_key=dict(type="path"),
-        validate_certs=dict(type="bool", default=True),
-    )
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        return None  # urllib then raises the 3xx as an HTTPError
 
 
-# Pass these to AnsibleModule together with agent_argument_spec().
-AGENT_MUTUALLY_EXCLUSIVE = [("api_token", "api_token_file")]
-AGENT_REQUIRED_ONE_OF = [("api_token", "api_token_file")]
+def client_context(ca_path=None, client_cert=None, client_key=None, validate_certs=True):
+    """A TLS context: the server verified against ``ca_path`` (the system's store when None)
+    unless ``validate_certs`` is false, and our certificate presented when given."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=ca_path)
+    if not validate_certs:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if client_cert:
+        context.load_cert_chain(client_cert, client_key)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
-def agent_from_module(module):
-    """An AgentApi from the module's shared options; fails the module on a bad option."""
-    params = module.params
-    urls = [u.strip().rstrip("/") for u in params["api_url"] if u and u.strip()]
-    if not urls:
-        module.fail_json(msg="api_url must list at least one URL such as http://10.0.0.11:7480")
-    for url in urls:
-        if not url.startswith(("http://", "https://")):
-            module.fail_json(msg=f"api_url {url!r} must start with http:// or https://")
-    token = params.get("api_token")
-    if token is None:
-        path = params["api_token_file"]
-        try:
-            with open(path, encoding="utf-8") as handle:
-                # the first line: during `clusterctl token rotate` a second one follows
-                lines = [line.strip() for line in handle.read().splitlines() if line.strip()]
-            token = lines[0] if lines else ""
-        except OSError as exc:
-            module.fail_json(msg=f"cannot read api_token_file {path}: {exc.strerror or exc}")
-        if not token:
-            module.fail_json(msg=f"api_token_file {path} is empty")
-        module.no_log_values.add(token)
-    else:
-        token = token.strip()
-    if params["api_timeout"] <= 0:
-        module.fail_json(msg="api_timeout must be greater than 0")
-    if bool(params.get("client_cert")) != bool(params.get("client_key")):
-        module.fail_json(msg="client_cert and client_key go together")
-    tls = {
-        "ca_path": params.get("ca_path"),
-        "client_cert": params.get("client_cert"),
-        "client_key": params.get("client_key"),
-        "validate_certs": params.get("validate_certs", True),
-    }
-    return AgentApi(urls, token, params["api_timeout"], tls)
+def base_urls(addresses, port=API_PORT, tls=False):
+    """Base URLs of the API on ``addresses`` (IPv6 literals bracketed)."""
+    scheme = "https" if tls else "http"
+    return [f"{scheme}://{f'[{a}]' if ':' in a else a}:{port}" for a in addresses]
 
 
 class AgentApi:
     """Calls the agent API on the first endpoint of ``url_base`` that answers.
 
-    Any node answers for the whole cluster, so an endpoint that cannot be reached (or answers
-    503) is skipped; a definite answer (2xx, 400, 401, 404, 409) from one node is final.
+    ``context``: the TLS context for https URLs (``client_context``); None uses Python's
+    default verification.
     """
 
-    def __init__(self, url_base, token, timeout=DEFAULT_API_TIMEOUT, tls=None):
+    def __init__(self, url_base, token, timeout=DEFAULT_API_TIMEOUT, context=None):
         if isinstance(url_base, str):
             url_base = [url_base]
         self.urls = [u.rstrip("/") for u in url_base]
@@ -124,35 +114,29 @@ class AgentApi:
             raise ValueError("AgentApi needs at least one base URL")
         self.token = token
         self.timeout = timeout
-        # open_url's TLS options: the cluster's CA (servers are verified against it) and the
-        # controller's client certificate (the agents require one)
-        self.tls = {k: v for k, v in (tls or {}).items() if v is not None}
+        handlers = [urllib.request.ProxyHandler({}), _RefuseRedirects()]
+        if context is not None:
+            handlers.append(urllib.request.HTTPSHandler(context=context))
+        self._opener = urllib.request.build_opener(*handlers)
 
     # --- transport ---------------------------------------------------------------------
 
     def request(self, method, path, body=None):
         """JSON answer of ``method path`` from the first endpoint that answers."""
         data = None if body is None else json.dumps(body).encode("utf-8")
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
         failures = []
         last_status = None
         for base in self.urls:
             url = base + path
+            req = urllib.request.Request(url, data=data, method=method)
+            req.add_header("Authorization", f"Bearer {self.token}")
+            req.add_header("Accept", "application/json")
+            req.add_header("User-Agent", "clusterctl")
+            if data is not None:
+                req.add_header("Content-Type", "application/json")
             try:
-                resp = open_url(
-                    url,
-                    data=data,
-                    headers=headers,
-                    method=method,
-                    timeout=self.timeout,
-                    use_proxy=False,
-                    follow_redirects="none",
-                    http_agent="clusterctl-ansible",
-                    **self.tls,
-                )
-                raw = resp.read()
+                with self._opener.open(req, timeout=self.timeout) as resp:
+                    raw = resp.read()
             except HTTPError as exc:
                 status = exc.code
                 error = _error_text(exc)
@@ -167,12 +151,8 @@ class AgentApi:
                     error=error,
                     url=url,
                 ) from None
-            except (URLError, OSError) as exc:  # refused, unreachable, timed out
-                reason = getattr(exc, "reason", None) or exc
-                failures.append(f"{base}: {reason}")
-                continue
-            except Exception as exc:  # open_url's own errors (SSL validation, ...)
-                failures.append(f"{base}: {exc}")
+            except (URLError, OSError, ValueError) as exc:  # refused, timed out, TLS refused
+                failures.append(f"{base}: {getattr(exc, 'reason', None) or exc}")
                 continue
             try:
                 return json.loads(raw.decode("utf-8")) if raw else {}
@@ -215,9 +195,10 @@ class AgentApi:
     def unstandby(self, node):
         return self.request("POST", f"/v1/nodes/{_seg(node)}/unstandby", {})
 
-    def backends(self):
-        """The load balancer's backends (404 when no group has a load balancer)."""
-        return self.request("GET", "/v1/backends")
+    def backends(self, local=False):
+        """The load balancer's backends (404 when no group has a load balancer); ``local``:
+        only what the load balancer on the answering node itself sees."""
+        return self.request("GET", "/v1/backends?local=1" if local else "/v1/backends")
 
     def set_backend(self, node, weight=None, state=None):
         """Change the backend's weight and/or state; only the given fields are sent."""
@@ -231,6 +212,15 @@ class AgentApi:
     def delete_backend(self, node):
         """Remove the backend's registration (``changed`` is false when there was none)."""
         return self.request("DELETE", f"/v1/backends/{_seg(node)}")
+
+    def history(self, group=None, since=None, limit=1000):
+        """Transitions, oldest first: of ``group`` only, at or after ``since`` (epoch s)."""
+        query = {"limit": limit}
+        if group is not None:
+            query["group"] = group
+        if since is not None:
+            query["since"] = f"{since:.6f}"
+        return self.request("GET", f"/v1/history?{urlencode(query)}")
 
 
 def find_group(status, name):
@@ -262,7 +252,7 @@ def _seg(value):
 
 
 def _error_text(exc):
-    """The API's ``error`` message of an HTTPError, else its reason."""
+    """The API's ``error`` message of an HTTPError, else its first line or reason."""
     try:
         raw = exc.read()
     except Exception:

@@ -161,18 +161,20 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterctl.cluster.plugins.module_utils.agent_api import (
-    AGENT_MUTUALLY_EXCLUSIVE,
-    AGENT_REQUIRED_ONE_OF,
+    MAX_BACKEND_WEIGHT,
     AgentApiError,
     AgentAuthError,
     AgentNotFoundError,
     AgentUnavailableError,
-    agent_argument_spec,
-    agent_from_module,
     find_backend,
 )
+from ansible_collections.clusterctl.cluster.plugins.module_utils.agent_options import (
+    AGENT_MUTUALLY_EXCLUSIVE,
+    AGENT_REQUIRED_ONE_OF,
+    agent_argument_spec,
+    agent_from_module,
+)
 
-MAX_WEIGHT = 256
 POLL_INTERVAL = 0.25
 BACKEND_STATE = {"present": "active", "drained": "draining", "disabled": "disabled"}
 RETURNED_FIELDS = ("address", "port", "weight", "state", "health", "active_connections")
@@ -312,8 +314,10 @@ def main():
     if not node or not node.strip():
         module.fail_json(msg="node must not be empty", node=node)
     weight = params["weight"]
-    if weight is not None and not 0 <= weight <= MAX_WEIGHT:
-        module.fail_json(msg=f"weight must be between 0 and {MAX_WEIGHT}, got {weight}", node=node)
+    if weight is not None and not 0 <= weight <= MAX_BACKEND_WEIGHT:
+        module.fail_json(
+            msg=f"weight must be between 0 and {MAX_BACKEND_WEIGHT}, got {weight}", node=node
+        )
     if params["drain_timeout"] < 0:
         module.fail_json(msg="drain_timeout must be 0 or more seconds", node=node)
     api = agent_from_module(module)

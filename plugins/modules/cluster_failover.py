@@ -150,15 +150,17 @@ import time
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterctl.cluster.plugins.module_utils.agent_api import (
-    AGENT_MUTUALLY_EXCLUSIVE,
-    AGENT_REQUIRED_ONE_OF,
     AgentApiError,
     AgentAuthError,
     AgentUnavailableError,
-    agent_argument_spec,
-    agent_from_module,
     find_group,
     find_member,
+)
+from ansible_collections.clusterctl.cluster.plugins.module_utils.agent_options import (
+    AGENT_MUTUALLY_EXCLUSIVE,
+    AGENT_REQUIRED_ONE_OF,
+    agent_argument_spec,
+    agent_from_module,
 )
 
 POLL_INTERVAL = 0.2

@@ -85,10 +85,12 @@ cluster:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.clusterctl.cluster.plugins.module_utils.agent_api import (
-    AGENT_MUTUALLY_EXCLUSIVE,
-    AGENT_REQUIRED_ONE_OF,
     AgentApiError,
     AgentAuthError,
+)
+from ansible_collections.clusterctl.cluster.plugins.module_utils.agent_options import (
+    AGENT_MUTUALLY_EXCLUSIVE,
+    AGENT_REQUIRED_ONE_OF,
     agent_argument_spec,
     agent_from_module,
 )

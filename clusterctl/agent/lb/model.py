@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
+from clusterctl.agent.apiclient import MAX_BACKEND_WEIGHT  # the API's bound
 from clusterctl.agent.config import ConfigError
 
 # Same rule as the agent's node names: a backend is named after the node that serves it, and
@@ -30,7 +31,6 @@ ALGORITHMS: dict[str, tuple[str, ...]] = {
     "haproxy": ("roundrobin", "leastconn", "source"),
 }
 MODES = ("tcp", "http")
-MAX_WEIGHT = 256  # HAProxy's limit; nft uses the same scale so a spec can switch engines
 
 
 class LbConfigError(ConfigError):
@@ -80,8 +80,10 @@ class Backend:
             raise LbConfigError("backend node name", f"{self.node!r} must match {_NODE.pattern}")
         _check_ipv4("backend address", self.address)
         _check_port("backend port", self.port)
-        if not _is_int(self.weight) or not 0 <= self.weight <= MAX_WEIGHT:
-            raise LbConfigError(f"backend weight 0..{MAX_WEIGHT}", f"{self.node}: {self.weight!r}")
+        if not _is_int(self.weight) or not 0 <= self.weight <= MAX_BACKEND_WEIGHT:
+            raise LbConfigError(
+                f"backend weight 0..{MAX_BACKEND_WEIGHT}", f"{self.node}: {self.weight!r}"
+            )
         if self.state not in BACKEND_STATES:
             known = ", ".join(BACKEND_STATES)
             raise LbConfigError(

@@ -1,7 +1,6 @@
-"""Fixtures: the real agent API over a simulated cluster (``agent``, sim_agent.py), a fake one
-for the backend module (``fake``, fake_agent.py: the simulation has no load balancer), and
-runners that execute the modules the way Ansible does (JSON args file → stdout JSON), or
-through the real `ansible` CLI."""
+"""Fixtures: the real agent API over a simulated cluster (``agent``; ``lb_agent`` with a load
+balancer, sim_agent.py), and runners that execute the modules the way Ansible does (JSON args
+file → stdout JSON), or through the real `ansible` CLI."""
 
 from __future__ import annotations
 
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.unit.modules.fake_agent import FakeAgentApi
 from tests.unit.modules.sim_agent import SimAgentApi
 
 REPO = Path(__file__).resolve().parents[3]
@@ -24,9 +22,9 @@ VENV_BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-def fake():
-    with FakeAgentApi(move_delay=0.5) as agent:
-        yield agent
+def lb_agent():
+    with SimAgentApi(lb=True) as real:
+        yield real
 
 
 @pytest.fixture
@@ -84,5 +82,5 @@ def ansible_env(tmp_path):
 
 
 def api_args(api, **extra):
-    """Module arguments for ``api`` (the real or the fake one) with its token."""
+    """Module arguments for ``api``  with its token."""
     return dict(api_url=[api.url], api_token=api.token, **extra)
