@@ -37,6 +37,7 @@ CA_DAYS = 3650
 CERT_DAYS = 825
 RENEW_BEFORE_DAYS = 30  # a certificate closer than this to its end is issued again
 CONTROLLER = "controller"
+FENCE_DEVICE = "fence-device"
 
 
 def _now() -> datetime.datetime:
@@ -142,6 +143,15 @@ class ClusterCA:
         agents would accept it until the CA is replaced)."""
         for path in self.node_paths(node):
             path.unlink(missing_ok=True)
+
+    def fence_device_paths(self) -> tuple[Path, Path]:
+        return self.dir / "fence-device.crt", self.dir / "fence-device.key"
+
+    def ensure_fence_device(self, address: str) -> Issued:
+        """The sandbox fence device's server certificate (clusterctl/fenced.py), for the
+        host's address on the cluster's network."""
+        ips = [ipaddress.ip_address(address)]
+        return self._ensure_leaf(FENCE_DEVICE, *self.fence_device_paths(), ips, [])
 
     def ensure_controller(self) -> Issued:
         """The controller's client certificate (no addresses: it never serves)."""

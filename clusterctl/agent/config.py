@@ -47,6 +47,10 @@ def is_name(value: object) -> bool:
     return isinstance(value, str) and NAME_RE.fullmatch(value) is not None
 
 
+FENCING_MODES = ("none", "required")
+FENCE_AGENT_RE = re.compile(r"fence_[a-z0-9_]{1,40}")  # an agent in /usr/sbin, by name
+FENCE_OPTION_RE = re.compile(r"[a-z][a-z0-9_]{0,40}")
+
 # Resource types the agent knows, with their required parameters and default flags.
 RESOURCE_TYPES: dict[str, dict[str, Any]] = {
     "vip": {"required": ("address", "prefix", "interface"), "exclusive": True},
@@ -105,6 +109,13 @@ class GroupSpec:
     preferred: tuple[str, ...] = ()
     monitor_interval: float = 1.0
     restart_grace: float = 1.0
+    # "required": the group writes shared data, so it starts on a new node only after its
+    # previous owner was fenced or stopped it (agent/fencing.py); "none": self-fencing only
+    fencing: str = "none"
+
+    @property
+    def needs_fencing(self) -> bool:
+        return self.fencing == "required"
 
     def to_json(self) -> str:
         return json.dumps(group_to_dict(self), sort_keys=True)
@@ -154,6 +165,10 @@ class AgentConfig:
     # etcd RBAC: the user the agent authenticates as, and the file with its password
     etcd_user: str = ""
     etcd_password_file: str = ""
+    # fence device of each node (agent/fencing.py): {node: {"agent": "fence_ipmilan",
+    # "options": {name: value}, "secrets_file": path}}; fence_timeout bounds one fence
+    fence_devices: dict[str, Any] = field(default_factory=dict)
+    fence_timeout: float = 60.0
 
     @property
     def api_enabled(self) -> bool:
@@ -224,6 +239,7 @@ class AgentConfig:
             )
         self._validate_api()
         self._validate_security()
+        self._validate_fencing()
         if self.backend is not None:
             from clusterctl.agent.lb.model import Backend
 
@@ -253,6 +269,51 @@ class AgentConfig:
                         "before the agent itself would fence",
                     )
         return self
+
+    def _validate_fencing(self) -> None:
+        if not isinstance(self.fence_devices, dict):
+            raise ConfigError("fence_devices", "an object {node: device}")
+        t = self.fence_timeout
+        if isinstance(t, bool) or not isinstance(t, int | float) or t <= 0:
+            raise ConfigError("positive numbers", f"fence_timeout must be > 0, got {t!r}")
+        for node, device in self.fence_devices.items():
+            where = f"fence_devices[{node!r}]"
+            if not is_name(node):
+                raise ConfigError("fence device node names", f"{where}: not a node name")
+            if not isinstance(device, dict) or set(device) - {"agent", "options", "secrets_file"}:
+                raise ConfigError(
+                    "fence device syntax", f"{where}: an object {{agent, options, secrets_file}}"
+                )
+            if not isinstance(device.get("agent"), str) or not FENCE_AGENT_RE.fullmatch(
+                device["agent"]
+            ):
+                raise ConfigError(
+                    "fence agent names", f"{where}: agent must match {FENCE_AGENT_RE.pattern}"
+                )
+            options = device.get("options") or {}
+            if not isinstance(options, dict):
+                raise ConfigError("fence device syntax", f"{where}: options must be an object")
+            for key, value in options.items():
+                # one option per stdin line: a newline would smuggle in another option
+                if not FENCE_OPTION_RE.fullmatch(str(key)) or any(
+                    c in str(value) for c in "\n\r\0"
+                ):
+                    raise ConfigError("fence options", f"{where}: {key!r} = {value!r:.40}")
+                if key in ("action", "password", "passwd"):
+                    raise ConfigError(
+                        "fence options",
+                        f"{where}: {key!r} may not be set here (the agent sets the action; "
+                        "passwords go in secrets_file)",
+                    )
+            secrets = device.get("secrets_file", "")
+            if not isinstance(secrets, str) or (secrets and not secrets.startswith("/")):
+                raise ConfigError("fence device syntax", f"{where}: secrets_file: absolute path")
+        for group in self.groups:
+            if group.needs_fencing and not self.fence_devices:
+                raise ConfigError(
+                    "fencing needs devices",
+                    f"group {group.name!r} has fencing: required but no fence_devices are set",
+                )
 
     def _validate_api(self) -> None:
         port = self.api_port
@@ -309,6 +370,15 @@ def validate_group(group: GroupSpec) -> None:
         raise ConfigError("positive numbers", f"{where}: monitor_interval must be > 0")
     if group.restart_grace <= 0:
         raise ConfigError("positive numbers", f"{where}: restart_grace must be > 0")
+    if group.fencing not in FENCING_MODES:
+        known = ", ".join(FENCING_MODES)
+        raise ConfigError("fencing modes", f"{where}: fencing {group.fencing!r} (known: {known})")
+    if group.needs_fencing and any(r.prestart_safe for r in group.resources):
+        raise ConfigError(
+            "fencing groups pre-start nothing",
+            f"{where}: a resource on shared storage must not run on the move target before "
+            "the holder stopped it (prestart_safe)",
+        )
     names: set[str] = set()
     for res in group.resources:
         rwhere = f"{where} resource {res.name!r}"
@@ -365,6 +435,7 @@ def group_to_dict(group: GroupSpec) -> dict[str, Any]:
         "preferred": list(group.preferred),
         "monitor_interval": group.monitor_interval,
         "restart_grace": group.restart_grace,
+        "fencing": group.fencing,
         "resources": [
             {
                 "name": r.name,
@@ -428,6 +499,7 @@ def group_from_dict(data: Any) -> GroupSpec:
         preferred=_names(data, "preferred"),
         monitor_interval=float(_typed(data, "monitor_interval", (int, float), 1.0)),
         restart_grace=float(_typed(data, "restart_grace", (int, float), 1.0)),
+        fencing=_typed(data, "fencing", str, "none"),
     )
 
 

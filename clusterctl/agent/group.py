@@ -26,6 +26,12 @@ class GroupRunner:
         self.next_monitor: dict[str, float] = {}
         self.restart_from: str | None = None  # a restart in place in progress (Agent._restart)
         self.restart_until = 0.0
+        # fencing: the previous owner being fenced before this node starts the group
+        # (Agent._await_fence), when to try again after a failed fence, and whether the
+        # start-up cleanup failed to stop something (then we never say "stopped here")
+        self.fencing_target: str | None = None
+        self.fence_retry_at = 0.0
+        self.cleanup_failed = False
 
     @property
     def name(self) -> str:

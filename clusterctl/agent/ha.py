@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from clusterctl.agent.clock import Clock, MonotonicClock
 from clusterctl.agent.config import AgentConfig
+from clusterctl.agent.fencing import RETRY_INTERVAL, FenceOutcome, Fencer, device_from_config
 from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.handover import Handover
 from clusterctl.agent.history import FIRST_START, History
@@ -94,6 +95,7 @@ class Agent:
         clock: Clock | None = None,
         runner: CommandRunner | None = None,
         arp_sender: ArpSender | None = None,
+        fencer: Fencer | None = None,
     ) -> None:
         self.config = config
         self.node = config.node
@@ -128,6 +130,8 @@ class Agent:
         self._backend_health: dict[str, str] = {}  # per backend: as our LB last reported it
         self._seen_members: set[str] = set()  # members in the last view
         self._mass_expiry_until = float("-inf")  # no free group is taken before this
+        devices = {n: device_from_config(d) for n, d in config.fence_devices.items()}
+        self.fencer = fencer or Fencer(devices, config.fence_timeout)
         self.snapshot = self._make_snapshot("starting")
 
     # -- public ------------------------------------------------------------------------------
@@ -203,8 +207,10 @@ class Agent:
                         continue
                     res.stop(res.spec.timeout)
                 except ResourceError as exc:
+                    g.cleanup_failed = True
                     done.append(f"failed to stop {what} ({exc})")
                 except Exception as exc:  # a bug must not keep the agent from starting
+                    g.cleanup_failed = True
                     log.exception("start-up cleanup of %s failed", res.name)
                     done.append(f"failed to stop {what} ({type(exc).__name__})")
                 else:
@@ -217,11 +223,13 @@ class Agent:
         """Stop everything, release leader keys, revoke the lease (SIGTERM path)."""
         stopped = self.holding()
         for g in self.groups.values():
-            g.stop(lambda r: r.spec.timeout, exclusive_first=True)
+            errors = g.stop(lambda r: r.spec.timeout, exclusive_first=True)
             if g.active:
                 g.active = False
                 # On failure the key goes with the lease, revoked below or expiring.
                 with contextlib.suppress(StoreError):
+                    if not errors and g.fencing_target is None:
+                        self._disown(g)
                     self.store.compare_and_delete(self.keys.leader(g.name), self.node)
         try:
             lease = "revoked lease" if self.lease.lease_id is not None else "had no lease"
@@ -425,6 +433,7 @@ class Agent:
                 # Full timeouts: the deadline has passed, stopping is all that matters now.
                 errors += g.stop(lambda r: r.spec.timeout, exclusive_first=True)
                 g.active = False
+                g.fencing_target = None  # whoever holds the group next fences the owner
         self.lease.forget()
         self.metrics.fenced()
         self.fence_failed = bool(errors)
@@ -478,6 +487,11 @@ class Agent:
     def _group_part(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
         if g.active:
             return self._hold(g, gv, view)
+        if gv.owner == self.node and not g.started and not g.cleanup_failed:
+            # We own a fencing group we do not run (we fenced ourselves, or restarted):
+            # its resources are stopped here, so the next holder need not fence us.
+            self._disown(g)
+            return f"{g.name}'s resources are stopped here: cleared this node's ownership"
         if gv.leader == self.node:
             # A leader key of ours that we do not run: left by a lease we gave up (fenced).
             # Our resources are stopped, so letting it go is safe and frees the group sooner.
@@ -511,6 +525,16 @@ class Agent:
         if not self.store.create_if_absent(key, self.node, self.lease.lease_id, self._timeout()):
             return f"{g.name} was just taken by another node, standing by"
         g.active = True  # from here on every call is bounded by the fencing deadline
+        if g.spec.needs_fencing and gv.owner not in (None, self.node):
+            return self._begin_fence(g, gv.owner)
+        return self._start_group(g, gv)
+
+    def _start_group(self, g: GroupRunner, gv: GroupView, reason: str | None = None) -> str:
+        """Start the group we hold the leader key of (an owner first, when it fences)."""
+        if g.spec.needs_fencing:
+            # before anything starts: a crash from here on leaves our name for the next
+            # holder to fence
+            self.store.put(self.keys.owner(g.name), self.node, timeout=self._timeout())
         if self.handover.until is not None:
             # we forwarded the VIP away in a recent move: it is ours again, serve it here
             self.handover.remove(self._timeout(1.0))
@@ -521,7 +545,7 @@ class Agent:
             return self._release(g, f"failed to start {g.name} ({exc})")
         g.schedule_monitors(self.clock.now())
         self.metrics.acquired(g.name)
-        self.history.record("acquired", g.name, self._takeover_reason(g.name, gv))
+        self.history.record("acquired", g.name, reason or self._takeover_reason(g.name, gv))
         if gv.move is not None and gv.move.target == self.node:
             self._finish_move(g, gv)
         return f"acquired {g.name} on {self.node}"
@@ -547,7 +571,12 @@ class Agent:
             g.active = False
             tail = f" (failed to stop: {'; '.join(errors)})" if errors else ""
             self.history.record("lost", g.name, f"leader key is now {gv.leader or 'gone'}")
+            if not errors and g.fencing_target is None:
+                self._disown(g)
+            g.fencing_target = None
             return f"lost {g.name} (leader is now {gv.leader or 'nobody'}): stopped it{tail}"
+        if g.fencing_target is not None:
+            return self._await_fence(g, gv)
         reason = release_reason(self.node, view, gv)
         if reason:
             # A planned hand-over to a target that already runs the prestart_safe resources:
@@ -583,9 +612,80 @@ class Agent:
             failed = f"failed to stop {', '.join(stuck)} ({'; '.join(errors)})"
             return f"{reason}: {failed}, keeping {g.name}"
         g.active = False
+        if g.fencing_target is None:
+            self._disown(g)
+        else:  # never started: the previous owner is still to be fenced by whoever comes next
+            g.fencing_target = None
+            self.store.delete(self.keys.fencing(g.name), timeout=self._timeout())
         self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
         self.history.record("released", g.name, reason)
         return f"{reason}: stopped {g.name}, released it"
+
+    # -- fencing (agent/fencing.py) -----------------------------------------------------------
+
+    def _disown(self, g: GroupRunner) -> None:
+        """Our resources of a fencing group are stopped: clear our name as its owner."""
+        if g.spec.needs_fencing:
+            self.store.compare_and_delete(self.keys.owner(g.name), self.node, self._timeout())
+
+    def _begin_fence(self, g: GroupRunner, target: str) -> str:
+        g.fencing_target = target
+        self.fencer.begin(target)
+        self._publish_fencing(g, "")
+        self.history.record(
+            "fence-begun", g.name, f"{target} did not stop {g.name} cleanly: fencing it first"
+        )
+        return f"took {g.name}'s leader key: fencing {target} before starting it"
+
+    def _publish_fencing(self, g: GroupRunner, error: str) -> None:
+        assert self.lease.lease_id is not None
+        value = json.dumps({"target": g.fencing_target, "error": error})
+        self.store.put(
+            self.keys.fencing(g.name), value, lease=self.lease.lease_id, timeout=self._timeout()
+        )
+
+    def _await_fence(self, g: GroupRunner, gv: GroupView) -> str:
+        """Hold the leader key, resources stopped, until the previous owner is off."""
+        target = str(g.fencing_target)
+        if gv.owner != target:
+            # the owner cleared its own name (its resources stopped there), or an operator
+            # confirmed the node is off (`clusterctl fence --confirm`)
+            return self._fenced(
+                g, gv, f"{target} no longer owns {g.name} ({gv.owner or 'nobody'} does)"
+            )
+        outcome = self.fencer.outcome(target)
+        if outcome is None:
+            if not self.fencer.running(target) and self.clock.now() >= g.fence_retry_at:
+                self.fencer.begin(target)
+            return f"fencing {target} before starting {g.name}"
+        self.fencer.forget(target)
+        self._record_fence(outcome)
+        if not outcome.ok:
+            g.fence_retry_at = self.clock.now() + RETRY_INTERVAL
+            self._publish_fencing(g, outcome.detail)
+            self.history.record("fence-failed", g.name, f"{target}: {outcome.detail}")
+            return (
+                f"fencing {target} failed ({outcome.detail}): {g.name} stays stopped, "
+                f"retrying in {RETRY_INTERVAL:.0f} s"
+            )
+        return self._fenced(g, gv, f"{target} fenced ({outcome.detail}, {outcome.took:.1f} s)")
+
+    def _fenced(self, g: GroupRunner, gv: GroupView, why: str) -> str:
+        g.fencing_target = None
+        self.store.delete(self.keys.fencing(g.name), timeout=self._timeout())
+        self.history.record("fence-done", g.name, why)
+        return self._start_group(g, gv, reason=why)
+
+    def _record_fence(self, outcome: FenceOutcome) -> None:
+        self.metrics.fence_attempt(outcome.ok)
+        record = {
+            "by": self.node,
+            "at": outcome.at,
+            "took": round(outcome.took, 3),
+            "result": "ok" if outcome.ok else "failed",
+            "detail": outcome.detail,
+        }
+        self.store.put(self.keys.fence(outcome.node), json.dumps(record), timeout=self._timeout())
 
     def _monitor(self, g: GroupRunner, gv: GroupView) -> str | None:
         if g.restart_from is not None:

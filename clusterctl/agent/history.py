@@ -57,6 +57,11 @@ EVENTS = (
     "backend-changed",  # an operator's drain, undrain, weight or removal (through this node)
     "agent-started",
     "agent-stopped",
+    # fencing groups (agent/fencing.py): the new holder powers the previous owner off first
+    "fence-begun",  # reason: whom, and why
+    "fence-done",  # the owner is off (or stopped its resources, or an operator confirmed it)
+    "fence-failed",  # reason: the device's error; the group stays stopped, retried
+    "fence-confirmed",  # an operator said the node is off (`clusterctl fence --confirm`)
 )
 
 

@@ -89,6 +89,25 @@ class Keys:
         prestart_safe resources; bound to that target's member lease, so it vanishes with it."""
         return f"{self.group_prefix(group)}prestarted"
 
+    def owner(self, group: str) -> str:
+        """``groups/<g>/owner``: for a group with ``fencing: required``, the node whose
+        resources may be running — written before they start, deleted only once they stopped
+        (by that node, or by an operator's ``fence --confirm``). Persistent, bound to no lease:
+        a holder that vanishes leaves it behind, and the next holder must fence that node."""
+        return f"{self.group_prefix(group)}owner"
+
+    def fencing(self, group: str) -> str:
+        """``groups/<g>/fencing``: JSON {target, since, error} while the holder of a fencing
+        group fences the previous owner before starting it; bound to the holder's lease."""
+        return f"{self.group_prefix(group)}fencing"
+
+    def fences_prefix(self) -> str:
+        return f"{self.root}fence/"
+
+    def fence(self, node: str) -> str:
+        """``fence/<node>``: JSON {by, at, result, detail}: the last fence of that node."""
+        return f"{self.fences_prefix()}{node}"
+
     def backends_prefix(self) -> str:
         return f"{self.root}backends/"
 

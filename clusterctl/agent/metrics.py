@@ -26,6 +26,8 @@ class MetricsSnapshot:
     renew_buckets: tuple[int, ...]  # cumulative counts per RENEW_BUCKETS bound
     renew_count: int
     renew_sum: float
+    fence_devices_ok: int = 0  # fences of other nodes through their devices, by result
+    fence_devices_failed: int = 0
 
 
 class Metrics:
@@ -35,6 +37,7 @@ class Metrics:
         self._lock = threading.Lock()
         self._acquisitions: dict[str, int] = {}
         self._fencings = 0
+        self._fence_attempts: dict[bool, int] = {}
         self._buckets = [0] * len(RENEW_BUCKETS)
         self._renew_count = 0
         self._renew_sum = 0.0
@@ -46,6 +49,11 @@ class Metrics:
     def fenced(self) -> None:
         with self._lock:
             self._fencings += 1
+
+    def fence_attempt(self, ok: bool) -> None:
+        """A fence of another node through its device ended (``ok``: it is off)."""
+        with self._lock:
+            self._fence_attempts[ok] = self._fence_attempts.get(ok, 0) + 1
 
     def observe_renewal(self, seconds: float) -> None:
         seconds = max(0.0, seconds)
@@ -64,6 +72,8 @@ class Metrics:
                 tuple(self._buckets),
                 self._renew_count,
                 self._renew_sum,
+                self._fence_attempts.get(True, 0),
+                self._fence_attempts.get(False, 0),
             )
 
 
@@ -137,6 +147,11 @@ def render(
         w.sample("clusterctl_failovers_total", counters.acquisitions.get(name, 0), group=name)
     w.family("clusterctl_fencings_total", "counter", "Self-fencings of this node.")
     w.sample("clusterctl_fencings_total", counters.fencings)
+    w.family(
+        "clusterctl_fence_device_total", "counter", "Fences of other nodes through their devices."
+    )
+    w.sample("clusterctl_fence_device_total", counters.fence_devices_ok, result="ok")
+    w.sample("clusterctl_fence_device_total", counters.fence_devices_failed, result="failed")
     w.family("clusterctl_lease_renew_seconds", "histogram", "Latency of lease renewals.")
     for bound, count in zip(RENEW_BUCKETS, counters.renew_buckets, strict=True):
         w.sample("clusterctl_lease_renew_seconds_bucket", count, le=format_value(bound))

@@ -45,6 +45,7 @@ class GroupView:
     failcounts: dict[str, int] = field(default_factory=dict)
     move: Move | None = None
     prestarted_by: str | None = None  # node that pre-started the prestart_safe resources
+    owner: str | None = None  # fencing groups: the node whose resources may be running
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def placement_spec(local: GroupSpec, text: str | None) -> GroupSpec:
             preferred=tuple(str(p) for p in remote.preferred),
             monitor_interval=local.monitor_interval,
             restart_grace=local.restart_grace,
+            fencing=local.fencing,
         )
         validate_group(merged)
     except (ConfigError, TypeError, ValueError):
@@ -132,6 +134,7 @@ def parse_view(keys: Keys, kv: dict[str, str], local_groups: tuple[GroupSpec, ..
             failcounts=failcounts,
             move=parse_move(kv.get(keys.move(local.name))),
             prestarted_by=kv.get(keys.prestarted(local.name)) or None,
+            owner=kv.get(keys.owner(local.name)) or None,
         )
     return ClusterView(members, groups, standby, parse_backends(keys, kv))
 

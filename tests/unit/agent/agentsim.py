@@ -12,6 +12,7 @@ from typing import Any
 
 from clusterctl.agent.clock import FakeClock  # noqa: E402
 from clusterctl.agent.config import AgentConfig, GroupSpec, ResourceSpec  # noqa: E402
+from clusterctl.agent.fencing import FenceError, Fencer  # noqa: E402
 from clusterctl.agent.ha import Agent  # noqa: E402
 from clusterctl.agent.keys import Keys  # noqa: E402
 from clusterctl.agent.resources.runner import CommandResult  # noqa: E402
@@ -82,6 +83,33 @@ class CountingStore(MemoryStore):
         super()._enter(timeout)
 
 
+def shared_group() -> GroupSpec:
+    """A group on shared storage: a VIP then a writer (nothing pre-started), fenced."""
+    resources = (
+        ResourceSpec("vip", "vip", {"address": "10.0.0.100", "prefix": 24, "interface": "eth0"}),
+        ResourceSpec("writer", "systemd", {"unit": "writer.service"}),
+    )
+    return GroupSpec(name="web", resources=resources, fencing="required")
+
+
+class SimFenceDevice:
+    """A node's power switch: ``off`` crashes it (a dead node is off already)."""
+
+    def __init__(self, sim: Sim, node: str) -> None:
+        self.sim = sim
+        self.node = node
+
+    def off(self, timeout: float) -> str:
+        if self.node in self.sim.fence_broken:
+            raise FenceError(f"{self.node}'s device does not answer")
+        self.sim.fences.append((self.sim.clock.now(), self.node))
+        self.sim.crash(self.node)
+        return "off"
+
+    def status(self, timeout: float) -> str:
+        return "off" if self.node in self.sim.dead else "on"
+
+
 def web_group(**overrides: Any) -> GroupSpec:
     """The standard group: a VIP then nginx (prestart_safe, as a stateless web server)."""
     resources = (
@@ -115,6 +143,8 @@ class Sim:
         self.said: dict[str, list[tuple[float, str]]] = {}
         self.arps: list[tuple[float, str, str]] = []
         self.admin = MemoryStore(self.backend, "admin")
+        self.fences: list[tuple[float, str]] = []  # (when, node) of every device fence
+        self.fence_broken: set[str] = set()  # nodes whose fence device fails
         for node in self.nodes:
             self.add(node)
 
@@ -124,6 +154,8 @@ class Sim:
         extra: dict[str, Any] = {}
         if self.addresses:
             extra["address"] = f"10.0.0.{11 + list(self.nodes).index(node)}"
+        if self.group.needs_fencing:
+            extra["fence_devices"] = {n: {"agent": "fence_sim"} for n in self.nodes}
         return AgentConfig(
             node=node,
             etcd_endpoints=("http://127.0.0.1:2379",),
@@ -144,6 +176,7 @@ class Sim:
             arp_sender=lambda iface, addr, node=node: self.arps.append(
                 (self.clock.now(), node, addr)
             ),
+            fencer=Fencer({n: SimFenceDevice(self, n) for n in self.nodes}, 60.0, background=False),
         )
         self.wake[node] = self.clock.now()
         self.dead.discard(node)
@@ -233,6 +266,10 @@ class Sim:
         """
         active = [n for n in self.vip_on() if n not in self.frozen]
         assert len(active) <= 1, f"two VIP holders at t={self.clock.now()}: {active}"
+        # shared storage: a frozen node's writer still exists and writes the moment it
+        # thaws, so it counts (a crashed or fenced node's does not)
+        writers = [n for n in self.nodes if "writer.service" in self.fake[n].units]
+        assert len(writers) <= 1, f"two writers at t={self.clock.now()}: {writers}"
         for node in active:
             assert self.leader() == node, (
                 f"{node} has the VIP at t={self.clock.now() - self.start:.3f} "
