@@ -231,6 +231,7 @@ def make_server(
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "clusterctl-fenced"
+        timeout = 10  # seconds a client may take to send its request
 
         def log_message(self, *args: object) -> None:
             pass  # every power action is in the fence log
@@ -256,5 +257,8 @@ def make_server(
 
     server = ThreadingHTTPServer((address, port), Handler)
     server.daemon_threads = True
-    server.socket = context.wrap_socket(server.socket, server_side=True)
+    # the handshake happens in the request's thread: a slow or bad client holds up no other
+    server.socket = context.wrap_socket(
+        server.socket, server_side=True, do_handshake_on_connect=False
+    )
     return server
