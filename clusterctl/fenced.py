@@ -24,14 +24,21 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import ssl
+import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Protocol
+
+from clusterctl.agent.tls import TlsFiles
+from clusterctl.errors import ClusterctlError
+from clusterctl.state import ClusterRecord, StateDir, write_private
 
 FENCE_PORT = 7491
 OFF_TIMEOUT = 20.0  # seconds for a container to be gone after the kill
@@ -262,3 +269,130 @@ def make_server(
         server.socket, server_side=True, do_handshake_on_connect=False
     )
     return server
+
+
+# --- the daemon and its life (`clusterctl up` starts it, `down` stops it) ---------------------
+
+
+class RecordNodes(Mapping[str, str]):
+    """Node name -> container, read from the cluster's record on every look, so nodes added
+    or removed by `clusterctl scale` are known without a restart."""
+
+    def __init__(self, record_file: Path) -> None:
+        self.record_file = record_file
+
+    def _nodes(self) -> dict[str, str]:
+        try:
+            record = ClusterRecord.from_json(self.record_file.read_text())
+        except (OSError, ValueError, TypeError):
+            return {}
+        return {n.name: n.container for n in record.nodes if n.container}
+
+    def __getitem__(self, node: str) -> str:
+        return self._nodes()[node]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._nodes())
+
+    def __len__(self) -> int:
+        return len(self._nodes())
+
+
+def pid_file(state: StateDir) -> Path:
+    return state.path / "fenced.pid"
+
+
+def running_pid(state: StateDir) -> int | None:
+    """The PID of this cluster's fence device, if one runs (checked by its command line)."""
+    try:
+        pid = int(pid_file(state).read_text().strip())
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, ValueError):
+        return None
+    if b"clusterctl.fenced" in argv and state.cluster.encode() in argv:
+        return pid
+    return None
+
+
+def start(state: StateDir, address: str, port: int = FENCE_PORT, wait: float = 10.0) -> bool:
+    """Start the cluster's fence device on ``address`` unless it runs; True if started.
+
+    It is a process of the controller, not a service: after a reboot of this host the next
+    `clusterctl up` starts it again (until then groups that need fencing cannot be recovered,
+    which is the safe side)."""
+    if running_pid(state) is not None:
+        return False
+    log = os.open(state.path / "fenced.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "clusterctl.fenced", "--cluster", state.cluster,
+             "--state-root", str(state.root), "--listen", f"{address}:{port}"],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+        )  # fmt: skip
+    finally:
+        os.close(log)
+    write_private(pid_file(state), f"{proc.pid}\n")
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ClusterctlError(
+                f"the fence device exited at start (exit {proc.returncode})",
+                f"see {state.path / 'fenced.log'}",
+            )
+        with contextlib.suppress(OSError), socket.create_connection((address, port), 0.5):
+            return True
+        time.sleep(0.1)
+    proc.kill()
+    raise ClusterctlError(
+        f"the fence device did not listen on {address}:{port} within {wait:.0f} s",
+        f"see {state.path / 'fenced.log'}",
+    )
+
+
+def stop(state: StateDir, wait: float = 10.0) -> bool:
+    """Stop the cluster's fence device if it runs; True if it did."""
+    pid = running_pid(state)
+    pid_file(state).unlink(missing_ok=True)
+    if pid is None:
+        return False
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + wait
+    while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.05)
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from clusterctl.pki import ClusterCA
+    from clusterctl.providers.podman_cli import Podman
+
+    parser = argparse.ArgumentParser(prog="python -m clusterctl.fenced")
+    parser.add_argument("--cluster", required=True)
+    parser.add_argument("--state-root", required=True, type=Path)
+    parser.add_argument("--listen", required=True, help="ADDRESS:PORT")
+    args = parser.parse_args(argv)
+    state = StateDir(args.cluster, args.state_root)
+    address, _, port = args.listen.rpartition(":")
+    ca = ClusterCA(state.pki_dir, args.cluster)
+    cert, key = ca.fence_device_paths()
+    context = TlsFiles(str(ca.ca_cert), str(cert), str(key)).server_context()
+    service = FenceService(
+        RecordNodes(state.record_file),
+        PodmanContainers(Podman(args.state_root)),
+        state.path / "fence-log",
+    )
+    server = make_server(service, address, int(port), context)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
+    print(f"fence device of {args.cluster} on {args.listen}", flush=True)
+    server.serve_forever()
+    server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -6,8 +6,11 @@ import ipaddress
 import subprocess
 from pathlib import Path
 
+from clusterctl import fenced
 from clusterctl.errors import ClusterctlError
+from clusterctl.fenced import FENCE_PORT
 from clusterctl.inventory import InventoryNode, check_node_count, render_inventory
+from clusterctl.pki import ClusterCA
 from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE
 from clusterctl.providers.base import Provider
 from clusterctl.providers.image import ensure_image, image_name
@@ -31,6 +34,7 @@ from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
 from clusterctl.topology import etcd_member_nodes
 
 LABEL = "clusterctl.cluster"
+SHARED_DIR = "/srv/clusterctl/shared"  # in every node: the host's <state>/<cluster>/shared
 
 
 def container_name(cluster: str, node: str) -> str:
@@ -176,7 +180,39 @@ class PodmanProvider(Provider):
         realtime = self._realtime_members(record)
         for node in record.nodes:
             self._ensure_container(record, node, node.name in realtime)
+        if record.profile in AGENT_PROFILES:
+            self._ensure_fence_device(record)
         return record, [InventoryNode(n.name, n.address) for n in record.nodes]
+
+    def _gateway(self, record: ClusterRecord) -> str:
+        """The host's address on the cluster's network (podman's gateway of the bridge)."""
+        network = self.podman.json("network", "inspect", record.network)[0]
+        return str((network.get("subnets") or [{}])[0].get("gateway", ""))
+
+    def _ensure_fence_device(self, record: ClusterRecord) -> None:
+        """The nodes' fence device (clusterctl/fenced.py) on the host's bridge address, with
+        a certificate of the cluster's CA for that address."""
+        gateway = self._gateway(record)
+        ClusterCA(self.state.pki_dir, record.name).ensure_fence_device(gateway)
+        if fenced.start(self.state, gateway):
+            self.reporter.progress(f"started the nodes' fence device on {gateway}:{FENCE_PORT}")
+
+    def fence_vars(self, record: ClusterRecord) -> dict:
+        """Inventory variables of the sandbox's fencing: each node is fenced by Debian's
+        fence_docker through the host's fence device, authenticated by the node's own
+        certificate (the agent role installs it; the plug defaults to the node's name)."""
+        if record.profile not in AGENT_PROFILES:
+            return {}
+        tls = "/etc/clusterctl/tls"
+        options = {
+            "ip": self._gateway(record),
+            "ipport": FENCE_PORT,
+            "ssl_secure": 1,
+            "tlscert": f"{tls}/node.crt",
+            "tlskey": f"{tls}/node.key",
+            "tlscacert": f"{tls}/ca.crt",
+        }
+        return {"clusterctl_fence": {"agent": "fence_docker", "options": options}}
 
     def _realtime_members(self, record: ClusterRecord) -> set[str]:
         """The etcd-member nodes that get real-time CPU time (rtbudget.py); empty where the
@@ -240,6 +276,8 @@ class PodmanProvider(Provider):
                 "--cap-add", "SYS_NICE",
                 "--sysctl", "net.ipv4.ip_forward=1",
                 "--sysctl", "net.ipv4.ip_nonlocal_bind=1",
+                # storage every node reaches, standing for a site's NFS export or SAN
+                "--volume", f"{self._shared_dir()}:{SHARED_DIR}",
                 *extra,
                 record.image,
             )  # fmt: skip
@@ -300,6 +338,8 @@ class PodmanProvider(Provider):
                 "clusterctl_lb_engine": record.lb_engine,
                 "clusterctl_lease_ttl": record.lease_ttl,
                 "clusterctl_vip_prefix": ipaddress.ip_network(record.subnet).prefixlen,
+                "clusterctl_shared_dir": SHARED_DIR,
+                **self.fence_vars(record),
                 **self.state.secret_vars(),
             },
         )  # fmt: skip
@@ -345,8 +385,15 @@ class PodmanProvider(Provider):
 
     # -- removing ---------------------------------------------------------------------------
 
+    def _shared_dir(self) -> Path:
+        path = self.state.path / "shared"
+        path.mkdir(mode=0o755, exist_ok=True)
+        return path
+
     def destroy(self, record: ClusterRecord | None) -> list[str]:
         cluster = self.state.cluster
+        if fenced.stop(self.state):
+            self.reporter.progress("stopped the nodes' fence device")
         names = set(self.podman.containers_with_label(f"{LABEL}={cluster}"))
         if record is not None:
             names.update(n.container for n in record.nodes if n.container)

@@ -4,6 +4,7 @@ rules for the controller; tests/unit/test_filters.py checks that they agree).
 
     {{ hostvars[host] | clusterctl.cluster.node_address(host) }}
     {{ groups['cluster'] | clusterctl.cluster.etcd_members }}
+    {{ groups['cluster'] | clusterctl.cluster.fence_devices(hostvars, '/etc/clusterctl/fence') }}
 """
 
 from __future__ import annotations
@@ -29,10 +30,33 @@ def etcd_members(names):
     return names[: 5 if len(names) >= 5 else 3]
 
 
+def fence_devices(names, hostvars, secrets_dir):
+    """Each node's fence device (its inventory ``clusterctl_fence``: agent, options,
+    secrets_file on the controller) as the agent's config takes it: the fence agent's ``plug``
+    defaults to the node's name, and the credentials file is named by where the agent role
+    puts it on the nodes (``secrets_dir``/<node>.secrets)."""
+    devices = {}
+    for name in names:
+        spec = hostvars[name].get("clusterctl_fence") if hasattr(hostvars[name], "get") else None
+        if not spec:
+            continue
+        options = dict(spec.get("options") or {})
+        options.setdefault("plug", name)
+        device = {
+            "agent": spec.get("agent", ""),
+            "options": {k: str(v) for k, v in options.items()},
+        }
+        if spec.get("secrets_file"):
+            device["secrets_file"] = f"{secrets_dir}/{name}.secrets"
+        devices[name] = device
+    return devices
+
+
 class FilterModule:
     def filters(self):
         return {
             "node_address": node_address,
             "node_addresses": node_addresses,
             "etcd_members": etcd_members,
+            "fence_devices": fence_devices,
         }
