@@ -88,6 +88,9 @@ class AgentClient:
     ) -> dict[str, Any]:
         return self._call("history", group, since, limit)
 
+    def confirm_fenced(self, node: str) -> dict[str, Any]:
+        return self._call("confirm_fenced", node)
+
     def standby(self, node: str, on: bool) -> dict[str, Any]:
         return self._call("standby" if on else "unstandby", node)
 

@@ -395,6 +395,7 @@ def status(cluster: str) -> ClusterStatus:
             failcounts=dict(g.get("failcounts") or {}),
             bans=list(g.get("bans") or []),
             last_failover=failovers.get(g["name"]),
+            fencing=g.get("fencing"),
         )
         for g in agent_view.get("groups", [])
     ]
@@ -506,6 +507,18 @@ def set_standby(cluster: str, node: str, on: bool) -> dict:
             f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
         )
     return agent_client(state, record).standby(node, on)
+
+
+def confirm_fenced(cluster: str, node: str) -> dict:
+    """An operator's word that ``node`` is off (`clusterctl fence NODE --confirm`)."""
+    state = StateDir(cluster)
+    record = state.load()
+    names = [n.name for n in record.nodes]
+    if node not in names:
+        raise ClusterctlError(
+            f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
+        )
+    return agent_client(state, record).confirm_fenced(node)
 
 
 def wait_not_holding(cluster: str, node: str, timeout: float = 30.0) -> None:

@@ -36,6 +36,7 @@ class GroupStatus:
     failcounts: dict[str, int] = field(default_factory=dict)
     bans: list[str] = field(default_factory=list)
     last_failover: HistoryEntry | None = None  # the latest takeover from another node
+    fencing: dict | None = None  # {target, error} while the holder fences the old owner
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,12 @@ class ClusterStatus:
                 )
             lines += table(group_rows)
             for g in self.groups:
+                if g.fencing is not None:
+                    why = f": {g.fencing['error']}" if g.fencing.get("error") else ""
+                    lines.append(
+                        f"{g.name} waits for {g.fencing['target']} to be fenced{why} "
+                        f"(if it is off: clusterctl fence {g.fencing['target']} --confirm)"
+                    )
                 if g.last_failover is not None:
                     f = g.last_failover
                     lines.append(f"last failover of {g.name}: {when(f.at)} to {f.node}, {f.reason}")

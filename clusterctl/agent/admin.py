@@ -162,3 +162,22 @@ def set_standby(
         value = json.dumps({"standby": True})
         return store.create_if_absent(keys.standby(node), value, timeout=timeout)
     return store.delete(keys.standby(node), timeout=timeout)
+
+
+def confirm_fenced(
+    store: Store,
+    keys: Keys,
+    node: str,
+    groups: list[str],
+    at: float,
+    timeout: float | None = None,
+) -> list[str]:
+    """An operator says ``node`` is off (Pacemaker's ``stonith_admin --confirm``): its name
+    is cleared as the owner of each of ``groups`` it owns, so their next holder starts them
+    without fencing it, and ``fence/<node>`` records the confirmation. Returns the groups
+    released. The caller makes sure the node is not online: a wrong confirmation lets a
+    group on shared storage run twice."""
+    released = [g for g in groups if store.compare_and_delete(keys.owner(g), node, timeout)]
+    record = {"by": "operator", "at": at, "took": 0.0, "result": "confirmed", "detail": ""}
+    store.put(keys.fence(node), json.dumps(record), timeout=timeout)
+    return released

@@ -215,6 +215,10 @@ class Api:
                 return api_backends.delete_backend(self, node)
             self._method(method, "POST", path)
             return api_backends.update_backend(self, node, _parse_body(body))
+        if parts[:2] == ["v1", "nodes"] and parts[3:] == ["confirm-fenced"] and len(parts) == 4:
+            self._method(method, "POST", path)
+            _fields(_parse_body(body))
+            return self.node_confirm_fenced(parts[2])
         if len(parts) == 4 and parts[:2] == ["v1", "nodes"] and parts[3] in NODE_ACTIONS:
             self._method(method, "POST", path)
             _fields(_parse_body(body))
@@ -331,6 +335,9 @@ class Api:
             )
             group_state = "started" if gv.leader else "stopped"
             group_state = "moving" if gv.move is not None else group_state
+            fencing = _fencing_state(state.kv.get(self.keys.fencing(name)))
+            if fencing is not None:
+                group_state = "fence-failed" if fencing.get("error") else "fencing"
             groups.append(
                 {
                     "name": name,
@@ -341,6 +348,8 @@ class Api:
                     "bans": list(gv.spec.bans),
                     "move": gv.move.target if gv.move else None,
                     "migration_threshold": gv.spec.migration_threshold,
+                    "fencing": fencing,
+                    "owner": gv.owner,
                 }
             )
         return _json_reply(
@@ -483,6 +492,35 @@ class Api:
             sentence = f"{node} was not in standby (by the API)"
         log.info("API: %s", sentence)
         return _json_reply(200, {"node": node, "standby": standby, "sentence": sentence})
+
+    def node_confirm_fenced(self, node: str) -> Reply:
+        state = self._read()
+        node = self._node(state, node)
+        if node in state.view.members:
+            raise ApiError(
+                409,
+                f"{node} is online (its agent renews its lease): it is not off, so it cannot be "
+                "confirmed fenced",
+            )
+        groups = sorted(state.view.groups)
+        at = time.time()
+        released = admin.confirm_fenced(self.store, self.keys, node, groups, at, self.timeout)
+        what = f"; {', '.join(released)} may start elsewhere" if released else ""
+        sentence = f"an operator confirmed {node} is off{what}"
+        self.agent.history.record("fence-confirmed", reason=sentence)
+        log.warning("API: %s", sentence)
+        return _json_reply(200, {"node": node, "released": released, "sentence": sentence})
+
+
+def _fencing_state(text: str | None) -> dict[str, Any] | None:
+    """The holder's ``groups/<g>/fencing`` key: {target, error} while it fences."""
+    try:
+        data = json.loads(text) if text else None
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or not isinstance(data.get("target"), str):
+        return None
+    return {"target": data["target"], "error": str(data.get("error") or "")}
 
 
 def _printable(text: str, limit: int = 300) -> str:

@@ -18,6 +18,7 @@ from clusterctl.cli import (
     chaos,
     down,
     failover,
+    fence,
     history,
     scale,
     status,
@@ -27,7 +28,7 @@ from clusterctl.cli import (
 from clusterctl.errors import ClusterctlError
 from clusterctl.reporter import StderrReporter
 
-COMMANDS = [up, down, status, history, failover, backend, scale, token, chaos, bench]
+COMMANDS = [up, down, status, history, failover, fence, backend, scale, token, chaos, bench]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -195,6 +195,10 @@ class AgentApi:
     def unstandby(self, node):
         return self.request("POST", f"/v1/nodes/{_seg(node)}/unstandby", {})
 
+    def confirm_fenced(self, node):
+        """Say ``node`` is off: groups it owns may start elsewhere without fencing it."""
+        return self.request("POST", f"/v1/nodes/{_seg(node)}/confirm-fenced", {})
+
     def backends(self, local=False):
         """The load balancer's backends (404 when no group has a load balancer); ``local``:
         only what the load balancer on the answering node itself sees."""

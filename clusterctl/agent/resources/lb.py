@@ -24,6 +24,7 @@ from clusterctl.agent.resources.base import Resource, ResourceError
 from clusterctl.agent.resources.runner import CommandRunner
 
 STATS_INTERVAL = 1.0  # seconds between active-connection counts (conntrack / HAProxy stats)
+STOP_JOIN = 0.05  # seconds a stop waits for the checker thread to notice it
 
 
 @dataclass(frozen=True)
@@ -60,7 +61,11 @@ class LoadBalancer(Resource):
         self.tracker = HealthTracker.for_spec(self.lb, initially_healthy=False)
         self._lock = threading.Lock()  # guards the backends, the tracker and engine calls
         self._backends: tuple[Backend, ...] = ()
-        self._stop = threading.Event()
+        self._pending: tuple[Backend, ...] | None = None  # from the loop, not yet applied
+        self._stop = threading.Event()  # the current checker's
+        # bumped by every start and stop: a checker thread converges only while the
+        # generation it was started in is current (an old one may linger in a health check)
+        self._generation = 0
         self._thread: threading.Thread | None = None
         self._counters: dict[str, BackendCounters] = {}
         self._counted_at = float("-inf")
@@ -70,14 +75,24 @@ class LoadBalancer(Resource):
     # -- inputs ------------------------------------------------------------------------------
 
     def set_backends(self, backends: Iterable[Backend]) -> None:
-        """The registered backends (from etcd), as of this loop step."""
-        ordered = tuple(sorted(backends, key=lambda b: b.node))
-        with self._lock:
-            changed = ordered != self._backends
-            self._backends = ordered
-            self.tracker.retain(b.node for b in ordered)
+        """The registered backends (from etcd), as of this loop step. Never waits for the
+        checker's lock: if it is busy, the checker applies them on its next round."""
+        self._pending = tuple(sorted(backends, key=lambda b: b.node))  # one reference: atomic
+        self._apply_pending(wait=False)
+
+    def _apply_pending(self, wait: bool, generation: int | None = None) -> None:
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            pending, self._pending = self._pending, None
+            changed = pending is not None and pending != self._backends
+            if pending is not None:
+                self._backends = pending
+                self.tracker.retain(b.node for b in pending)
+        finally:
+            self._lock.release()
         if changed and self.running():
-            self._converge()
+            self._converge(wait=wait, generation=generation)
 
     def live(self) -> tuple[Backend, ...]:
         """Backends that get new connections now: active, weight > 0 and, where the agent
@@ -106,36 +121,60 @@ class LoadBalancer(Resource):
             self._check_now(seed=True, check_timeout=min(self.lb.check_timeout, timeout / 2))
         self._converge(raise_errors=True)
         if not self.running():
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._checker, name="lb-checker", daemon=True)
+            self._generation += 1
+            self._stop = threading.Event()
+            self._thread = threading.Thread(
+                target=self._checker,
+                args=(self._stop, self._generation),
+                name="lb-checker",
+                daemon=True,
+            )
             self._thread.start()
 
     def stop(self, timeout: float) -> None:
+        # Never wait long for the checker: it may be inside a health check (up to
+        # check_timeout), and a fencing holder stops its resources on a deadline. It checks
+        # its generation before every converge, under the lock taken here, so no rule
+        # comes back.
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=max(timeout, 0.1))
-            self._thread = None
-        try:
-            self.engine.remove(timeout)
-        except LbError as exc:
-            raise ResourceError(str(exc)) from None
+        self._generation += 1
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join(timeout=min(max(timeout, 0.01), STOP_JOIN))
+        with self._lock:
+            try:
+                self.engine.remove(timeout)
+            except LbError as exc:
+                raise ResourceError(str(exc)) from None
 
     def monitor(self, timeout: float) -> bool:
         if self.running():  # not before start: the start-up cleanup only looks
-            self._converge()
+            # the HA loop must never wait for the checker's lock (it may hold it for a slow
+            # `nft`): if busy, the checker is converging anyway
+            self._converge(wait=False)
         return self.engine.in_place(timeout)
 
     # -- work --------------------------------------------------------------------------------
 
-    def _converge(self, raise_errors: bool = False) -> None:
-        with self._lock:
-            try:
-                self.engine.converge(self.lb, self._backends, self.live())
-                self.last_error = ""
-            except LbError as exc:
-                self.last_error = str(exc)
-                if raise_errors:
-                    raise ResourceError(str(exc)) from None
+    def _converge(
+        self, raise_errors: bool = False, wait: bool = True, generation: int | None = None
+    ) -> None:
+        """Make the engine's rules match the backends. ``raise_errors``: the start's own
+        converge. A checker passes its ``generation`` and does nothing once it is not current
+        (a stop began); ``wait=False`` gives up when the lock is busy."""
+        if not self._lock.acquire(blocking=wait):
+            return
+        try:
+            if generation is not None and generation != self._generation:
+                return
+            self.engine.converge(self.lb, self._backends, self.live())
+            self.last_error = ""
+        except LbError as exc:
+            self.last_error = str(exc)
+            if raise_errors:
+                raise ResourceError(str(exc)) from None
+        finally:
+            self._lock.release()
 
     def _check_now(
         self, only_due: bool = False, seed: bool = False, check_timeout: float | None = None
@@ -160,16 +199,17 @@ class LoadBalancer(Resource):
                     else:
                         self.tracker.record(node, ok, now)
 
-    def _checker(self) -> None:
-        while not self._stop.is_set():
+    def _checker(self, stop: threading.Event, generation: int) -> None:
+        while not stop.is_set():
             try:
+                self._apply_pending(wait=True, generation=generation)
                 if not self.engine.checks_backends:
                     self._check_now(only_due=True)
-                self._converge()
+                self._converge(generation=generation)
                 self._publish()
             except Exception as exc:  # the checker must outlive any single bad round
                 self.last_error = f"checker: {exc}"
-            self._stop.wait(min(self.lb.inter, 0.25))
+            stop.wait(min(self.lb.inter, 0.25))
 
     def _publish(self) -> None:
         now = self.clock()

@@ -116,6 +116,8 @@ def test_status_answers_for_the_whole_cluster(cluster) -> None:
             "bans": [],
             "move": None,
             "migration_threshold": 3,
+            "fencing": None,
+            "owner": None,
         }
     ]
     sim.crash("node3")

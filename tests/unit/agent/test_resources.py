@@ -161,3 +161,28 @@ def test_vip_lifetime_shorter_than_the_fence_is_refused():
     }
     with pytest.raises(ConfigError, match="vip lifetime >= lease_ttl - fence_margin"):
         config_from_dict(data)
+
+
+def test_a_fencing_stop_drops_vips_before_any_other_exclusive_resource() -> None:
+    """A VIP goes in milliseconds and makes this node answer for the group: it must not wait
+    behind a load balancer's stop (an exclusive resource after it in start order)."""
+    order: list[str] = []
+
+    class Tracked:
+        def __init__(self, name: str, type_: str, exclusive: bool) -> None:
+            self.name = name
+            self.spec = ResourceSpec(name, type_, {}, exclusive=exclusive)
+            self.exclusive = exclusive
+
+        def stop(self, timeout: float) -> None:
+            order.append(self.name)
+
+    resources = [
+        Tracked("vip", "vip", True),
+        Tracked("lb", "lb", True),
+        Tracked("web", "systemd", False),
+    ]
+    group = GroupRunner(GroupSpec("web", tuple(r.spec for r in resources)), resources)  # type: ignore[arg-type]
+    group.started = {"vip", "lb", "web"}
+    assert group.stop(lambda r: 1.0, exclusive_first=True) == []
+    assert order == ["vip", "lb", "web"]

@@ -131,3 +131,34 @@ def test_start_checks_within_its_own_timeout():
     lb.stop(1.0)
     assert timeouts[:2] == [0.2, 0.2]
     assert [b.node for b in lb.live()] == ["node1"]
+
+
+def test_stop_does_not_wait_for_a_checker_inside_a_health_check_and_no_rule_comes_back():
+    """A fencing holder stops on a deadline: a checker stuck in a slow check must not hold it
+    up, and the rules it would converge afterwards must stay gone."""
+    import threading
+    import time
+
+    armed, entered, release = threading.Event(), threading.Event(), threading.Event()
+    runner = FakeRunner()
+
+    def slow_check(address: str, port: int, path: str, status: int, timeout: float) -> bool:
+        if armed.is_set():  # the checker's checks, not the start's seed checks
+            entered.set()
+            release.wait(5)
+        return True
+
+    lb = LoadBalancer(ResourceSpec("lb", "lb", {**PARAMS, "inter": 0.01}), runner, check=slow_check)
+    lb.set_backends([A, B])
+    lb.start(1.0)
+    armed.set()
+    assert entered.wait(5)
+    began = time.monotonic()
+    lb.stop(5.0)
+    took = time.monotonic() - began
+    assert took < 0.5, f"stop waited {took:.2f} s for the checker"
+    removed = len(scripts(runner))
+    release.set()  # the old checker finishes its check now
+    time.sleep(0.1)
+    assert len(scripts(runner)) == removed  # and converges nothing: a stop came in between
+    assert "delete table ip clusterctl_lb" in scripts(runner)[-1]
