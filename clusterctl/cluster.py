@@ -48,6 +48,7 @@ class UpOptions:
     lease_ttl: int | None = None  # None: the recorded lease TTL, else 1 s
     check: bool = False  # Ansible check mode: report what a converge would change, change nothing
     diff: bool = False  # show the differences (of files, templates) a converge makes or would make
+    fencing: bool = False  # sandbox: run the nodes' fence device (kept once set)
 
 
 @dataclass
@@ -123,12 +124,15 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         if existing is None and options.provider == "ssh":
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
-    if options.lb_engine or options.lease_ttl:
-        # changing either re-converges the agents
+    if options.lb_engine or options.lease_ttl or options.fencing:
+        # changing any re-converges the agents
         record.lb_engine = options.lb_engine or record.lb_engine
         record.lease_ttl = options.lease_ttl or record.lease_ttl
+        record.fencing = options.fencing or record.fencing
         state.save(record)
     ensure_trust(state, record)
+    if record.fencing:
+        provider.ensure_fence_device(record)
     inventory = provider.inventory_path(record)
     result = UpResult(record=record, inventory=inventory, started=provider.started_nodes())
     if result.started:

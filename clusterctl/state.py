@@ -74,6 +74,8 @@ class ClusterRecord:
     # etcd and the agents speak TLS (false in records of clusters built before they did:
     # the next `up` upgrades those in place)
     tls: bool = False
+    # sandbox: the nodes fence each other through the host's fence device (clusterctl/fenced.py)
+    fencing: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -49,6 +49,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="failover agent's lease, whole seconds (default 1: failover in about a second; "
         "2: fewer false failovers when a small LB node's CPU is saturated)",
     )
+    parser.add_argument(
+        "--fencing",
+        action="store_true",
+        help="sandbox: the nodes fence each other through a fence device on this host "
+        "(groups with fencing: required need it; kept once set)",
+    )
     parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
     parser.add_argument(
         "--no-converge", action="store_true", help="only create the nodes; do not run Ansible"
@@ -77,6 +83,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         profile=args.profile,
         lb_engine=args.lb_engine,
         lease_ttl=args.lease_ttl,
+        fencing=args.fencing,
         check=args.check,
         diff=args.diff,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from pathlib import Path
 
+from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
 from clusterctl.profiles import DEFAULT_PROFILE
 from clusterctl.reporter import Reporter
@@ -54,6 +55,14 @@ class Provider(ABC):
     def extravars(self) -> dict:
         """Variables passed to every playbook run (e.g. SSH options)."""
         return {}
+
+    def ensure_fence_device(self, record: ClusterRecord) -> None:
+        """Start the nodes' fence device where the provider has one (the sandbox); real
+        hosts name theirs in the inventory (``clusterctl_fence``)."""
+        raise ClusterctlError(
+            f"the {record.provider} provider has no fence device of its own",
+            "name each host's device in the inventory (clusterctl_fence)",
+        )
 
     @abstractmethod
     def destroy(self, record: ClusterRecord | None) -> list[str]:

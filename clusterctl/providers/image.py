@@ -44,9 +44,6 @@ PACKAGES = [
     "iputils-arping",
     "iputils-ping",
     "conntrack",
-    # fence agents: a node powers another off through its device (clusterctl/agent/fencing.py;
-    # the sandbox's device is fence_docker against the controller's clusterctl/fenced.py)
-    "fence-agents",
 ]
 
 # Host keys are made at first boot, so that no two nodes share one.
@@ -88,8 +85,7 @@ DISABLED_UNITS = ["etcd.service", "haproxy.service"]
 # `systemctl is-enabled etcd` say "enabled" while nothing started it at boot).
 # 3: sshd takes keys only and forwards nothing (SSHD_CONFIG).
 # 4: sudo, for a non-root SSH user with `become` (the ssh provider's tests).
-# 5: fence-agents.
-RECIPE_VERSION = "5"
+RECIPE_VERSION = "4"
 
 
 def recipe_hash() -> str:

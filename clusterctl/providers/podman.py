@@ -180,8 +180,6 @@ class PodmanProvider(Provider):
         realtime = self._realtime_members(record)
         for node in record.nodes:
             self._ensure_container(record, node, node.name in realtime)
-        if record.profile in AGENT_PROFILES:
-            self._ensure_fence_device(record)
         return record, [InventoryNode(n.name, n.address) for n in record.nodes]
 
     def _gateway(self, record: ClusterRecord) -> str:
@@ -189,7 +187,7 @@ class PodmanProvider(Provider):
         network = self.podman.json("network", "inspect", record.network)[0]
         return str((network.get("subnets") or [{}])[0].get("gateway", ""))
 
-    def _ensure_fence_device(self, record: ClusterRecord) -> None:
+    def ensure_fence_device(self, record: ClusterRecord) -> None:
         """The nodes' fence device (clusterctl/fenced.py) on the host's bridge address, with
         a certificate of the cluster's CA for that address."""
         gateway = self._gateway(record)
@@ -201,7 +199,7 @@ class PodmanProvider(Provider):
         """Inventory variables of the sandbox's fencing: each node is fenced by Debian's
         fence_docker through the host's fence device, authenticated by the node's own
         certificate (the agent role installs it; the plug defaults to the node's name)."""
-        if record.profile not in AGENT_PROFILES:
+        if record.profile not in AGENT_PROFILES or not record.fencing:
             return {}
         tls = "/etc/clusterctl/tls"
         options = {
