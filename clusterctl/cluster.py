@@ -10,12 +10,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
+
+from clusterctl.agent.config import ConfigError, group_from_dict, group_to_dict, validate_group
 from clusterctl.agent.history import HistoryEntry, last_failover
 from clusterctl.agent.tls import TlsFiles
 from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
-from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE, PROFILES
+from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE, PROFILE_GROUPS, PROFILES
 from clusterctl.providers.base import Provider
 from clusterctl.providers.network import source_addresses
 from clusterctl.reporter import Reporter
@@ -49,6 +52,7 @@ class UpOptions:
     check: bool = False  # Ansible check mode: report what a converge would change, change nothing
     diff: bool = False  # show the differences (of files, templates) a converge makes or would make
     fencing: bool = False  # sandbox: run the nodes' fence device (kept once set)
+    groups_file: Path | None = None  # the operator's own resource groups (kept once set)
 
 
 @dataclass
@@ -113,6 +117,10 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
                 f"omit --profile, or `clusterctl down --cluster {options.cluster}` first",
             )
         provider.profile = existing.profile
+    groups = None
+    if options.groups_file is not None:  # checked before anything is made or changed
+        fencing = options.fencing or bool(existing and existing.fencing)
+        groups = load_groups(options.groups_file, options.provider, fencing)
     try:
         record, nodes = provider.ensure_nodes(existing)
         forget_host_keys(state.known_hosts, provider.new_host_addresses())
@@ -124,11 +132,12 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         if existing is None and options.provider == "ssh":
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
-    if options.lb_engine or options.lease_ttl or options.fencing:
+    if options.lb_engine or options.lease_ttl or options.fencing or groups is not None:
         # changing any re-converges the agents
         record.lb_engine = options.lb_engine or record.lb_engine
         record.lease_ttl = options.lease_ttl or record.lease_ttl
         record.fencing = options.fencing or record.fencing
+        record.groups = record.groups if groups is None else groups
         state.save(record)
     ensure_trust(state, record)
     if record.fencing:
@@ -172,6 +181,37 @@ def _check_mode_possible(
         )
 
 
+def load_groups(path: Path, provider: str, fencing: bool) -> list[dict]:
+    """The operator's resource groups from a YAML or JSON list, checked by the agent's own
+    rules before anything is converged."""
+    hint = f'see README, "Your own resource groups"; fix {path}'
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ClusterctlError(f"cannot read {path}: {exc.strerror or exc}", hint) from None
+    except yaml.YAMLError as exc:
+        first = str(exc).splitlines()[0]
+        raise ClusterctlError(f"{path} is not YAML or JSON: {first}", hint) from None
+    if not isinstance(data, list) or not data:
+        raise ClusterctlError(f"{path} must hold a list of groups", hint)
+    groups = []
+    for raw in data:
+        try:
+            group = group_from_dict(raw)
+            validate_group(group)
+        except ConfigError as exc:
+            raise ClusterctlError(f"{path}: {exc}", hint) from None
+        if group.name in PROFILE_GROUPS or group.name in {g["name"] for g in groups}:
+            raise ClusterctlError(f"{path}: group name {group.name!r} is taken", hint)
+        if group.needs_fencing and provider == "podman" and not fencing:
+            raise ClusterctlError(
+                f"{path}: group {group.name!r} needs fencing; this sandbox has no fence device",
+                "add --fencing",
+            )
+        groups.append(group_to_dict(group))
+    return groups
+
+
 def profile_settings(record: ClusterRecord) -> dict:
     """The settings that mean something in the cluster's profile (None where they do not):
     the LB engine for lb, the agent's lease TTL for the profiles with an agent."""
@@ -187,6 +227,7 @@ def playbook_vars(provider: Provider, record: ClusterRecord) -> dict:
         **provider.extravars(),
         "clusterctl_lb_engine": record.lb_engine,
         "clusterctl_lease_ttl": record.lease_ttl,
+        "clusterctl_groups": record.groups,
         # the one place the member rule is computed for clusterctl's runs
         "clusterctl_etcd_members": etcd_members(record),
         # who the nodes' guards let in as the controller: under `become` the SSH session's

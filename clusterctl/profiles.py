@@ -9,5 +9,6 @@ PROFILES = {
 }
 DEFAULT_PROFILE = "lb"
 AGENT_PROFILES = ("ha", "lb")  # profiles with etcd and the failover agent
+PROFILE_GROUPS = ("web",)  # the groups the profiles define (the agent role's defaults)
 # A cluster record written before profiles were recorded ran the agent's first profile.
 LEGACY_PROFILE = "ha"

@@ -76,6 +76,8 @@ class ClusterRecord:
     tls: bool = False
     # sandbox: the nodes fence each other through the host's fence device (clusterctl/fenced.py)
     fencing: bool = False
+    # the operator's own resource groups (`up --groups FILE`), in the agent's group syntax
+    groups: list[dict] = field(default_factory=list)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

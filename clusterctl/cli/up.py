@@ -55,6 +55,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="sandbox: the nodes fence each other through a fence device on this host "
         "(groups with fencing: required need it; kept once set)",
     )
+    parser.add_argument(
+        "--groups",
+        type=Path,
+        metavar="FILE",
+        help="resource groups of your own (a YAML or JSON list in the agent's group syntax; "
+        "kept for later runs)",
+    )
     parser.add_argument("--subnet", help="sandbox subnet in CIDR (default: a free 10.213.x.0/24)")
     parser.add_argument(
         "--no-converge", action="store_true", help="only create the nodes; do not run Ansible"
@@ -84,6 +91,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         lb_engine=args.lb_engine,
         lease_ttl=args.lease_ttl,
         fencing=args.fencing,
+        groups_file=args.groups,
         check=args.check,
         diff=args.diff,
     )

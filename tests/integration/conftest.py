@@ -22,6 +22,7 @@ CLUSTER = "it-main"  # profile web: nginx on every node (the walking skeleton)
 HA_CLUSTER = "it-ha"  # profile ha: etcd, agents, group web = VIP + nginx
 LB_CLUSTER = "it-lb"  # profile lb: etcd, agents, group web = VIP + load balancer (nft)
 LB5_CLUSTER = "it-lb5"  # profile lb on 5 nodes
+FENCE_CLUSTER = "it-fence"  # profile ha with a fence device (up --fencing)
 
 
 @dataclass
@@ -102,14 +103,14 @@ class SandboxPool:
     def __init__(self) -> None:
         self.current: Sandbox | None = None
 
-    def get(self, cluster: str, profile: str, nodes: int = 3) -> Sandbox:
+    def get(self, cluster: str, profile: str, nodes: int = 3, *extra: str) -> Sandbox:
         if self.current is not None and self.current.cluster == cluster:
             return self.current
         self.release()
         cli("down", "--cluster", cluster)  # leftovers of an interrupted earlier run
         result = cli(
             "up", "--cluster", cluster, "--profile", profile, "--nodes", str(nodes), "--json",
-            timeout=900,
+            *extra, timeout=900,
         )  # fmt: skip
         if result.rc != 0:
             cli("down", "--cluster", cluster)
@@ -129,6 +130,8 @@ CLUSTERS = {
     "ha_sandbox": (HA_CLUSTER, "ha", 3),  # etcd, agents, group web = VIP + nginx
     "lb_sandbox": (LB_CLUSTER, "lb", 3),  # etcd, agents, group web = VIP + LB (nft)
     "lb5_sandbox": (LB5_CLUSTER, "lb", 5),  # 5 etcd members: two may restart at once
+    # the nodes fence each other through the host's fence device
+    "fence_sandbox": (FENCE_CLUSTER, "ha", 3, "--fencing"),
 }
 
 
@@ -179,6 +182,11 @@ def lb_sandbox(pool: SandboxPool) -> Sandbox:
 @pytest.fixture
 def lb5_sandbox(pool: SandboxPool) -> Sandbox:
     return pool.get(*CLUSTERS["lb5_sandbox"])
+
+
+@pytest.fixture(scope="module")
+def fence_sandbox(pool: SandboxPool) -> Sandbox:
+    return pool.get(*CLUSTERS["fence_sandbox"])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -1,0 +1,245 @@
+"""Fencing devices on real sandbox nodes: a group on shared storage starts on a new node only
+after the old holder is provably off.
+
+The group ``shared`` runs a writer that appends its node's name to a file on the storage every
+node mounts (``/srv/clusterctl/shared``), every 10 ms. Whatever the fault, once another node
+has written, the old holder must never write again: no interleaving of two writers, ever.
+The nodes fence through Debian's fence_docker against the host's fence device
+(``up --fencing``)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from clusterctl import fenced
+from clusterctl.state import StateDir
+
+from .conftest import STATE_ROOT, cli, podman
+from .hahelpers import api_status, container, container_state, node_names, partition, wait_for
+from .rejoinhelpers import online
+
+GENEROUS = 20.0  # seconds: a bound for "it happened", not a performance target
+WRITES = "/srv/clusterctl/shared/writes"
+WRITER_LOOP = f'h=$(hostname); while :; do echo "$h $(date +%s.%N)" >> {WRITES}; sleep 0.01; done'
+WRITER_UNIT = f"""\
+[Unit]
+Description=clusterctl test writer: appends this node's name to shared storage every 10 ms
+
+[Service]
+ExecStart=/bin/sh -c '{WRITER_LOOP.replace("%", "%%").replace("$", "$$")}'
+"""  # systemd expands % and $ in ExecStart: doubled, they reach the shell as they are
+GROUPS = [
+    {
+        "name": "shared",
+        "fencing": "required",
+        "migration_threshold": 3,
+        "resources": [
+            {"name": "writer", "type": "systemd", "unit": "writer.service", "exclusive": True}
+        ],
+    }
+]
+
+
+def shared_file(sandbox) -> Path:
+    return sandbox.state_dir / "shared" / "writes"
+
+
+def writes(sandbox) -> list[tuple[str, float]]:
+    """(node, time) of every line the writers appended (a line cut by a kill is skipped)."""
+    rows = []
+    try:
+        text = shared_file(sandbox).read_text()
+    except FileNotFoundError:
+        return []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) == 2:
+            try:
+                rows.append((parts[0], float(parts[1])))
+            except ValueError:
+                continue
+    return rows
+
+
+def writers_after(sandbox, start: int) -> list[str]:
+    """The distinct writers, in order of their runs, among the lines from ``start`` on."""
+    runs: list[str] = []
+    for node, _ in writes(sandbox)[start:]:
+        if not runs or runs[-1] != node:
+            runs.append(node)
+    return runs
+
+
+def group(sandbox) -> dict:
+    status = api_status(sandbox) or {}
+    return next((g for g in status.get("groups", []) if g["name"] == "shared"), {})
+
+
+def shared_holder(sandbox) -> str | None:
+    g = group(sandbox)
+    return g.get("node") if g.get("state") == "started" else None
+
+
+def history(sandbox) -> list[dict]:
+    result = cli("history", "--cluster", sandbox.cluster, "--group", "shared", "--json")
+    return json.loads(result.stdout) if result.rc == 0 else []
+
+
+@pytest.fixture(scope="module")
+def shared(fence_sandbox):
+    """The fencing cluster with the writer installed and the group ``shared`` running."""
+    for node in node_names(fence_sandbox):
+        podman(
+            "exec", "-i", container(fence_sandbox, node), "sh", "-c",
+            "cat > /etc/systemd/system/writer.service && systemctl daemon-reload",
+            stdin=WRITER_UNIT,
+        )  # fmt: skip
+    groups = fence_sandbox.state_dir.parent / "it-fence-groups.json"
+    groups.write_text(json.dumps(GROUPS))
+    try:
+        up = cli("up", "--cluster", fence_sandbox.cluster, "--groups", str(groups), timeout=900)
+    finally:
+        groups.unlink()
+    assert up.rc == 0, up.stderr[-3000:]
+    wait_for(lambda: shared_holder(fence_sandbox), 60, 0.5, "the group shared started")
+    return fence_sandbox
+
+
+@pytest.fixture
+def writer(shared):
+    """The node that writes now, on a healed cluster; heals it afterwards."""
+    _heal(shared)
+    yield wait_for(lambda: shared_holder(shared), 60, 0.5, "a holder of shared")
+    _heal(shared)
+
+
+def _heal(sandbox) -> None:
+    state = StateDir(sandbox.cluster, STATE_ROOT)
+    if fenced.running_pid(state) is None:
+        assert cli("up", "--cluster", sandbox.cluster, timeout=900).rc == 0
+    for node in node_names(sandbox):
+        st = container_state(sandbox, node)
+        if st == "paused":
+            podman("unpause", container(sandbox, node), check=False)
+        elif st != "running":
+            podman("start", container(sandbox, node), check=False)
+        podman("exec", "-i", container(sandbox, node), "nft", "delete", "table", "inet", "chaos",
+               check=False)  # fmt: skip
+    names = set(node_names(sandbox))
+    wait_for(lambda: online(sandbox) == names, 120, 0.5, "every node online")
+    cli("cleanup", "shared", "--cluster", sandbox.cluster)
+    wait_for(lambda: shared_holder(sandbox), 60, 0.5, "shared running")
+
+
+def _taken_over(sandbox, old: str, start: int) -> str:
+    """Wait until a node other than ``old`` writes; return it."""
+
+    def new_writer() -> str | None:
+        runs = writers_after(sandbox, start)
+        return next((n for n in runs if n != old), None)
+
+    return wait_for(new_writer, GENEROUS, 0.1, f"a writer other than {old}")
+
+
+def _never_again(sandbox, old: str, start: int) -> None:
+    """After the first line of another writer, ``old`` never writes again."""
+    runs = writers_after(sandbox, start)
+    first_other = next(i for i, n in enumerate(runs) if n != old)
+    assert old not in runs[first_other:], f"{old} wrote again after the takeover: runs {runs}"
+
+
+def _fenced_before_start(sandbox, old: str, new: str) -> dict:
+    entries = history(sandbox)
+    done = [e for e in entries if e["event"] == "fence-done" and old in e["reason"]]
+    acquired = [e for e in entries if e["event"] == "acquired" and e["node"] == new]
+    assert done and acquired, entries[-10:]
+    assert done[-1]["at"] <= acquired[-1]["at"]
+    return done[-1]
+
+
+def test_a_frozen_holder_is_fenced_and_never_writes_again(shared, writer):
+    start = len(writes(shared))
+    frozen_at = time.time()
+    podman("pause", container(shared, writer))
+    new = _taken_over(shared, writer, start)
+    took = next(t for n, t in writes(shared)[start:] if n == new) - frozen_at
+    done = _fenced_before_start(shared, writer, new)
+    assert container_state(shared, writer) not in ("running", "paused")  # powered off
+    podman("unpause", container(shared, writer), check=False)  # too late: it is off
+    podman("start", container(shared, writer))
+    wait_for(lambda: writer in online(shared), 120, 0.5, f"{writer} back")
+    time.sleep(2)
+    _never_again(shared, writer, start)
+    print(f"\nfrozen {writer}: {new} wrote {took:.2f} s after the freeze; {done['reason']}")
+
+
+def test_a_crashed_holder_is_fenced_and_the_group_serves_elsewhere(shared, writer):
+    start = len(writes(shared))
+    last = writes(shared)[-1][1]
+    podman("kill", container(shared, writer))
+    new = _taken_over(shared, writer, start)
+    gap = next(t for n, t in writes(shared)[start:] if n == new) - last
+    _fenced_before_start(shared, writer, new)
+    _never_again(shared, writer, start)
+    print(f"\ncrash of {writer}: {new} wrote {gap:.2f} s after its last line")
+
+
+def test_an_agent_killed_with_its_service_running_is_fenced_too(shared, writer):
+    start = len(writes(shared))
+    podman("exec", container(shared, writer), "systemctl", "kill", "-s", "KILL",
+           "clusterctl-agent")  # fmt: skip
+    new = _taken_over(shared, writer, start)
+    time.sleep(2)
+    _never_again(shared, writer, start)
+    assert shared_holder(shared) == new
+
+
+def test_a_partitioned_holder_is_fenced_and_never_writes_again(shared, writer):
+    start = len(writes(shared))
+    partition(shared, writer)
+    new = _taken_over(shared, writer, start)
+    _fenced_before_start(shared, writer, new)
+    time.sleep(2)
+    _never_again(shared, writer, start)
+
+
+def test_an_unreachable_device_keeps_the_group_stopped_until_an_operator_confirms(shared, writer):
+    state = StateDir(shared.cluster, STATE_ROOT)
+    assert fenced.stop(state)  # the device no longer answers
+    start = len(writes(shared))
+    podman("kill", container(shared, writer))
+    wait_for(lambda: group(shared).get("state") == "fence-failed", GENEROUS, 0.5, "fence-failed")
+    time.sleep(3)
+    assert writers_after(shared, start) == []  # nobody writes: safety over availability
+    text = cli("status", "--cluster", shared.cluster).stdout
+    assert f"waits for {writer} to be fenced" in text and "--confirm" in text
+    assert cli("fence", "node9", "--confirm", "--cluster", shared.cluster).rc == 1
+    online_node = next(n for n in node_names(shared) if n != writer)
+    refused = cli("fence", online_node, "--confirm", "--cluster", shared.cluster)
+    assert refused.rc != 0 and "online" in refused.stderr
+    confirmed = cli("fence", writer, "--confirm", "--cluster", shared.cluster)
+    assert confirmed.rc == 0, confirmed.stderr
+    assert "only confirm a node you have seen off" in confirmed.stderr
+    new = _taken_over(shared, writer, start)
+    assert any(e["event"] == "fence-confirmed" for e in history(shared)) or new
+
+
+def test_a_group_file_with_broken_rules_is_refused_before_anything_changes(shared, tmp_path):
+    bad = tmp_path / "groups.yml"
+    for text, words in (
+        ("- name: x\n  resources: []\n", "no resources"),
+        ("- name: web\n  resources: [{name: a, type: systemd, unit: a.service}]\n", "taken"),
+        ("- name: y\n  fencing: maybe\n  resources: [{name: a, type: systemd, unit: a}]\n",
+         "fencing modes"),
+        ("{not: [a list", "not YAML"),
+    ):  # fmt: skip
+        bad.write_text(text)
+        result = cli("up", "--cluster", shared.cluster, "--groups", str(bad), timeout=120)
+        assert result.rc == 1 and words in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    record = json.loads((shared.state_dir / "cluster.json").read_text())
+    assert [g["name"] for g in record["groups"]] == ["shared"]
