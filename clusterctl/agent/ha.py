@@ -465,12 +465,15 @@ class Agent:
             self.on_progress()
 
     def _timeout(self, cap: float | None = None) -> float:
-        """A call's timeout: ``cap`` (default request_timeout), never past the deadline while
-        holding."""
+        """A call's timeout: ``cap`` (default request_timeout); while holding, short enough
+        that one renewal attempt still fits before the deadline. A read that waited up to the
+        deadline itself (a follower's linearizable read while etcd elects a new leader)
+        left no time to renew, and a healthy holder fenced when the etcd leader's node died."""
         cap = self.config.request_timeout if cap is None else cap
         if not self.holding():
             return cap
-        return min(cap, max(0.01, self.lease.time_left(self.clock.now())))
+        left = self.lease.time_left(self.clock.now()) - self.config.renew_timeout
+        return min(cap, max(0.01, left))
 
     def _op_timeout(self, res: Resource) -> float:
         return self._timeout(res.spec.timeout)
