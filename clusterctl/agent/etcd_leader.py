@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from clusterctl.agent.store.base import StoreError
@@ -25,6 +26,9 @@ log = logging.getLogger(__name__)
 
 CHECK_INTERVAL = 2.0  # seconds between looks at who leads
 TRANSFER_TIMEOUT = 3.0
+# seconds the holder's member must have led before it hands leadership away: a leader that
+# came with a failover moves soon, and nothing moves back and forth while etcd settles
+LEAD_GRACE = 10.0
 
 
 class LeaderMover:
@@ -34,24 +38,36 @@ class LeaderMover:
         endpoint: str,
         holding: Callable[[], list[str]],
         timeout: float = 1.0,
+        grace: float = LEAD_GRACE,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         """``endpoint``: this node's own member; ``holding``: the groups held here now."""
         self.store = store
         self.endpoint = endpoint
         self.holding = holding
         self.timeout = timeout
+        self.grace = grace
+        self.clock = clock
+        self._leading_since: float | None = None  # holding and leading since
 
     def check(self) -> str | None:
         """One look; returns a sentence when it moved leadership, None otherwise. Raises
         ``StoreError`` when the member does not answer as expected."""
         held = self.holding()
         if not held:
+            self._leading_since = None
             return None
         status = self.store.member_call(
             self.endpoint, "/v3/maintenance/status", {}, timeout=self.timeout
         )
         me = str(status.get("header", {}).get("member_id", ""))
         if not me or str(status.get("leader", "")) != me:
+            self._leading_since = None
+            return None
+        now = self.clock()
+        if self._leading_since is None:
+            self._leading_since = now
+        if now - self._leading_since < self.grace:
             return None
         members = self.store.member_call(
             self.endpoint, "/v3/cluster/member/list", {}, timeout=self.timeout
@@ -63,6 +79,7 @@ class LeaderMover:
         if not targets:
             return None
         target = targets[0]
+        self._leading_since = None
         self.store.member_call(
             self.endpoint,
             "/v3/maintenance/transfer-leadership",

@@ -38,8 +38,25 @@ class FakeMember:
         return {}
 
 
-def mover(member: FakeMember, held: list[str]) -> LeaderMover:
-    return LeaderMover(member, "https://10.0.0.11:2379", lambda: held)  # type: ignore[arg-type]
+def mover(member: FakeMember, held: list[str], grace: float = 0.0, clock=None) -> LeaderMover:
+    return LeaderMover(
+        member,  # type: ignore[arg-type]
+        "https://10.0.0.11:2379",
+        lambda: held,
+        grace=grace,
+        clock=clock or (lambda: 0.0),
+    )
+
+
+def test_leadership_moves_only_after_the_holder_has_led_for_the_grace() -> None:
+    member = FakeMember(me="11", leader="11")
+    now = [100.0]
+    m = mover(member, ["web"], grace=10.0, clock=lambda: now[0])
+    assert m.check() is None  # just became leader (a failover brought it): wait
+    now[0] += 9.0
+    assert m.check() is None
+    now[0] += 1.5
+    assert m.check() == "moved etcd leadership to node2: this node holds web"
 
 
 def test_a_holder_that_leads_etcd_hands_leadership_to_a_started_member() -> None:
