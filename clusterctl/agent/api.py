@@ -256,6 +256,8 @@ class Api:
             nodes |= set(gv.spec.bans) | set(gv.spec.preferred) | set(gv.failcounts)
             if gv.leader:
                 nodes.add(gv.leader)
+            if gv.owner:  # a dead owner of a fencing group: an operator may confirm it off
+                nodes.add(gv.owner)
         return nodes
 
     def _node(self, state: _State, name: Any, field: str = "node") -> str:

@@ -353,3 +353,18 @@ def test_history_lists_every_nodes_transitions_and_refuses_bad_queries(cluster) 
         code, body = client.get(f"/v1/history?{query}")
         assert code == 400, (query, body)
     assert client.post("/v1/history", {})[0] == 405
+
+
+def test_confirm_fenced_refuses_an_online_node_and_releases_a_dead_owner(cluster) -> None:
+    sim, client, _ = cluster
+    sim.admin.put(sim.keys.owner("web"), "node3")  # as a fencing group's owner would be
+    status, body = client.post("/v1/nodes/node2/confirm-fenced", {})
+    assert status == 409 and "online" in body["error"]
+    sim.crash("node3")
+    sim.run(2.0)  # its lease expired: not online any more
+    status, body = client.post("/v1/nodes/node3/confirm-fenced", {})
+    assert status == 200, body
+    assert body["released"] == ["web"] and "confirmed node3 is off" in body["sentence"]
+    assert sim.keys.owner("web") not in sim.backend.dump()
+    record = json.loads(sim.backend.dump()[sim.keys.fence("node3")])
+    assert (record["by"], record["result"]) == ("operator", "confirmed")
