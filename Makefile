@@ -45,5 +45,5 @@ test: lint unit store integration molecule
 # The benchmarks behind README's figures (JSON + tables in bench/results); about 30 minutes.
 bench: deps
 	$(BIN)/clusterctl bench failover --trials 5
-	$(BIN)/clusterctl bench lb --lease-ttl 2
+	$(BIN)/clusterctl bench lb
 	$(BIN)/clusterctl bench up --trials 3
