@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from clusterctl.agent.api import Api, ApiServer, load_tokens
 from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.etcd_leader import LeaderMover
+from clusterctl.agent.fencing import FenceError, device_from_config
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.history import HistoryWriter
 from clusterctl.agent.keys import Keys
@@ -70,6 +71,21 @@ def run(agent: Agent, notifier: SystemdNotifier, stop: threading.Event) -> int:
     return code
 
 
+def check_fencing(config: AgentConfig) -> int:
+    """One line per node's device: its status, or why it gave none (``up``'s preflight)."""
+    failed = 0
+    for node, data in sorted(config.fence_devices.items()):
+        device = device_from_config(data)
+        try:
+            print(f"{node}: {device.agent} says {device.status(config.fence_timeout)}")
+        except FenceError as exc:
+            failed += 1
+            print(f"{node}: {exc}", file=sys.stderr)
+    if not config.fence_devices:
+        print("no fence devices configured")
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="clusterctl-agent",
@@ -78,6 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--config", required=True, help="path of the agent's JSON config")
     parser.add_argument("--check-config", action="store_true", help="validate the config and exit")
+    parser.add_argument(
+        "--check-fencing",
+        action="store_true",
+        help="ask every node's fence device for its status and exit (1 if one does not answer)",
+    )
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
@@ -87,6 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, TlsError) as exc:
         print(f"clusterctl-agent: config error: {exc}", file=sys.stderr)
         return 2
+    if args.check_fencing:
+        return check_fencing(config)
     if args.check_config:
         groups = ", ".join(g.name for g in config.groups) or "no groups"
         api = f"API on {config.api_bind}:{config.api_port}" if token else "API disabled"

@@ -219,3 +219,16 @@ def test_the_fencer_runs_one_fence_per_node_in_the_background() -> None:
         subprocess.run(["sleep", "0.01"], check=True)
     missing = fencer.outcome("node9")
     assert missing is not None and not missing.ok and "no fence device" in missing.detail
+
+
+def test_the_preflight_check_names_each_device_that_gives_no_status(capsys) -> None:
+    from clusterctl.agent.daemon import check_fencing
+
+    config = AgentConfig(
+        "node1",
+        ("http://127.0.0.1:2379",),
+        fence_devices={"node2": {"agent": "fence_clusterctl_absent"}},
+    ).validate()
+    assert check_fencing(config) == 1
+    assert "node2: /usr/sbin/fence_clusterctl_absent is not installed" in capsys.readouterr().err
+    assert check_fencing(AgentConfig("node1", ("http://127.0.0.1:2379",)).validate()) == 0
