@@ -250,7 +250,14 @@ class Api:
             raise ApiError(404, f"no such group: {name}")
         return gv
 
-    def _known_nodes(self, view: ClusterView) -> set[str]:
+    def _known_nodes(self, state: _State) -> set[str]:
+        """Every node the cluster's keys name: members, standby, placement, leaders, owners
+        of fencing groups and nodes with a fence record (a node fenced and not back)."""
+        fences = self.keys.fences_prefix()
+        fenced = {k[len(fences) :] for k in state.kv if k.startswith(fences)}
+        return self._view_nodes(state.view) | fenced
+
+    def _view_nodes(self, view: ClusterView) -> set[str]:
         nodes = set(view.members) | set(view.standby) | {self.agent.node}
         for gv in view.groups.values():
             nodes |= set(gv.spec.bans) | set(gv.spec.preferred) | set(gv.failcounts)
@@ -265,7 +272,7 @@ class Api:
         group spec (bans, preferred), a fail count, a leader or a standby key."""
         if not is_name(name):
             raise ApiError(400, f"{field!r} must be a node name, got {json.dumps(name)}")
-        if name not in self._known_nodes(state.view):
+        if name not in self._known_nodes(state):
             raise ApiError(400, f"unknown node: {name} (not a member, not in any group spec)")
         return name
 
@@ -318,7 +325,7 @@ class Api:
         with self._lock:
             addresses = dict(self._addresses)
         members = []
-        for name in sorted(self._known_nodes(view)):
+        for name in sorted(self._known_nodes(state)):
             member = view.members.get(name)
             members.append(
                 {
