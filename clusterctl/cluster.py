@@ -543,7 +543,8 @@ def failover(
     )
 
 
-def set_standby(cluster: str, node: str, on: bool) -> dict:
+def cluster_with_node(cluster: str, node: str) -> tuple[StateDir, ClusterRecord]:
+    """The cluster's state and record, once ``node`` is known to be one of its nodes."""
     state = StateDir(cluster)
     record = state.load()
     names = [n.name for n in record.nodes]
@@ -551,18 +552,17 @@ def set_standby(cluster: str, node: str, on: bool) -> dict:
         raise ClusterctlError(
             f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
         )
+    return state, record
+
+
+def set_standby(cluster: str, node: str, on: bool) -> dict:
+    state, record = cluster_with_node(cluster, node)
     return agent_client(state, record).standby(node, on)
 
 
 def confirm_fenced(cluster: str, node: str) -> dict:
     """An operator's word that ``node`` is off (`clusterctl fence NODE --confirm`)."""
-    state = StateDir(cluster)
-    record = state.load()
-    names = [n.name for n in record.nodes]
-    if node not in names:
-        raise ClusterctlError(
-            f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
-        )
+    state, record = cluster_with_node(cluster, node)
     return agent_client(state, record).confirm_fenced(node)
 
 

@@ -76,13 +76,8 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
 
 
 def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 60.0) -> None:
-    state = StateDir(cluster)
-    record = state.load()
+    state, record = api.cluster_with_node(cluster, node)
     names = [n.name for n in record.nodes]
-    if node not in names:
-        raise ClusterctlError(
-            f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
-        )
     members = api.etcd_members(record)
     if node in members:
         others = ", ".join(n for n in names if n not in members) or "none yet"
