@@ -65,21 +65,23 @@ class PodmanContainers:
     def __init__(self, podman: Any) -> None:
         self.podman = podman  # clusterctl.providers.podman_cli.Podman
 
-    def state(self, name: str) -> str:
+    def _inspect(self, name: str, field: str) -> str:
+        """One field of the container's state; LookupError if there is no such container."""
         proc = self.podman.run(
-            "container", "inspect", "--format", "{{.State.Status}}", name, check=False, timeout=20
-        )
+            "container", "inspect", "--format", f"{{{{.State.{field}}}}}", name,
+            check=False, timeout=20,
+        )  # fmt: skip
         if proc.returncode != 0:
             raise LookupError(name)
         return proc.stdout.strip()
 
+    def state(self, name: str) -> str:
+        return self._inspect(name, "Status")
+
     def _init_pid(self, name: str) -> int:
-        proc = self.podman.run(
-            "container", "inspect", "--format", "{{.State.Pid}}", name, check=False, timeout=20
-        )
         try:
-            return int(proc.stdout.strip())
-        except ValueError:
+            return int(self._inspect(name, "Pid"))
+        except (LookupError, ValueError):
             return 0
 
     def off(self, name: str, timeout: float) -> None:

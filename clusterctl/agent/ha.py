@@ -618,8 +618,7 @@ class Agent:
         if g.fencing_target is None:
             self._disown(g)
         else:  # never started: the previous owner is still to be fenced by whoever comes next
-            g.fencing_target = None
-            self.store.delete(self.keys.fencing(g.name), timeout=self._timeout())
+            self._stop_fencing(g)
         self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
         self.history.record("released", g.name, reason)
         return f"{reason}: stopped {g.name}, released it"
@@ -673,9 +672,13 @@ class Agent:
             )
         return self._fenced(g, gv, f"{target} fenced ({outcome.detail}, {outcome.took:.1f} s)")
 
-    def _fenced(self, g: GroupRunner, gv: GroupView, why: str) -> str:
+    def _stop_fencing(self, g: GroupRunner) -> None:
+        """No fence is pending for the group any more: forget it and its published state."""
         g.fencing_target = None
         self.store.delete(self.keys.fencing(g.name), timeout=self._timeout())
+
+    def _fenced(self, g: GroupRunner, gv: GroupView, why: str) -> str:
+        self._stop_fencing(g)
         self.history.record("fence-done", g.name, why)
         return self._start_group(g, gv, reason=why)
 
