@@ -298,6 +298,8 @@ class Api:
             "sentence": sentence,
             "lease_valid": snap.lease_valid and left > 0,
             "lease_time_left": round(left, 3),
+            # the groups running here: a standby's word from the holder (agent/peers.py)
+            "holding": [g.name for g in snap.groups if g.running_here],
         }
         return _json_reply(200 if healthy else 503, body)
 

@@ -9,10 +9,11 @@ a fence could not stop every resource (systemd's ``ExecStopPost=`` then removes 
 Before the first step it stops every configured resource found running (start-up cleanup:
 a starting agent holds nothing). The history of its transitions goes to etcd from a thread
 of its own (agent/history.py); on a node with an etcd member, another keeps etcd's
-leadership away while this node holds a group (agent/etcd_leader.py). With ``api_port`` != 0
-it serves the REST API and ``/metrics`` (docs/agent-api.md) in a thread that reads
-``Agent.snapshot`` (immutable, replaced after every step) without locking and talks to etcd
-through its own store client.
+leadership away while this node holds a group (agent/etcd_leader.py), and with the API on, a
+third asks the holders of groups for their own word on their leases (agent/peers.py).
+With ``api_port`` != 0 it serves the REST API and ``/metrics`` (docs/agent-api.md) in a
+thread that reads ``Agent.snapshot`` (immutable, replaced after every step) without locking
+and talks to etcd through its own store client.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any
 
+from clusterctl.agent import apiclient
 from clusterctl.agent.api import Api, ApiServer, load_tokens
 from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.etcd_leader import LeaderMover
@@ -33,6 +36,7 @@ from clusterctl.agent.ha import Agent
 from clusterctl.agent.history import HistoryWriter
 from clusterctl.agent.keys import Keys
 from clusterctl.agent.notify import SystemdNotifier
+from clusterctl.agent.peers import PeerWatch
 from clusterctl.agent.store.etcd import EtcdStore
 from clusterctl.agent.tls import TlsError
 
@@ -135,6 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     )  # fmt: skip
     helpers_stop = threading.Event()
     helpers = [threading.Thread(target=history.run, args=(helpers_stop,), name="history")]
+    if server is not None:
+        peers = peer_watch(agent, config, server.api)
+        agent.peers = peers
+        helpers.append(threading.Thread(target=peers.run, args=(helpers_stop,), name="peers"))
     if config.etcd_member and config.move_etcd_leadership:
         mover = LeaderMover(make_store(config), config.etcd_endpoints[0], agent.holding)
         helpers.append(threading.Thread(target=mover.run, args=(helpers_stop,), name="etcd-leader"))
@@ -198,6 +206,17 @@ def make_store(config: AgentConfig) -> EtcdStore:
         credentials=config.etcd_credentials,
         quorum_key=Keys(config.cluster).member(config.node),
     )
+
+
+def peer_watch(agent: Agent, config: AgentConfig, api: Api) -> PeerWatch:
+    """Asks the holders of groups for their word (agent/peers.py) with this agent's own
+    token and TLS client certificate, every renewal interval."""
+
+    def ask(address: str, timeout: float) -> Any:
+        urls = apiclient.base_urls([address], config.api_port, tls=api.client_tls is not None)
+        return apiclient.AgentApi(urls, api.token.decode(), timeout, api.client_tls).health()
+
+    return PeerWatch(lambda: agent.peer_targets, ask, agent.clock, config.renew_interval)
 
 
 def reload_tokens(api: Api, config: AgentConfig) -> None:

@@ -31,6 +31,7 @@ from clusterctl.agent.history import FIRST_START, History
 from clusterctl.agent.keys import Keys
 from clusterctl.agent.member import MemberLease
 from clusterctl.agent.metrics import Metrics
+from clusterctl.agent.peers import ASK_TIMEOUT, Peers
 from clusterctl.agent.placement import acquire_block, eligible, move_wait, release_reason
 from clusterctl.agent.resources import (
     CommandRunner,
@@ -118,6 +119,12 @@ class Agent:
         self._iteration = 0
         self.fence_failed = False  # a fence could not stop everything: the daemon must exit
         self.on_progress: Callable[[], None] | None = None  # the daemon pings its watchdog
+        # the holders' own word on their leases (agent/peers.py; the daemon's PeerWatch)
+        self.peers: Peers | None = None
+        self.peer_targets: dict[str, str] = {}  # node -> address: whom the peer watch asks
+        self._vanished_at: dict[str, float] = {}  # member -> when its key vanished here
+        self._asked_at: dict[str, float] = {}  # peer -> when we last asked it for a word
+        self._asking_peer = False  # a word was asked for: step again soon
         self._step_started = 0.0
         self._seeded: set[str] = set()
         self._backend_registered = False
@@ -151,6 +158,8 @@ class Agent:
         deadline = self.lease.deadline
         if self.holding() and deadline is not None:
             wake = min(wake, max(now, deadline))
+        if self._asking_peer:
+            wake = min(wake, now + HANDOVER_POLL)  # its answer comes in a few milliseconds
         if self._awaiting_handover():
             # The holder drops the VIP and deletes its leader key as soon as we pre-started;
             # until we take over, nobody serves. Polling at loop_interval made that gap up to
@@ -247,6 +256,7 @@ class Agent:
 
     def _step(self) -> str:
         now = self._step_started = self.clock.now()
+        self._asking_peer = False
         self.handover.expire(now)
         # Rule 1: no I/O before checking the deadline (a frozen process wakes up here).
         if self.holding() and not self.lease.valid(now):
@@ -269,15 +279,11 @@ class Agent:
                 name: self._group_step(g, view.groups[name], view)
                 for name, g in self.groups.items()
             }
+            self._publish_peer_targets(view)
         except _Fence as fence:
             return self._fence(fence.reason)
         except LeaseExpired:
-            had = self.holding()
-            self.lease.forget()
-            # our lease gone while we renewed it: revoked, perhaps with others (see above)
-            self._hold_off("this node's lease vanished")
-            self._seen_members.discard(self.node)
-            return self._fence("lease expired") if had else "lease expired, registering again"
+            return self._lease_vanished()
         except StoreUnavailable:
             self._store_ok = False
             return self._unreachable()
@@ -294,8 +300,61 @@ class Agent:
         members = set(view.members)
         gone = self._seen_members - members
         self._seen_members = members
+        now = self.clock.now()
+        for node in gone:
+            self._vanished_at[node] = now
         if len(gone) >= 2:
             self._hold_off(f"leases of {', '.join(sorted(gone))} vanished at once")
+
+    def _lease_vanished(self) -> str:
+        """etcd says our lease does not exist. Before the deadline it cannot have expired
+        (member.py): it was revoked, which a resuming stale etcd leader does to healthy
+        leases (agent/peers.py). A holder then takes its groups back with a new lease."""
+        held = self.holding()
+        revoked = self.lease.valid(self.clock.now())
+        deadline = self.lease.deadline
+        self.lease.forget()
+        self._hold_off("this node's lease vanished")
+        self._seen_members.discard(self.node)
+        if not held:
+            return "lease expired, registering again"
+        if not revoked or deadline is None:
+            return self._fence("lease expired")
+        try:
+            return self._take_back(deadline)
+        except _Fence as fence:
+            return self._fence(fence.reason)
+        except StoreError as exc:
+            return self._fence(f"lease revoked, taking the groups back failed ({exc})")
+
+    def _take_back(self, deadline: float) -> str:
+        """A new lease, our member key, then each held group's leader key if it is still
+        free (``create_if_absent``: a node that took it meanwhile keeps it, and we fence).
+        Every call is bounded by the old lease's deadline, the rule while holding; the
+        standbys leave the groups alone until past it (agent/peers.py)."""
+        left = deadline - self.clock.now() - self.config.renew_timeout
+        if left <= 0:
+            raise _Fence("lease revoked too close to its deadline to take the groups back")
+        self.lease.grant(timeout=min(self.config.request_timeout, left))
+        self._registered_at = self.clock.now()
+        self.lease.register(self.standby, timeout=self._timeout())
+        assert self.lease.lease_id is not None
+        held = [g for g in self.groups.values() if g.active]
+        for g in held:
+            key = self.keys.leader(g.name)
+            if not self.store.create_if_absent(
+                key, self.node, self.lease.lease_id, self._timeout()
+            ):
+                raise _Fence(f"lease revoked and {g.name} taken by another node")
+            if g.fencing_target is not None:
+                self._publish_fencing(g, "")
+        self._keepalive()
+        names = ", ".join(g.name for g in held)
+        for g in held:
+            self.history.record(
+                "retaken", g.name, "this node's lease was revoked before it could expire"
+            )
+        return f"lease revoked before it could expire: took {names} back with a new lease"
 
     def _hold_off(self, why: str) -> None:
         wait = self.config.renew_interval + self.config.renew_timeout + self.config.loop_interval
@@ -511,6 +570,9 @@ class Agent:
                 f"{g.name} is free but several members' leases vanished at once, waiting "
                 f"{wait:.2f} s for their holders to notice"
             )
+        still = self._holder_still_renews(g)
+        if still:
+            return still
         if self.clock.now() - self._registered_at < self.config.loop_interval:
             # Nodes starting together first see each other's member keys one tick later;
             # without this pause the first to start would beat a preferred node to the group.
@@ -521,6 +583,58 @@ class Agent:
             # node takes it, or we do after the next renewal.
             return f"{g.name} is free but our lease is about to lapse, renewing first"
         return self._acquire(g, gv)
+
+    def _holder_still_renews(self, g: GroupRunner) -> str | None:
+        """A group freed because its holder's lease vanished, while that holder told us a
+        moment ago that its deadline lies ahead: the lease was revoked, not expired, and the
+        holder takes the group back (agent/peers.py). Ask it once more; while it still says
+        it holds the group, wait until its deadline plus ``fence_margin``, the earliest a
+        dead holder's lease could have expired."""
+        previous = self._last_leader.get(g.name)
+        view = self.view
+        if self.peers is None or previous in (None, self.node) or view is None:
+            return None
+        if previous in view.members:
+            return None  # released: its member key, so its lease, is still there
+        word = self.peers.latest(str(previous))
+        now = self.clock.now()
+        if word is None or g.name not in word.holding:
+            return None
+        wait = word.deadline + self.config.fence_margin - now
+        if wait <= 0:
+            return None
+        vanished = self._vanished_at.get(str(previous), now)
+        if word.asked_at < vanished:
+            asked = self._asked_at.get(str(previous), float("-inf"))
+            if asked < vanished:
+                self._asked_at[str(previous)] = asked = now
+                self.peers.refresh(str(previous))
+            if now - asked < ASK_TIMEOUT:
+                self._asking_peer = True
+                return (
+                    f"{g.name} is free but {previous}'s lease vanished before it could "
+                    f"expire, asking {previous} whether it still holds {g.name}"
+                )
+            return (
+                f"{g.name} is free but {previous}'s lease vanished before it could expire "
+                f"and {previous} does not answer, waiting {wait:.2f} s"
+            )
+        return (
+            f"{g.name} is free but {previous} still holds it (its lease was revoked before "
+            f"it could expire), waiting {wait:.2f} s for it to take {g.name} back"
+        )
+
+    def _publish_peer_targets(self, view: ClusterView) -> None:
+        """Whom the peer watch asks: the last holder we saw of each group, at the address
+        its member key had (kept after the key vanished: that is when its word matters)."""
+        targets = {}
+        for node in set(self._last_leader.values()) - {self.node}:
+            member = view.members.get(node)
+            address = member.address if member is not None else self.peer_targets.get(node)
+            if address:
+                targets[node] = address
+        if targets != self.peer_targets:
+            self.peer_targets = targets  # replaced, never changed: read by another thread
 
     def _acquire(self, g: GroupRunner, gv: GroupView) -> str:
         assert self.lease.lease_id is not None

@@ -48,6 +48,7 @@ EVENTS = (
     "released",  # it stopped the group and gave it up; reason: why
     "fenced",  # it stopped the group because its lease could not be kept
     "lost",  # its leader key vanished under it
+    "retaken",  # its lease was revoked before it could expire; it kept the group (peers.py)
     "monitor-failed",  # a resource failed its check; reason: which, and the fail count
     "restarted",  # a failed resource was restarted in place
     "standby",

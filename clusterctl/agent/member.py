@@ -76,11 +76,13 @@ class MemberLease:
             sort_keys=True,
         )
 
-    def grant(self) -> None:
-        """Get a new lease (member key written by ``register``)."""
+    def grant(self, timeout: float | None = None) -> None:
+        """Get a new lease (member key written by ``register``), waiting at most ``timeout``
+        (default ``request_timeout``)."""
         sent = self.clock.now()
         self.lease_id = self.store.grant_lease(
-            self.config.lease_ttl, timeout=self.config.request_timeout
+            self.config.lease_ttl,
+            timeout=self.config.request_timeout if timeout is None else timeout,
         )
         self.last_renewal = sent
         self.last_attempt_failed = False

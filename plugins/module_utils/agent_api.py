@@ -64,7 +64,11 @@ class AgentConflictError(AgentApiError):
 
 
 class AgentUnavailableError(AgentApiError):
-    """No endpoint could answer (connection errors, timeouts, 503 everywhere)."""
+    """No endpoint could answer (connection errors, timeouts, 503 everywhere). ``refused``:
+    every endpoint refused the connection (no agent listens there, as opposed to a node that
+    does not answer at all)."""
+
+    refused = False
 
 
 _ERRORS_BY_STATUS = {
@@ -126,6 +130,7 @@ class AgentApi:
         data = None if body is None else json.dumps(body).encode("utf-8")
         failures = []
         last_status = None
+        refused = 0
         for base in self.urls:
             url = base + path
             req = urllib.request.Request(url, data=data, method=method)
@@ -152,7 +157,9 @@ class AgentApi:
                     url=url,
                 ) from None
             except (URLError, OSError, ValueError) as exc:  # refused, timed out, TLS refused
-                failures.append(f"{base}: {getattr(exc, 'reason', None) or exc}")
+                reason = getattr(exc, "reason", None) or exc
+                refused += isinstance(reason, ConnectionRefusedError)
+                failures.append(f"{base}: {reason}")
                 continue
             try:
                 return json.loads(raw.decode("utf-8")) if raw else {}
@@ -160,11 +167,13 @@ class AgentApi:
                 raise AgentApiError(
                     f"{method} {url} answered something that is not JSON", url=url
                 ) from None
-        raise AgentUnavailableError(
+        error = AgentUnavailableError(
             f"no agent API endpoint answered {method} {path}: " + "; ".join(failures),
             status=last_status,
             error="; ".join(failures),
         )
+        error.refused = refused == len(self.urls)
+        raise error
 
     # --- endpoints ---------------------------------------------------------------------
 

@@ -6,15 +6,18 @@ and ``ip``). ``Sim`` steps the agents like the daemon would (each at its own
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from clusterctl.agent.api import Api  # noqa: E402
 from clusterctl.agent.clock import FakeClock  # noqa: E402
 from clusterctl.agent.config import AgentConfig, GroupSpec, ResourceSpec  # noqa: E402
 from clusterctl.agent.fencing import FenceError, Fencer  # noqa: E402
 from clusterctl.agent.ha import Agent  # noqa: E402
 from clusterctl.agent.keys import Keys  # noqa: E402
+from clusterctl.agent.peers import PeerWord, parse_word  # noqa: E402
 from clusterctl.agent.resources.runner import CommandResult  # noqa: E402
 from clusterctl.agent.store.memory import MemoryBackend, MemoryStore  # noqa: E402
 
@@ -128,6 +131,7 @@ class Sim:
     settings: dict[str, Any] = field(default_factory=dict)
     granularity: float = 0.0
     addresses: bool = False  # give nodes addresses (node1 = 10.0.0.11, ...)
+    peer_words: bool = True  # standbys hear the holders' word (agent/peers.py)
 
     def __post_init__(self) -> None:
         self.clock = FakeClock()
@@ -145,6 +149,9 @@ class Sim:
         self.admin = MemoryStore(self.backend, "admin")
         self.fences: list[tuple[float, str]] = []  # (when, node) of every device fence
         self.fence_broken: set[str] = set()  # nodes whose fence device fails
+        self.cut: set[str] = set()  # partitioned nodes: no store, no peer words either
+        self.stopped: set[str] = set()  # agents that exited: their API refuses connections
+        self.words: dict[tuple[str, str], PeerWord] = {}  # (asker, peer) -> last word
         for node in self.nodes:
             self.add(node)
 
@@ -178,8 +185,10 @@ class Sim:
             ),
             fencer=Fencer({n: SimFenceDevice(self, n) for n in self.nodes}, 60.0, background=False),
         )
+        self.agents[node].peers = SimPeers(self, node)
         self.wake[node] = self.clock.now()
         self.dead.discard(node)
+        self.stopped.discard(node)
         self.said.setdefault(node, [])
         return self.agents[node]
 
@@ -188,6 +197,13 @@ class Sim:
         self.dead.add(node)
         self.fake[node].addresses.clear()
         self.fake[node].units.clear()
+
+    def stop_agent(self, node: str) -> str:
+        """systemctl stop: the agent shuts down cleanly and its API goes with it."""
+        sentence = self.agents[node].shutdown()
+        self.stopped.add(node)
+        self.dead.add(node)
+        return sentence
 
     def freeze(self, node: str) -> None:
         self.frozen.add(node)
@@ -199,9 +215,26 @@ class Sim:
 
     def partition(self, node: str, hang: bool = False) -> None:
         self.backend.partition(node, hang=hang)
+        self.cut.add(node)
 
     def heal(self, node: str) -> None:
         self.backend.heal(node)
+        self.cut.discard(node)
+
+    def ask(self, asker: str, peer: str) -> None:
+        """``asker``'s PeerWatch asks ``peer``: its real ``/v1/health`` answer if both can
+        reach each other and the peer's agent runs (the real client raises on a 503)."""
+        key = (asker, peer)
+        if not self.peer_words or peer in self.stopped:
+            self.words.pop(key, None)  # nothing listens: the connection is refused
+            return
+        if {asker, peer} & (self.dead | self.frozen | self.cut):
+            return  # no answer: the last word stays
+        reply = Api(self.agents[peer], "sim-token").health()
+        if reply.status == 200:
+            word = parse_word(peer, json.loads(reply.body), self.clock.now())
+            if word is not None:
+                self.words[key] = word
 
     # -- time ------------------------------------------------------------------------------
 
@@ -209,6 +242,10 @@ class Sim:
         return [n for n in self.nodes if n not in self.dead and n not in self.frozen]
 
     def step(self, node: str) -> str:
+        for peer in self.nodes:  # what its PeerWatch thread would have heard by now
+            last = self.words.get((node, peer))
+            if peer != node and (last is None or self.clock.now() - last.asked_at >= 0.2):
+                self.ask(node, peer)
         sentence = self.agents[node].step()
         self.said[node].append((self.clock.now(), sentence))
         self.wake[node] = self.agents[node].next_wakeup()
@@ -275,6 +312,21 @@ class Sim:
                 f"{node} has the VIP at t={self.clock.now() - self.start:.3f} "
                 f"but the leader key is {self.leader()!r}"
             )
+
+
+class SimPeers:
+    """A PeerWatch in the simulation: asks every peer each renewal interval (``Sim.step``),
+    and at once when the agent wants a fresh word."""
+
+    def __init__(self, sim: Sim, node: str) -> None:
+        self.sim = sim
+        self.node = node
+
+    def latest(self, node: str) -> PeerWord | None:
+        return self.sim.words.get((self.node, node))
+
+    def refresh(self, node: str) -> None:
+        self.sim.ask(self.node, node)
 
 
 def holder(sim: Sim) -> str:

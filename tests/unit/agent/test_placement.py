@@ -127,9 +127,8 @@ def test_snapshot_is_immutable_and_current(sim: Sim) -> None:
 
 def test_shutdown_stops_releases_and_revokes(sim: Sim) -> None:
     node = holder(sim)
-    sentence = sim.agents[node].shutdown()
+    sentence = sim.stop_agent(node)
     assert sentence == "shutting down: stopped web, released it, revoked lease"
-    sim.dead.add(node)
     assert sim.vip_on() == [] and sim.leader() is None
     assert sim.keys.member(node) not in sim.backend.dump()
     sim.run(0.5)  # no lease expiry to wait for: another node takes over at once
