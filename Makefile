@@ -47,3 +47,4 @@ bench: deps
 	$(BIN)/clusterctl bench failover --trials 5
 	$(BIN)/clusterctl bench lb
 	$(BIN)/clusterctl bench up --trials 3
+	$(BIN)/clusterctl bench fence --trials 5

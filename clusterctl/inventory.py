@@ -81,7 +81,68 @@ def _node_from_vars(name: str, hv: dict, source: str) -> InventoryNode:
     key_file = str(hv.get("ansible_ssh_private_key_file", "") or "")
     if "\n" in key_file or "\0" in key_file:
         raise ClusterctlError(f"{where}: ansible_ssh_private_key_file is not a path", "")
+    if hv.get("clusterctl_fence") is not None:
+        check_fence_device(where, hv["clusterctl_fence"])
     return InventoryNode(name, address, port, user, key_file, node_address)
+
+
+_FENCE_AGENT = re.compile(r"fence_[a-z0-9_]{1,40}")
+_FENCE_OPTION = re.compile(r"[a-z][a-z0-9_-]{0,40}")
+FENCE_HINT = (
+    "clusterctl_fence: {agent: fence_ipmilan, options: {ip: 10.0.0.21, username: admin}, "
+    "secrets_file: /root/fence/node1.secrets} (README, Fencing)"
+)
+
+
+def check_fence_device(where: str, spec: object) -> None:
+    """A host's ``clusterctl_fence``, checked before anything runs: a fence agent's name,
+    options that are names and one-line values (never a password: those belong in the
+    secrets file), and a secrets file on this controller that only its owner can read."""
+    if not isinstance(spec, dict):
+        raise ClusterctlError(f"{where}: clusterctl_fence is not a mapping", FENCE_HINT)
+    unknown = sorted(str(k) for k in set(spec) - {"agent", "options", "secrets_file"})
+    if unknown:
+        raise ClusterctlError(f"{where}: clusterctl_fence has unknown keys {unknown}", FENCE_HINT)
+    agent = spec.get("agent")
+    if not isinstance(agent, str) or not _FENCE_AGENT.fullmatch(agent):
+        raise ClusterctlError(
+            f"{where}: clusterctl_fence agent {agent!r} is not a fence agent's name",
+            "name one of Debian's fence-agents, e.g. fence_ipmilan or fence_redfish",
+        )
+    options = spec.get("options") or {}
+    if not isinstance(options, dict):
+        raise ClusterctlError(f"{where}: clusterctl_fence options is not a mapping", FENCE_HINT)
+    for key, value in options.items():
+        if not isinstance(key, str) or not _FENCE_OPTION.fullmatch(key):
+            raise ClusterctlError(f"{where}: fence option {key!r} is not an option name", "")
+        if "pass" in key:
+            raise ClusterctlError(
+                f"{where}: fence option {key} would put a credential in the inventory",
+                "write it as a line `password=...` in the file secrets_file names (mode 0600)",
+            )
+        if isinstance(value, dict | list) or any(c in str(value) for c in "\n\r\0"):
+            raise ClusterctlError(f"{where}: fence option {key} is not a one-line value", "")
+    secrets = spec.get("secrets_file")
+    if secrets is None:
+        return
+    path = Path(str(secrets))
+    if not path.is_absolute():
+        raise ClusterctlError(
+            f"{where}: clusterctl_fence secrets_file {secrets!r} is not an absolute path", ""
+        )
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:
+        raise ClusterctlError(
+            f"{where}: fence secrets_file {path}: {exc.strerror or exc}",
+            "create it on this controller: one `name=value` line per secret option, mode 0600",
+        ) from None
+    if not path.is_file() or mode & 0o077:
+        raise ClusterctlError(
+            f"{where}: fence secrets_file {path} must be a file only its owner can read "
+            f"(it is mode {mode & 0o777:o})",
+            f"chmod 600 {path}",
+        )
 
 
 def _is_true(value: object) -> bool:

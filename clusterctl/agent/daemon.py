@@ -76,15 +76,26 @@ def run(agent: Agent, notifier: SystemdNotifier, stop: threading.Event) -> int:
 
 
 def check_fencing(config: AgentConfig) -> int:
-    """One line per node's device: its status, or why it gave none (``up``'s preflight)."""
+    """One line per node's device: its status, or why it gave none (``up``'s preflight, run
+    while every node is up: a device that says its node is off names another machine)."""
     failed = 0
     for node, data in sorted(config.fence_devices.items()):
         device = device_from_config(data)
         try:
-            print(f"{node}: {device.agent} says {device.status(config.fence_timeout)}")
+            status = device.status(config.fence_timeout)
         except FenceError as exc:
             failed += 1
             print(f"{node}: {exc}", file=sys.stderr)
+            continue
+        if status != "on":
+            failed += 1
+            print(
+                f"{node}: {device.agent} says {node} is {status}, but it is up: the device "
+                "names another machine (check its plug/port and address options)",
+                file=sys.stderr,
+            )
+            continue
+        print(f"{node}: {device.agent} says {status}")
     if not config.fence_devices:
         print("no fence devices configured")
     return 1 if failed else 0

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "clusterctl bench failover --trials 5",
             "clusterctl bench lb --rounds 3",
             "clusterctl bench up --trials 3 --cold",
+            "clusterctl bench fence --trials 5",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -57,7 +58,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--trials", type=int, default=3)
     up.add_argument("--cold", action="store_true", help="also rebuild the node image once")
     up.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE)
-    for p in (fail, lb, up):
+    fence = kinds.add_parser(
+        "fence", help="writer gaps with and without fencing, and the fence device's time"
+    )
+    fence.add_argument("--trials", type=int, default=5, help="trials per fault")
+    fence.add_argument(
+        "--fault", action="append", choices=["crash", "freeze"], help="repeatable; default: both"
+    )
+    fence.add_argument("--cluster", help="an existing sandbox made with `up --fencing`")
+    fence.add_argument("--keep", action="store_true", help="keep the bench cluster afterwards")
+    for p in (fail, lb, up, fence):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
     parser.set_defaults(func=run)
 
@@ -70,7 +80,11 @@ def _save(out: Path, name: str, result: dict, table: str) -> None:
 
 @contextmanager
 def _bench_cluster(
-    args: argparse.Namespace, default: str, profile: str, reporter: StderrReporter
+    args: argparse.Namespace,
+    default: str,
+    profile: str,
+    reporter: StderrReporter,
+    fencing: bool = False,
 ) -> Iterator[str]:
     """The cluster named by --cluster, or a new sandbox removed afterwards unless --keep."""
     from clusterctl import cluster as api
@@ -79,7 +93,7 @@ def _bench_cluster(
         yield args.cluster
         return
     reporter.info(f"creating sandbox {default} (profile {profile})")
-    api.up(api.UpOptions(cluster=default, profile=profile), reporter)
+    api.up(api.UpOptions(cluster=default, profile=profile, fencing=fencing), reporter)
     try:
         yield default
     finally:
@@ -105,6 +119,13 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
             )  # fmt: skip
         table = lb.table(result["summary"], result["events"])
         _save(args.out, f"lb-lease{args.lease_ttl}", result, table)
+    elif args.kind == "fence":
+        from clusterctl.bench import fence
+
+        with _bench_cluster(args, "bench-fence", "ha", reporter, fencing=True) as cluster:
+            result = fence.run(cluster, args.trials, args.fault or list(fence.FAULTS), reporter)
+        table = fence.table(result["summary"])
+        _save(args.out, "fence", result, table)
     else:
         from clusterctl.bench import failover
 

@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from .conftest import STATE_ROOT, cli, cluster_leftovers, podman
 
@@ -132,3 +133,26 @@ def test_too_many_nodes_are_refused_before_anything_is_made():
     assert cli("down", "--cluster", "it-toomany").rc == 0
     trailing_newline = cli("up", "--cluster", "bad\n", timeout=60)  # `$` alone accepted it
     assert_clean_error(trailing_newline, "invalid cluster name")
+
+
+def test_a_fence_device_with_a_missing_or_readable_secrets_file_is_refused(sandbox, tmp_path):
+    """Checked on the controller before a single node is touched: nothing is made."""
+    secrets = tmp_path / "node1.secrets"
+    key = str(sandbox.state_dir / "id_ed25519")
+    hosts = {
+        n["name"]: {"ansible_host": n["address"], "ansible_ssh_private_key_file": key}
+        for n in sandbox.nodes
+    }
+    hosts["node1"]["clusterctl_fence"] = {
+        "agent": "fence_ipmilan", "options": {"ip": "10.0.0.1"}, "secrets_file": str(secrets),
+    }  # fmt: skip
+    inv = tmp_path / "hosts.yml"
+    inv.write_text(yaml.safe_dump({"all": {"children": {"cluster": {"hosts": hosts}}}}))
+    for mode, words in ((None, "No such file or directory"), (0o644, "(it is mode 644)")):
+        if mode is not None:
+            secrets.write_text("password=x\n")
+            secrets.chmod(mode)
+        result = cli("up", "--provider", "ssh", "-i", str(inv), "--cluster", "it-badfence")
+        assert_clean_error(result, f"inventory {inv}, host 'node1': fence secrets_file {secrets}")
+        assert words in result.stderr
+        assert not (STATE_ROOT / "it-badfence").exists()

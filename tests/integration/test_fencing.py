@@ -10,12 +10,15 @@ The nodes fence through Debian's fence_docker against the host's fence device
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from clusterctl import fenced
+from clusterctl.bench.fence import read_writes, writer_unit
+from clusterctl.providers.podman import SHARED_DIR
 from clusterctl.state import StateDir
 
 from .conftest import STATE_ROOT, cli, podman
@@ -23,15 +26,8 @@ from .hahelpers import api_status, container, container_state, node_names, parti
 from .rejoinhelpers import online
 
 GENEROUS = 20.0  # seconds: a bound for "it happened", not a performance target
-WRITES = "/srv/clusterctl/shared/writes"
-WRITER_LOOP = f'h=$(hostname); while :; do echo "$h $(date +%s.%N)" >> {WRITES}; sleep 0.01; done'
-WRITER_UNIT = f"""\
-[Unit]
-Description=clusterctl test writer: appends this node's name to shared storage every 10 ms
-
-[Service]
-ExecStart=/bin/sh -c '{WRITER_LOOP.replace("%", "%%").replace("$", "$$")}'
-"""  # systemd expands % and $ in ExecStart: doubled, they reach the shell as they are
+WRITES = f"{SHARED_DIR}/writes"
+WRITER_UNIT = writer_unit(WRITES)
 GROUPS = [
     {
         "name": "shared",
@@ -50,19 +46,7 @@ def shared_file(sandbox) -> Path:
 
 def writes(sandbox) -> list[tuple[str, float]]:
     """(node, time) of every line the writers appended (a line cut by a kill is skipped)."""
-    rows = []
-    try:
-        text = shared_file(sandbox).read_text()
-    except FileNotFoundError:
-        return []
-    for line in text.splitlines():
-        parts = line.split()
-        if len(parts) == 2:
-            try:
-                rows.append((parts[0], float(parts[1])))
-            except ValueError:
-                continue
-    return rows
+    return read_writes(shared_file(sandbox))
 
 
 RETURN_GAP = 1.0  # seconds: a writer back after another's lines came with a takeover
@@ -293,3 +277,39 @@ def test_a_planned_move_needs_no_fence(shared, writer):
     _never_again(shared, writer, start)
     assert len([e for e in history(shared) if e["event"].startswith("fence")]) == fences_before
     assert group(shared)["owner"] == target
+
+
+PYZ = "/usr/local/lib/clusterctl/clusterctl-agent.pyz"
+
+
+def test_the_preflight_names_a_device_that_cannot_tell_or_is_not_there(shared):
+    """`up`'s fence check (roles/agent, before the configuration is written), run on a real
+    node against broken variants of its own configuration: one line per broken device."""
+    node = node_names(shared)[0]
+    other = node_names(shared)[1]
+    installed = shared.exec(node, "cat", "/etc/clusterctl/agent.json")
+    config = json.loads(installed)
+
+    def check(change: dict) -> subprocess.CompletedProcess:
+        bad = json.loads(installed)
+        bad["fence_devices"][other] = {**bad["fence_devices"][other], **change}
+        return podman(
+            "exec", "-i", container(shared, node), "python3", PYZ, "--config", "/dev/stdin",
+            "--check-fencing", stdin=json.dumps(bad), check=False,
+        )  # fmt: skip
+
+    options = config["fence_devices"][other]["options"]
+    for change, words in (
+        ({"agent": "fence_clusterctl_absent"}, "fence_clusterctl_absent is not installed"),
+        ({"options": {**options, "plug": "it-fence-no-such-node"}}, "fence_docker status failed"),
+        ({"secrets_file": "/etc/clusterctl/fence/absent.secrets"}, "cannot read"),
+    ):
+        proc = check(change)
+        assert proc.returncode == 1, proc.stdout + proc.stderr
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1 and lines[0].startswith(f"{other}: ") and words in lines[0], lines
+        assert "Traceback" not in proc.stderr
+    good = check({})
+    assert good.returncode == 0, good.stderr
+    assert f"{other}: fence_docker says on" in good.stdout
+    assert shared.exec(node, "cat", "/etc/clusterctl/agent.json") == installed

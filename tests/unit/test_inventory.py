@@ -155,3 +155,35 @@ def test_a_variable_set_twice_is_reported_as_such(tmp_path):
     )
     with pytest.raises(ClusterctlError, match="variable ansible_host is set twice"):
         load_inventory(write(tmp_path, "hosts.yml", text))
+
+
+def _fence_inventory(tmp_path: Path, fence: dict) -> Path:
+    hosts = {f"n{i}": {"ansible_host": f"192.0.2.{i}"} for i in (1, 2, 3)}
+    hosts["n1"]["clusterctl_fence"] = fence
+    data = {"all": {"children": {"cluster": {"hosts": hosts}}}}
+    return write(tmp_path, "hosts.yml", yaml.safe_dump(data))
+
+
+def test_a_fence_device_is_checked_before_anything_runs(tmp_path):
+    secrets = tmp_path / "n1.secrets"
+    secrets.write_text("password=s3cret\n")
+    secrets.chmod(0o600)
+    good = {"agent": "fence_ipmilan", "options": {"ip": "10.0.0.21"}, "secrets_file": str(secrets)}
+    assert len(load_inventory(_fence_inventory(tmp_path, good))) == 3
+    cases = [
+        ({"agent": "ipmi; rm -rf /"}, "is not a fence agent's name"),
+        ({"agent": "fence_ipmilan", "options": {"password": "x"}}, "credential in the inventory"),
+        ({"agent": "fence_ipmilan", "options": {"ip": "a\nb"}}, "not a one-line value"),
+        ({"agent": "fence_ipmilan", "plug": "x"}, "unknown keys ['plug']"),
+        ({**good, "secrets_file": str(tmp_path / "none")}, "No such file or directory"),
+        ({**good, "secrets_file": "rel/path"}, "is not an absolute path"),
+    ]
+    for fence, words in cases:
+        with pytest.raises(ClusterctlError) as err:
+            load_inventory(_fence_inventory(tmp_path, fence))
+        assert words in str(err.value), str(err.value)
+    secrets.chmod(0o644)
+    with pytest.raises(ClusterctlError) as err:
+        load_inventory(_fence_inventory(tmp_path, good))
+    assert "only its owner can read (it is mode 644)" in str(err.value)
+    assert err.value.hint == f"chmod 600 {secrets}"

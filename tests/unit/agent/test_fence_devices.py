@@ -232,3 +232,29 @@ def test_the_preflight_check_names_each_device_that_gives_no_status(capsys) -> N
     assert check_fencing(config) == 1
     assert "node2: /usr/sbin/fence_clusterctl_absent is not installed" in capsys.readouterr().err
     assert check_fencing(AgentConfig("node1", ("http://127.0.0.1:2379",)).validate()) == 0
+
+
+def test_the_preflight_check_refuses_a_device_that_says_a_running_node_is_off(
+    capsys, monkeypatch
+) -> None:
+    from clusterctl.agent import daemon
+
+    class Says:
+        agent = "fence_sim"
+
+        def __init__(self, status: str) -> None:
+            self.answer = status
+
+        def status(self, timeout: float) -> str:
+            return self.answer
+
+    answers = {"node1": "on", "node2": "off"}
+    monkeypatch.setattr(
+        daemon, "device_from_config", lambda data: Says(answers[data["options"]["plug"]])
+    )
+    devices = {n: {"agent": "fence_sim", "options": {"plug": n}} for n in answers}
+    config = AgentConfig("node1", ("http://127.0.0.1:2379",), fence_devices=devices).validate()
+    assert daemon.check_fencing(config) == 1
+    out = capsys.readouterr()
+    assert "node1: fence_sim says on" in out.out
+    assert "node2: fence_sim says node2 is off, but it is up: the device names another" in out.err
