@@ -82,6 +82,7 @@ class ChaosReport:
     holder_samples: int = 0
     dual_holder_samples: int = 0
     dual_holders: list[tuple[float, list[str]]] = field(default_factory=list)  # first 20
+    sampler_error: str = ""  # the VIP sampler stopped early: its samples do not cover the run
     converged: bool = False
     converge_s: float | None = None
     lost_configuration: list[str] = field(default_factory=list)
@@ -97,6 +98,8 @@ class ChaosReport:
             first = self.dual_holders[0] if self.dual_holders else None
             where = f" (first at {first[0]:.1f} s: {', '.join(first[1])})" if first else ""
             found.append(f"{self.dual_holder_samples} samples with two VIP holders{where}")
+        if self.sampler_error:
+            found.append(f"the VIP sampler stopped early ({self.sampler_error})")
         if self.lost_configuration:
             found.append("configuration lost: " + "; ".join(self.lost_configuration))
         if not self.converged:
@@ -317,6 +320,7 @@ class Chaos:
         report.requests = len(samples)
         report.failed_requests = sum(1 for s in samples if not s.ok)
         report.holder_samples = len(holder_samples)
+        report.sampler_error = sampler.error
         report.dual_holder_samples = sum(1 for _, h in holder_samples if len(h) > 1)
         report.dual_holders = [
             (round(t - start, 3), list(h)) for t, h in holder_samples if len(h) > 1

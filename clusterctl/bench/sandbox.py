@@ -85,6 +85,7 @@ class HolderSampler:
     samples: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        self.error = ""  # why the sampling thread stopped early, if it did
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._netns: dict[str, int] = {}
@@ -122,12 +123,17 @@ class HolderSampler:
         home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)  # this thread's own
         try:
             while not self._stop.is_set():
+                # The whole round under the lock: ``refresh`` closes the descriptors it
+                # replaces, and one closed (or, worse, reused for another node's namespace)
+                # in the middle of a round killed the sampler of a 600 s chaos run.
                 with self._lock:
-                    held = dict(self._netns)
-                holders = tuple(name for name, fd in held.items() if self._has_vip(fd))
-                _setns(home)
+                    holders = tuple(n for n, fd in self._netns.items() if self._has_vip(fd))
+                    _setns(home)
                 self.samples.append((time.monotonic(), holders))
                 self._stop.wait(self.period)
+        except Exception as exc:  # noqa: BLE001 - reported: the samples stopped here
+            self.error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
             os.close(home)
 

@@ -35,3 +35,22 @@ def test_local_addresses_are_the_host_local_entries() -> None:
 def test_a_node_without_the_vip() -> None:
     without = FIB_TRIE.replace("10.213.48.100", "10.213.48.99")
     assert "10.213.48.100" not in local_addresses(without)
+
+
+def test_refreshing_while_the_sampler_runs_never_breaks_it() -> None:
+    """``refresh`` closes the namespace descriptors it replaces; a round that used one after
+    it was closed killed the sampler thread of a chaos run (EBADF). This process's own
+    namespace stands for a node's, its loopback address for the VIP."""
+    import os
+    import time
+
+    from clusterctl.bench.sandbox import HolderSampler
+
+    pids = {"a": os.getpid(), "b": os.getpid()}
+    sampler = HolderSampler(dict(pids), "127.0.0.1", period=0.0).start()
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        sampler.refresh(dict(pids))
+    samples = sampler.stop()
+    assert sampler.error == ""
+    assert len(samples) > 10 and all(holders == ("a", "b") for _, holders in samples)
