@@ -9,6 +9,7 @@ connections) for the API. Nothing here blocks the HA loop for longer than one en
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -22,6 +23,8 @@ from clusterctl.agent.lb.health import live_backends as healthy_live_backends
 from clusterctl.agent.lb.model import Backend, BackendCounters, LbSpec
 from clusterctl.agent.resources.base import Resource, ResourceError
 from clusterctl.agent.resources.runner import CommandRunner
+
+log = logging.getLogger(__name__)
 
 STATS_INTERVAL = 1.0  # seconds between active-connection counts (conntrack / HAProxy stats)
 STOP_JOIN = 0.05  # seconds a stop waits for the checker thread to notice it
@@ -170,6 +173,8 @@ class LoadBalancer(Resource):
             self.engine.converge(self.lb, self._backends, self.live())
             self.last_error = ""
         except LbError as exc:
+            if str(exc) != self.last_error:  # once per distinct error: it repeats every round
+                log.warning("%s: the load balancer's rules were not updated: %s", self.name, exc)
             self.last_error = str(exc)
             if raise_errors:
                 raise ResourceError(str(exc)) from None
@@ -208,6 +213,8 @@ class LoadBalancer(Resource):
                 self._converge(generation=generation)
                 self._publish()
             except Exception as exc:  # the checker must outlive any single bad round
+                if f"checker: {exc}" != self.last_error:
+                    log.warning("%s: health checker round failed: %s", self.name, exc)
                 self.last_error = f"checker: {exc}"
             stop.wait(min(self.lb.inter, 0.25))
 
