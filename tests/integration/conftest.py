@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+REPO = Path(__file__).resolve().parents[2]  # the checkout: playbooks/ run from here
 STATE_ROOT = Path(os.environ.get("CLUSTERCTL_IT_STATE", "/tmp/clusterctl-it-state"))
 CLUSTER = "it-main"  # profile web: nginx on every node (the walking skeleton)
 HA_CLUSTER = "it-ha"  # profile ha: etcd, agents, group web = VIP + nginx

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from clusterctl.bench.fence import read_writes, writer_unit
 from clusterctl.providers.podman import SHARED_DIR
 from clusterctl.state import StateDir
 
-from .conftest import STATE_ROOT, cli, podman
+from .conftest import REPO, STATE_ROOT, cli, podman
 from .hahelpers import api_status, container, container_state, node_names, partition, wait_for
 from .rejoinhelpers import online
 
@@ -242,6 +243,19 @@ def test_an_unreachable_device_keeps_the_group_stopped_until_an_operator_confirm
     online_node = next(n for n in node_names(shared) if n != writer)
     refused = cli("fence", online_node, "--confirm", "--cluster", shared.cluster)
     assert refused.rc != 0 and "online" in refused.stderr
+    # the playbook (cluster_fence) in check mode first: it says what it would release
+    playbook = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "ansible-playbook"), "--check",
+            "-i", str(shared.state_dir / "inventory.yml"), "playbooks/fence.yml",
+            "-e", f"node={writer}",
+            "-e", f"clusterctl_api_token_file={shared.state_dir / 'api-token'}",
+        ],
+        cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert playbook.returncode == 0, playbook.stdout[-3000:] + playbook.stderr[-2000:]
+    assert f"{writer} would release: shared" in playbook.stdout
+    assert group(shared).get("state") == "fence-failed"  # check mode released nothing
     confirmed = cli("fence", writer, "--confirm", "--cluster", shared.cluster)
     assert confirmed.rc == 0, confirmed.stderr
     assert "only confirm a node you have seen off" in confirmed.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import cli, podman
+from .conftest import REPO, cli, podman
 from .hahelpers import (
     Prober,
     api_get,
@@ -30,7 +30,6 @@ from .hahelpers import (
 )
 
 GENEROUS = 10.0
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)

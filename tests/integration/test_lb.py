@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import cli, podman
+from .conftest import REPO, cli, podman
 from .hahelpers import (
     cli_status,
     container,
@@ -29,7 +29,6 @@ from .hahelpers import (
 from .lbhelpers import LoadClient, backend_rows, lb_heal, lb_ready, vip_serves
 from .test_bad_input import assert_clean_error
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = ["node1", "node2", "node3"]
 # roles/agent/defaults/main.yml: agent_lb_inter, agent_lb_rise, agent_lb_fall
 INTER, RISE, FALL = 0.5, 2, 2

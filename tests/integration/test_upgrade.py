@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import STATE_ROOT, CliResult, Sandbox, SandboxPool, cli
+from .conftest import REPO, STATE_ROOT, CliResult, Sandbox, SandboxPool, cli
 from .hahelpers import HolderSampler, api_status, wait_for, web_group
 from .lbhelpers import LoadClient
 
@@ -24,7 +24,6 @@ from .lbhelpers import LoadClient
 PREVIOUS = "63a92f28a543e11495605ed40c40cce4fb6f6c14"
 CLUSTER = "it-upgrade"
 PLAIN = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
