@@ -183,7 +183,7 @@ class FenceBench:
         node = self.together()
         starts = {g: len(read_writes(self.file(g))) for g in (GROUP_FENCED, GROUP_PLAIN)}
         since = time.time()
-        injected = self.faults.inject(fault, node)
+        self.faults.inject(fault, node)
         try:
             self.wait(
                 lambda: all(
@@ -195,9 +195,8 @@ class FenceBench:
             )
             time.sleep(1.0)
         finally:
-            if fault == "freeze":
-                self.faults.heal(injected)  # too late: the fence powered it off
-            api.up(api.UpOptions(cluster=self.cluster), ListReporter())  # start it again
+            # a frozen node was powered off by the fence: either way, start it again
+            self.faults.heal_all()
         fenced_gap, fenced_to = self.gap(GROUP_FENCED, node, starts[GROUP_FENCED])
         plain_gap, plain_to = self.gap(GROUP_PLAIN, node, starts[GROUP_PLAIN])
         trial = Trial(
