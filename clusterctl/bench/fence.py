@@ -150,7 +150,7 @@ class FenceBench:
         """Both groups started on one node, every node online; returns that node."""
         self.wait(
             lambda: (
-                len(self.holders()) == 2
+                {GROUP_FENCED, GROUP_PLAIN} <= set(self.holders())
                 and {n.name for n in api.status(self.cluster).nodes if n.online}
                 == {n.name for n in self.record.nodes}
             ),
