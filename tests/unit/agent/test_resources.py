@@ -186,3 +186,20 @@ def test_a_fencing_stop_drops_vips_before_any_other_exclusive_resource() -> None
     group.started = {"vip", "lb", "web"}
     assert group.stop(lambda r: 1.0, exclusive_first=True) == []
     assert order == ["vip", "lb", "web"]
+
+
+@pytest.mark.parametrize(
+    ("rc", "healthy"), [(0, True), (3, False), (4, False), (1, True), (124, True)]
+)
+def test_a_unit_fails_its_monitor_only_when_systemd_says_it_is_not_active(rc, healthy) -> None:
+    """rc 1 (systemd busy in a daemon-reload) or 124 (our timeout) says nothing of the unit."""
+    from clusterctl.agent.config import ResourceSpec
+    from clusterctl.agent.resources.runner import CommandResult
+    from clusterctl.agent.resources.systemd import SystemdUnit
+
+    class Answers:
+        def run(self, argv, timeout, stdin=None):  # noqa: ANN001, ANN202
+            return CommandResult(rc)
+
+    spec = ResourceSpec(name="web", type="systemd", params={"unit": "nginx.service"})
+    assert SystemdUnit(spec, Answers()).monitor(0.2) is healthy
