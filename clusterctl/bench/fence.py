@@ -112,6 +112,7 @@ class FenceBench:
 
     def install(self) -> None:
         """The writers' units on every node, then the two groups (`up --groups`)."""
+        self.faults.heal_all()  # a node left powered off by an earlier run's fence
         for node in self.record.nodes:
             for group in (GROUP_FENCED, GROUP_PLAIN):
                 unit = writer_unit(f"{SHARED_DIR}/{group}-writes")
