@@ -283,7 +283,14 @@ def test_a_group_file_with_broken_rules_is_refused_before_anything_changes(share
 def test_a_planned_move_needs_no_fence(shared, writer):
     start = len(writes(shared))
     fences_before = len([e for e in history(shared) if e["event"].startswith("fence")])
-    target = next(n for n in node_names(shared) if n != writer)
+
+    def started_at(node: str) -> str:
+        return podman(
+            "inspect", "--format", "{{.State.StartedAt}}", container(shared, node)
+        ).stdout.strip()
+
+    # not the node the previous test powered off and started again: it may still be rejoining
+    target = min((n for n in node_names(shared) if n != writer), key=started_at)
     moved = cli("failover", "shared", "--to", target, "--cluster", shared.cluster, timeout=60)
     assert moved.rc == 0, moved.stderr
     _taken_over(shared, writer, start)
