@@ -41,13 +41,18 @@ from clusterctl.agent.resources import (
     build_resource,
 )
 from clusterctl.agent.resources.lb import BackendStats, LoadBalancer
-from clusterctl.agent.resources.vip import ArpSender
+from clusterctl.agent.resources.vip import ArpSender, VirtualIP
 from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
 from clusterctl.agent.view import ClusterView, GroupView, parse_view
 
 log = logging.getLogger(__name__)
 
 HANDOVER_POLL = 0.01  # seconds between steps while a planned move to this node is pending
+VIP_PROBE_POLL = 0.02  # seconds between steps while a freed VIP still answers elsewhere
+# How long past a VIP's lifetime its last holder's kernel may still answer for it: the
+# kernel deletes an address 0-0.25 s after its lifetime (measured up to 0.22 s here); longer
+# is no frozen holder but another host with that address.
+VIP_LIFETIME_SLACK = 1.0
 
 
 class _Fence(Exception):
@@ -125,6 +130,7 @@ class Agent:
         self._vanished_at: dict[str, float] = {}  # member -> when its key vanished here
         self._asked_at: dict[str, float] = {}  # peer -> when we last asked it for a word
         self._asking_peer = False  # a word was asked for: step again soon
+        self._vip_answered_since: dict[str, float] = {}  # group -> first probe answered
         self._step_started = 0.0
         self._seeded: set[str] = set()
         self._backend_registered = False
@@ -160,6 +166,8 @@ class Agent:
             wake = min(wake, max(now, deadline))
         if self._asking_peer:
             wake = min(wake, now + HANDOVER_POLL)  # its answer comes in a few milliseconds
+        if self._vip_answered_since:
+            wake = min(wake, now + VIP_PROBE_POLL)  # the old holder's kernel drops it soon
         if self._awaiting_handover():
             # The holder drops the VIP and deletes its leader key as soon as we pre-started;
             # until we take over, nobody serves. Polling at loop_interval made that gap up to
@@ -413,6 +421,8 @@ class Agent:
             if not g.active:
                 continue
             for res in g.resources:
+                if not self.lease.valid(self.clock.now()):
+                    return  # frozen since the renewal: extend nothing, the next step fences
                 if res.name in g.started:
                     try:
                         res.keepalive(self._op_timeout(res))
@@ -544,6 +554,7 @@ class Agent:
         sentence = self._group_part(g, gv, view)
         if g.active or gv.leader is not None:
             self._last_leader[g.name] = self.node if g.active else str(gv.leader)
+            self._vip_answered_since.pop(g.name, None)
         return sentence
 
     def _group_part(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
@@ -582,7 +593,48 @@ class Agent:
             # would fence it again within one tick, a needless second outage. A faster
             # node takes it, or we do after the next renewal.
             return f"{g.name} is free but our lease is about to lapse, renewing first"
+        answered = self._vip_still_answered(g)
+        if answered:
+            return answered
         return self._acquire(g, gv)
+
+    def _vip_still_answered(self, g: GroupRunner) -> str | None:
+        """A group freed because its holder's lease vanished: that holder may be frozen, and
+        its kernel keeps the VIP (serving it, answering ARP for it) until the lifetime the
+        holder last gave it runs out - up to a quarter second after etcd expired the lease
+        (lease and lifetime are both about a second; etcd and the kernel each check on their
+        own tick). Taking the VIP before then puts it on two nodes. So probe it (RFC 5227)
+        and wait while another host answers, but no longer than its lifetime plus
+        ``VIP_LIFETIME_SLACK``: a host that answers longer is no frozen holder."""
+        previous = self._last_leader.get(g.name)
+        view = self.view
+        if previous in (None, self.node) or view is None or previous in view.members:
+            self._vip_answered_since.pop(g.name, None)
+            return None  # first start, or released cleanly: the holder dropped its VIP
+        now = self.clock.now()
+        for res in g.resources:
+            if not isinstance(res, VirtualIP) or not res.lifetime:
+                continue  # without a lifetime nobody drops it: waiting would not help
+            owner = res.owner_elsewhere()
+            if owner is None:
+                continue
+            since = self._vip_answered_since.setdefault(g.name, now)
+            if now - since > res.lifetime + VIP_LIFETIME_SLACK:
+                log.warning(
+                    "%s is still answered by %s %.1f s after %s's lease vanished: "
+                    "another host has this address; taking it anyway",
+                    res.cidr,
+                    owner,
+                    now - since,
+                    previous,
+                )
+                continue
+            return (
+                f"{g.name} is free but {res.cidr} still answers at {owner} ({previous}'s "
+                f"kernel keeps it until its lifetime runs out), waiting"
+            )
+        self._vip_answered_since.pop(g.name, None)
+        return None
 
     def _holder_still_renews(self, g: GroupRunner) -> str | None:
         """A group freed because its holder's lease vanished, while that holder told us a

@@ -14,14 +14,17 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Self, TypeVar
 
 from clusterctl.agent.store.etcd import EtcdCredentials, EtcdStore
 from clusterctl.agent.tls import TlsFiles
-from clusterctl.state import read_token
+from clusterctl.bench import sandbox as kernel_view
+from clusterctl.providers.podman_cli import Podman
+from clusterctl.state import StateDir, read_token
 
 from .conftest import STATE_ROOT, Sandbox, cli, podman
 
@@ -109,6 +112,20 @@ def unit_active(sandbox: Sandbox, node: str, unit: str) -> bool | None:
     if rc >= 125:
         return None
     return out.strip() == "active"
+
+
+@contextmanager
+def kernel_holders(sandbox: Sandbox) -> Iterator[kernel_view.HolderSampler]:
+    """Samples which nodes' kernels have the VIP every 20 ms, from the host through each
+    node's network namespace: unlike ``HolderSampler`` it sees a paused node, whose kernel
+    still serves the VIP and answers ARP for it until its lifetime runs out."""
+    record = StateDir(sandbox.cluster, STATE_ROOT).load()
+    pids = kernel_view.node_pids(Podman(STATE_ROOT), record)
+    sampler = kernel_view.HolderSampler(pids, vip(sandbox), period=0.02).start()
+    try:
+        yield sampler
+    finally:
+        sampler.stop()
 
 
 class HolderSampler:

@@ -18,6 +18,7 @@ from .hahelpers import (
     container,
     heal,
     holder,
+    kernel_holders,
     move_etcd_leader,
     node_exec,
     node_has_vip,
@@ -124,7 +125,11 @@ def test_agent_killed_on_holder(ha_sandbox, healthy):
 def test_frozen_holder_is_replaced_and_lets_go_on_resume(ha_sandbox, healthy):
     old = healthy
     name = container(ha_sandbox, old)
-    with Prober(vip(ha_sandbox)) as prober, HolderSampler(ha_sandbox) as sampler:
+    with (
+        Prober(vip(ha_sandbox)) as prober,
+        HolderSampler(ha_sandbox) as sampler,
+        kernel_holders(ha_sandbox) as kernel,
+    ):
         prober.wait_answer(time.monotonic(), 5, node=old)
         fault = time.monotonic()
         podman("pause", name)
@@ -149,6 +154,11 @@ def test_frozen_holder_is_replaced_and_lets_go_on_resume(ha_sandbox, healthy):
     # while the node is frozen), so the node's first ~0.1 s awake is allowed as a grace.
     assert max(kept, default=0) < 1.0
     assert sampler.doubles(since=resumed + 0.5) == []
+    # Seen from the host, the frozen node's kernel kept serving the VIP until its lifetime
+    # ran out: the next holder took it only after that (the ARP probe), and on resume no
+    # refresh in flight put it back (netlink from the agent's own thread).
+    assert kernel.dual == 0, [s for s in kernel.samples if len(s[1]) > 1][:5]
+    assert len(kernel.samples) > 100 and any(old in h for _, h in kernel.samples)
     assert vip_holders(ha_sandbox) == [answer.node]
     assert holder(ha_sandbox) == answer.node  # sticky: the resumed node does not take it back
 

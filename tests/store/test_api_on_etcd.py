@@ -48,6 +48,12 @@ class FakeHost(Units):
             return CommandResult(0)
         return super().run(argv, timeout)
 
+    def set_address(self, interface, cidr, lifetime, timeout: float) -> CommandResult:
+        return self.run(["ip", "addr", "add", cidr, "dev", interface], timeout)
+
+    def address_owner(self, interface: str, address: str) -> str | None:
+        return None  # no other host on this fake link
+
 
 class Cluster:
     def __init__(self, etcd_url: str, url: str, agents: dict[str, Agent], hosts: dict) -> None:

@@ -3,7 +3,9 @@
 Resources never call ``subprocess`` themselves; they get a ``CommandRunner``. Unit tests pass a
 fake runner that records commands and simulates their results. A command may be given its
 standard input (``nft -f -`` reads its script there, rather than from a temporary file that
-could fail and would have to be cleaned up).
+could fail and would have to be cleaned up). Two calls on the link are made from the agent's
+own process rather than by a command: setting an address (netlink.py says why) and asking who
+answers ARP for one (arp.py).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+from clusterctl.agent.resources import netlink
+from clusterctl.agent.resources.arp import find_address_owner
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,18 @@ class CommandRunner(Protocol):
         """Run ``argv`` (no shell); return within about ``timeout`` seconds, killing it if
         needed. ``stdin`` (if given) is written to its standard input, which is then closed.
         Never raises for a failing or missing command: that is a non-zero ``rc``."""
+        ...
+
+    def set_address(
+        self, interface: str, cidr: str, lifetime: int | None, timeout: float
+    ) -> CommandResult:
+        """Add or refresh the IPv4 address ``cidr`` on ``interface``, with a kernel lifetime
+        of ``lifetime`` seconds if given. Never raises: a failure is a non-zero ``rc``."""
+        ...
+
+    def address_owner(self, interface: str, address: str) -> str | None:
+        """The MAC of another host that answers ARP for ``address`` on ``interface``, or
+        None. Raises ``OSError`` if it cannot ask."""
         ...
 
 
@@ -57,3 +74,16 @@ class SubprocessRunner:
         except OSError as exc:
             return CommandResult(127, "", str(exc))
         return CommandResult(done.returncode, done.stdout, done.stderr)
+
+    def set_address(
+        self, interface: str, cidr: str, lifetime: int | None, timeout: float
+    ) -> CommandResult:
+        address, _, prefix = cidr.partition("/")
+        try:
+            netlink.set_address(interface, address, int(prefix), lifetime, timeout)
+        except OSError as exc:
+            return CommandResult(1, "", f"setting {cidr} on {interface}: {exc.strerror or exc}")
+        return CommandResult(0)
+
+    def address_owner(self, interface: str, address: str) -> str | None:
+        return find_address_owner(interface, address)

@@ -1,4 +1,5 @@
-"""A virtual IP address: ``ip addr add/del ADDR/PREFIX dev IFACE`` plus gratuitous ARP."""
+"""A virtual IP address: set and refreshed over netlink, removed with `ip addr del`, announced
+with gratuitous ARP, probed before it is taken from a holder that stopped renewing."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from collections.abc import Callable
 
 from clusterctl.agent.config import ResourceSpec
 from clusterctl.agent.resources.arp import send_gratuitous_arp
-from clusterctl.agent.resources.base import Resource
+from clusterctl.agent.resources.base import Resource, ResourceError
 from clusterctl.agent.resources.runner import CommandRunner
 
 log = logging.getLogger(__name__)
@@ -47,17 +48,16 @@ class VirtualIP(Resource):
         value = self.spec.params.get("lifetime")
         return int(value) if value else None
 
-    def _add_argv(self) -> list[str]:
-        if not self.lifetime:
-            return ["ip", "addr", "add", self.cidr, "dev", self.interface]
-        lifetime = str(self.lifetime)
-        # `replace` both adds and refreshes, so keepalive needs no state of its own
-        return ["ip", "addr", "replace", self.cidr, "dev", self.interface,
-                "valid_lft", lifetime, "preferred_lft", lifetime]  # fmt: skip
+    def _set_address(self, timeout: float) -> None:
+        """Add the address, or refresh its lifetime: one call does both (a replace), so
+        keepalive needs no state of its own. In-process, never by a child (netlink.py)."""
+        result = self.runner.set_address(self.interface, self.cidr, self.lifetime, timeout)
+        if not result.ok:
+            raise ResourceError(result.stderr.strip() or f"setting {self.cidr} failed")
 
     def start(self, timeout: float) -> None:
         if self.lifetime or not self.monitor(timeout):
-            self._check(self._add_argv(), timeout)
+            self._set_address(timeout)
         try:
             self.arp_sender(self.interface, str(self.spec.params["address"]))
         except OSError as exc:
@@ -65,10 +65,20 @@ class VirtualIP(Resource):
             # Not worth failing the group over, but worth a warning.
             log.warning("gratuitous ARP for %s failed: %s", self.cidr, exc)
 
+    def owner_elsewhere(self) -> str | None:
+        """The MAC of another host that still answers ARP for the address (a frozen
+        holder's kernel does until the lifetime it was given runs out), or None. A probe
+        that cannot be sent is logged and answers None: it must not stop a failover."""
+        try:
+            return self.runner.address_owner(self.interface, str(self.spec.params["address"]))
+        except OSError as exc:
+            log.warning("ARP probe for %s failed: %s", self.cidr, exc)
+            return None
+
     def keepalive(self, timeout: float) -> None:
         """Push the kernel's deadline for the address out again (no-op without lifetime)."""
         if self.lifetime:
-            self._check(self._add_argv(), timeout)
+            self._set_address(timeout)
 
     def stop(self, timeout: float) -> None:
         if self.monitor(timeout):

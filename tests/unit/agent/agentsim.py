@@ -7,7 +7,7 @@ and ``ip``). ``Sim`` steps the agents like the daemon would (each at its own
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +22,9 @@ from clusterctl.agent.resources.runner import CommandResult  # noqa: E402
 from clusterctl.agent.store.memory import MemoryBackend, MemoryStore  # noqa: E402
 
 VIP = "10.0.0.100/24"
+# The kernel deletes an address with a lifetime this long after it runs out, at worst (its
+# address check runs on a timer of its own: measured 0.01-0.22 s on this machine's kernel).
+KERNEL_LIFETIME_LAG = 0.25
 
 
 class FakeNode:
@@ -32,12 +35,15 @@ class FakeNode:
         self.clock = clock
         self.units: set[str] = set()
         self.addresses: set[str] = set()
+        self.expires: dict[str, float] = {}  # address -> when the kernel deletes it
         self.nft_scripts: list[str] = []  # hand-over forwarding tables
         self.fail_start: set[str] = set()
         self.log: list[tuple[float, str]] = []
+        self.network: Callable[[str], str | None] = lambda address: None  # who answers ARP
 
     def run(self, argv: Sequence[str], timeout: float, stdin: str | None = None) -> CommandResult:
         assert timeout > 0, f"non-positive timeout for {argv}"
+        self.expire()
         cmd = " ".join(argv)
         self.log.append((self.clock.now(), cmd))
         match list(argv):
@@ -58,15 +64,37 @@ class FakeNode:
                 if cidr in self.addresses:
                     return CommandResult(2, "", "RTNETLINK answers: File exists")
                 self.addresses.add(cidr)
-            case ["ip", "addr", "replace", cidr, "dev", _, *_lifetime]:
+            case ["ip", "addr", "replace", cidr, "dev", _, "valid_lft", lifetime, *_]:
                 self.addresses.add(cidr)
+                self.expires[cidr] = self.clock.now() + int(lifetime) + KERNEL_LIFETIME_LAG
             case ["ip", "addr", "del", cidr, "dev", _]:
                 if cidr not in self.addresses:
                     return CommandResult(2, "", "RTNETLINK answers: Cannot assign")
                 self.addresses.discard(cidr)
+                self.expires.pop(cidr, None)
             case _:
                 return CommandResult(127, "", f"unknown command {cmd}")
         return CommandResult(0)
+
+    def set_address(
+        self, interface: str, cidr: str, lifetime: int | None, timeout: float
+    ) -> CommandResult:
+        """The netlink call, logged as the `ip` command that does the same."""
+        if lifetime is None:
+            return self.run(["ip", "addr", "add", cidr, "dev", interface], timeout)
+        argv = ["ip", "addr", "replace", cidr, "dev", interface, "valid_lft", str(lifetime)]
+        return self.run([*argv, "preferred_lft", str(lifetime)], timeout)
+
+    def address_owner(self, interface: str, address: str) -> str | None:
+        return self.network(address)
+
+    def expire(self) -> None:
+        """The kernel's part: addresses whose lifetime ran out are gone, whatever the node's
+        processes do (a frozen node's too)."""
+        for cidr, when in list(self.expires.items()):
+            if when <= self.clock.now():
+                self.addresses.discard(cidr)
+                del self.expires[cidr]
 
     def times(self, command: str) -> list[float]:
         return [t for t, c in self.log if c == command]
@@ -185,6 +213,7 @@ class Sim:
             ),
             fencer=Fencer({n: SimFenceDevice(self, n) for n in self.nodes}, 60.0, background=False),
         )
+        self.fake[node].network = lambda address, node=node: self.arp_owner(node, address)
         self.agents[node].peers = SimPeers(self, node)
         self.wake[node] = self.clock.now()
         self.dead.discard(node)
@@ -220,6 +249,18 @@ class Sim:
     def heal(self, node: str) -> None:
         self.backend.heal(node)
         self.cut.discard(node)
+
+    def arp_owner(self, asker: str, address: str) -> str | None:
+        """Who answers ``asker``'s ARP probe for ``address``: any other node whose kernel
+        has it, a frozen one's included; not a dead one, nor across a partition."""
+        for node in self.nodes:
+            fake = self.fake[node]
+            fake.expire()
+            if node == asker or node in self.dead or {asker, node} & self.cut:
+                continue
+            if any(a.split("/")[0] == address for a in fake.addresses):
+                return f"02:00:00:00:00:{list(self.nodes).index(node) + 1:02x}"
+        return None
 
     def ask(self, asker: str, peer: str) -> None:
         """``asker``'s PeerWatch asks ``peer``: its real ``/v1/health`` answer if both can
@@ -280,6 +321,8 @@ class Sim:
     # -- what is true now ------------------------------------------------------------------
 
     def vip_on(self) -> list[str]:
+        for fake in self.fake.values():
+            fake.expire()
         return [n for n in self.nodes if VIP in self.fake[n].addresses and n not in self.dead]
 
     def nginx_on(self) -> list[str]:
@@ -299,10 +342,14 @@ class Sim:
 
         A node that has the VIP and is running (not frozen: a frozen node cannot act, and
         fences itself on its first step after thawing) must be the one named by the leader
-        key, which exists only while its lease does. Hence never two holders.
+        key, which exists only while its lease does. Hence never two holders. A frozen
+        node's VIP with a lifetime is still served by its kernel until the lifetime runs
+        out: it counts as a holder until then (one without a lifetime is not modelled).
         """
-        active = [n for n in self.vip_on() if n not in self.frozen]
-        assert len(active) <= 1, f"two VIP holders at t={self.clock.now()}: {active}"
+        on = self.vip_on()
+        active = [n for n in on if n not in self.frozen]
+        kernel = [n for n in on if n not in active and VIP in self.fake[n].expires]
+        assert len(active + kernel) <= 1, f"two VIP holders at t={self.clock.now()}: {on}"
         # shared storage: a frozen node's writer still exists and writes the moment it
         # thaws, so it counts (a crashed or fenced node's does not)
         writers = [n for n in self.nodes if "writer.service" in self.fake[n].units]

@@ -13,6 +13,7 @@ from clusterctl.agent.config import GroupSpec, ResourceSpec
 from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.resources import ResourceError, SubprocessRunner, build_resource
 from clusterctl.agent.resources.arp import gratuitous_arp_frames
+from clusterctl.agent.resources.vip import VirtualIP
 
 from .agentsim import FakeNode
 
@@ -111,30 +112,18 @@ def test_subprocess_runner_kills_at_timeout() -> None:
     assert runner.run(["/nonexistent/command"], timeout=1).rc == 127
 
 
-def test_vip_with_lifetime_is_added_and_refreshed_with_valid_lft():
-    from clusterctl.agent.config import ResourceSpec
-    from clusterctl.agent.resources.vip import VirtualIP
-
-    calls: list[list[str]] = []
-
-    class Runner:
-        def run(self, argv, timeout, stdin=None):
-            from clusterctl.agent.resources.runner import CommandResult
-
-            calls.append(list(argv))
-            return CommandResult(0, "", "")
-
+def test_vip_with_lifetime_is_added_and_refreshed_with_valid_lft(node: FakeNode) -> None:
     spec = ResourceSpec(
         "vip",
         "vip",
         {"address": "10.0.0.100", "prefix": 24, "interface": "eth0", "lifetime": 1},
     )
-    vip = VirtualIP(spec, Runner(), arp_sender=lambda iface, addr: None)
+    vip = VirtualIP(spec, node, arp_sender=lambda iface, addr: None)
     vip.start(1.0)
     vip.keepalive(1.0)
-    expected = ["ip", "addr", "replace", "10.0.0.100/24", "dev", "eth0"]
-    expected += ["valid_lft", "1", "preferred_lft", "1"]
-    assert calls == [expected, expected]
+    expected = "ip addr replace 10.0.0.100/24 dev eth0 valid_lft 1 preferred_lft 1"
+    assert [c for _, c in node.log] == [expected, expected]
+    assert node.expires["10.0.0.100/24"] == pytest.approx(node.clock.now() + 1.25)  # + lag
 
 
 def test_vip_lifetime_shorter_than_the_fence_is_refused():
