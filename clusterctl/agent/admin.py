@@ -69,6 +69,36 @@ def update_spec(
     raise RuntimeError(f"spec of {group!r} kept changing; not updated")
 
 
+# Fields of a group's spec key that operators change at run time (the CLI's ban, clear,
+# cleanup); every other field is the configuration's and follows it.
+RUNTIME_SPEC_FIELDS = ("bans",)
+
+
+def publish_spec(
+    store: Store, keys: Keys, spec: dict[str, Any], timeout: float | None = None
+) -> bool:
+    """Make ``spec`` (an agent's configured group, as ``group_to_dict`` gives it) the group's
+    spec key, keeping the run-time fields already there: an edited groups file (preferred
+    nodes, migration threshold) reaches placement when the agents restart with it, and a ban
+    survives that. Returns whether the key changed."""
+    text = json.dumps(spec, sort_keys=True)
+    if store.create_if_absent(keys.spec(str(spec["name"])), text, timeout=timeout):
+        return True
+    before: dict[str, Any] = {}
+
+    def change(current: dict[str, Any]) -> None:
+        before.update(current)
+        kept = {f: current[f] for f in RUNTIME_SPEC_FIELDS if f in current}
+        current.clear()
+        current.update(spec, **kept)
+
+    try:
+        return update_spec(store, keys, str(spec["name"]), change, timeout) != before
+    except SpecMissing:  # not JSON: nothing in it to keep
+        store.put(keys.spec(str(spec["name"])), text, timeout=timeout)
+        return True
+
+
 def _bans(spec: dict[str, Any]) -> list[str]:
     bans = spec.get("bans")
     return [str(b) for b in bans] if isinstance(bans, list) else []

@@ -22,8 +22,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from clusterctl.agent.admin import publish_spec
 from clusterctl.agent.clock import Clock, MonotonicClock
-from clusterctl.agent.config import AgentConfig
+from clusterctl.agent.config import AgentConfig, group_to_dict
 from clusterctl.agent.fencing import RETRY_INTERVAL, FenceOutcome, Fencer, device_from_config
 from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.handover import Handover
@@ -430,15 +431,16 @@ class Agent:
                         log.warning("keepalive of %s failed: %s", res.name, exc)
 
     def _repair(self, view: ClusterView) -> None:
-        """Re-register if our member key vanished; publish specs nobody published yet."""
+        """Re-register if our member key vanished; publish our groups' configuration once
+        per start (the operators' run-time bans kept: admin.publish_spec)."""
         if self.node not in view.members:
             self.lease._member_written = None
             self.lease.register(self.standby, timeout=self._timeout())
         for name, g in self.groups.items():
             if name not in self._seeded:
-                self.store.create_if_absent(
-                    self.keys.spec(name), g.spec.to_json(), timeout=self._timeout()
-                )
+                spec = group_to_dict(g.spec)
+                if publish_spec(self.store, self.keys, spec, timeout=self._timeout()):
+                    log.info("published the configuration of group %s", name)
                 self._seeded.add(name)
 
     def _register_backend(self, view: ClusterView) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from clusterctl.agent import admin
 
 from .agentsim import Sim, holder, web_group
@@ -169,3 +171,27 @@ def test_restart_in_place_beyond_the_grace_moves_the_group(sim: Sim) -> None:
     assert sim.clock.now() - began <= 1.0 + 0.5  # restart_grace + a step or two
     assert took <= 1.5
     assert failcount(sim, node) == "3"  # counted as a failed restart: no way back until cleanup
+
+
+def test_a_changed_group_configuration_reaches_the_spec_key_and_bans_survive_it() -> None:
+    """The spec key was written once, at the first start: an edited groups file (another
+    preferred node, another threshold) never reached placement. Agents now publish their
+    configuration on every start, keeping the operators' run-time bans."""
+    sim = Sim(group=web_group(preferred=("node1",)))
+    assert holder(sim) == "node1"
+    admin.ban(sim.admin, sim.keys, "web", "node3")
+    sim.group = web_group(preferred=("node2",), migration_threshold=5)
+    for node in sim.nodes:  # a converge restarts every agent with the new configuration
+        sim.stop_agent(node)
+        sim.add(node)
+    sim.run(2.0)
+    spec = json.loads(sim.backend.dump()[sim.keys.spec("web")])
+    assert spec["preferred"] == ["node2"] and spec["migration_threshold"] == 5
+    assert spec["bans"] == ["node3"]
+    assert sim.vip_on() == ["node2"]  # placed by the new preference
+    for node in sim.nodes:  # a restart with the same configuration changes nothing
+        sim.stop_agent(node)
+        sim.add(node)
+    revision = sim.backend.dump()[sim.keys.spec("web")]
+    sim.run(1.0)
+    assert sim.backend.dump()[sim.keys.spec("web")] == revision
