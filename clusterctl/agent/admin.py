@@ -80,7 +80,8 @@ def publish_spec(
     """Make ``spec`` (an agent's configured group, as ``group_to_dict`` gives it) the group's
     spec key, keeping the run-time fields already there: an edited groups file (preferred
     nodes, migration threshold) reaches placement when the agents restart with it, and a ban
-    survives that. Returns whether the key changed."""
+    survives that. Returns whether the key changed; False also when other writers kept
+    changing it (the caller's next start publishes again)."""
     text = json.dumps(spec, sort_keys=True)
     if store.create_if_absent(keys.spec(str(spec["name"])), text, timeout=timeout):
         return True
@@ -97,6 +98,8 @@ def publish_spec(
     except SpecMissing:  # not JSON: nothing in it to keep
         store.put(keys.spec(str(spec["name"])), text, timeout=timeout)
         return True
+    except RuntimeError:  # an agent's loop must not die of a busy key
+        return False
 
 
 def _bans(spec: dict[str, Any]) -> list[str]:

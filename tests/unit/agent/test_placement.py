@@ -195,3 +195,14 @@ def test_a_changed_group_configuration_reaches_the_spec_key_and_bans_survive_it(
     revision = sim.backend.dump()[sim.keys.spec("web")]
     sim.run(1.0)
     assert sim.backend.dump()[sim.keys.spec("web")] == revision
+
+
+def test_publishing_a_spec_that_keeps_changing_gives_up_quietly() -> None:
+    """Ten lost compare-and-puts in a row end the attempt, never the agent's loop."""
+    sim = Sim()
+    holder(sim)
+    store = sim.stores["node1"]
+    store.compare_and_put = lambda *args, **kwargs: False  # type: ignore[method-assign]
+    spec = {"name": "web", "preferred": ["node3"], "bans": [], "migration_threshold": 9}
+    assert admin.publish_spec(store, sim.keys, spec) is False
+    assert json.loads(sim.backend.dump()[sim.keys.spec("web")])["migration_threshold"] != 9
