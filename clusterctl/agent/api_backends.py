@@ -30,9 +30,9 @@ def lb_group(api: Api) -> tuple[str, str | None, str]:
         for res in spec.resources:
             if res.type == "lb":
                 gv = state.view.groups.get(name)
-                # The spec key keeps the resources first published (only its placement rules
-                # are edited later), so after `clusterctl up --lb-engine haproxy` it still
-                # said nft. The agents run their own config's resources: report those.
+                # The spec key holds the resources the agents last published at their start;
+                # the agents run their own config's resources (after `clusterctl up
+                # --lb-engine haproxy` the key once still said nft): report those.
                 params = _local_lb_params(api, name) or res.params
                 return name, gv.leader if gv else None, str(params.get("engine", "nft"))
     raise ApiError(404, "no group has a load balancer (profile lb)")

@@ -84,9 +84,9 @@ class SimAgentApi:
         self.sim = Sim()
         self.store = MemoryStore(self.sim.backend, "api")
         self.counts: SimBackendCounts | None = None
+        self.sim.run(1.0)
         if lb:
             self._add_load_balancer()
-        self.sim.run(1.0)
         self.api = Api(self.sim.agents["node1"], token, self.store)
         # a hook run on each authorised request before it reaches the API
         self.before_request: Any = None
@@ -102,8 +102,9 @@ class SimAgentApi:
         self._proxy_thread = threading.Thread(target=self.proxy.serve_forever, daemon=True)
 
     def _add_load_balancer(self) -> None:
-        """Publish the group with an lb resource (before the agents publish theirs) and
-        register each node as a backend; node1's agent reports ``self.counts``."""
+        """Publish the group with an lb resource (after the agents published theirs, which
+        they do once per start) and register each node as a backend; node1's agent reports
+        ``self.counts``."""
         keys = self.sim.keys
         web = web_group()
         spec = replace(web, resources=(*web.resources, ResourceSpec("lb", "lb", dict(LB_PARAMS))))
