@@ -82,8 +82,8 @@ def publish_spec(
     nodes, migration threshold) reaches placement when the agents restart with it, and a ban
     survives that. Returns whether the key changed; False also when other writers kept
     changing it (the caller's next start publishes again)."""
-    text = json.dumps(spec, sort_keys=True)
-    if store.create_if_absent(keys.spec(str(spec["name"])), text, timeout=timeout):
+    group, text = str(spec["name"]), json.dumps(spec, sort_keys=True)
+    if store.create_if_absent(keys.spec(group), text, timeout=timeout):
         return True
     before: dict[str, Any] = {}
 
@@ -94,9 +94,9 @@ def publish_spec(
         current.update(spec, **kept)
 
     try:
-        return update_spec(store, keys, str(spec["name"]), change, timeout) != before
+        return update_spec(store, keys, group, change, timeout) != before
     except SpecMissing:  # not JSON: nothing in it to keep
-        store.put(keys.spec(str(spec["name"])), text, timeout=timeout)
+        store.put(keys.spec(group), text, timeout=timeout)
         return True
     except RuntimeError:  # an agent's loop must not die of a busy key
         return False
