@@ -201,6 +201,7 @@ def describe_timings(config: AgentConfig) -> str:
     )
     return (
         f"lease_ttl={config.lease_ttl:g} renew_interval={config.renew_interval:g} "
+        f"holding_renew_interval={config.holding_renew_interval:g} "
         f"renew_timeout={config.renew_timeout:g} fence_margin={config.fence_margin:g} "
         f"loop_interval={config.loop_interval:g} request_timeout={config.request_timeout:g} "
         f"vip_lifetime={','.join(str(v) for v in lifetimes) or '-'}"

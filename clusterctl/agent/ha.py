@@ -159,12 +159,18 @@ class Agent:
 
     def next_wakeup(self) -> float:
         """When the loop should call ``step`` next: after ``loop_interval``, but never later
-        than the fencing deadline while holding (so fencing is not late by a tick)."""
+        than the fencing deadline while holding (so fencing is not late by a tick) nor than
+        the next renewal (a renewal waiting for the next tick is up to a tick older when the
+        etcd leader dies, and that tick is missing before the deadline)."""
         now = self.clock.now()
         wake = now + self.config.loop_interval
         deadline = self.lease.deadline
-        if self.holding() and deadline is not None:
+        holding = self.holding()
+        if holding and deadline is not None:
             wake = min(wake, max(now, deadline))
+        renewal = self.lease.next_renewal(holding)
+        if renewal is not None and renewal > now:  # one overdue (failing) waits for the tick
+            wake = min(wake, renewal)
         if self._asking_peer:
             wake = min(wake, now + HANDOVER_POLL)  # its answer comes in a few milliseconds
         if self._vip_answered_since:
@@ -411,7 +417,7 @@ class Agent:
         if self.lease.lease_id is None:
             self.lease.grant()
             self._registered_at = self.clock.now()
-        elif self.lease.renew_due(self.clock.now()):
+        elif self.lease.renew_due(self.clock.now(), self.holding()):
             self.lease.renew()
             self._keepalive()
         self.lease.register(self.standby, timeout=self._timeout())
@@ -520,7 +526,7 @@ class Agent:
         if not self.holding():
             return
         now = self.clock.now()
-        if self.lease.valid(now) and self.lease.renew_due(now):
+        if self.lease.valid(now) and self.lease.renew_due(now, holding=True):
             try:
                 self.lease.renew()
                 self._keepalive()

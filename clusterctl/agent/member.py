@@ -54,8 +54,17 @@ class MemberLease:
         deadline = self.deadline
         return 0.0 if deadline is None else deadline - now
 
-    def renew_due(self, now: float) -> bool:
-        return self.last_renewal is None or now - self.last_renewal >= self.config.renew_interval
+    def next_renewal(self, holding: bool) -> float | None:
+        """Monotonic time the next renewal is due (None: due now, no renewal yet); a node
+        that holds a group renews at ``holding_renew_interval`` (config.py says why)."""
+        if self.last_renewal is None:
+            return None
+        interval = self.config.holding_renew_interval if holding else self.config.renew_interval
+        return self.last_renewal + interval
+
+    def renew_due(self, now: float, holding: bool = False) -> bool:
+        due = self.next_renewal(holding)
+        return due is None or now >= due
 
     def forget(self) -> None:
         """Drop the lease locally (it expired or we gave up on it); the next step re-grants."""

@@ -84,6 +84,8 @@ def test_load_config_file(tmp_path: Path) -> None:
     ("overrides", "rule"),
     [
         ({"renew_interval": 0.5}, "renew_interval * 3 <= lease_ttl"),
+        ({"holding_renew_interval": 0.3}, "holding_renew_interval <= renew_interval"),
+        ({"holding_renew_interval": 0}, "positive numbers"),
         ({"fence_margin": 0.2}, "fence_margin > renew_timeout"),
         ({"fence_margin": 1.0}, "fence_margin < lease_ttl"),
         ({"lease_ttl": -1}, "positive numbers"),

@@ -61,7 +61,8 @@ def test_check_config_errors_name_the_rule(tmp_path: Path, capsys) -> None:
     assert main(["--config", str(path), "--check-config"]) == 0
     assert capsys.readouterr().out == (
         "config OK: node n1, cluster demo, no groups, API disabled\n"
-        "timings: lease_ttl=1 renew_interval=0.2 renew_timeout=0.25 fence_margin=0.4 "
+        "timings: lease_ttl=1 renew_interval=0.2 holding_renew_interval=0.1 "
+        "renew_timeout=0.25 fence_margin=0.4 "
         "loop_interval=0.1 request_timeout=0.5 vip_lifetime=-\n"
     )
     # The API is on by default: its token file must be readable.

@@ -113,6 +113,28 @@ def test_renewal_keeps_deadline_ahead(sim: Sim) -> None:
         assert deadline - sim.clock.now() >= TTL - MARGIN - 0.2 - 1e-9  # renewed every 0.2 s
 
 
+def test_a_holder_renews_twice_as_often_as_a_standby_and_on_time(sim: Sim) -> None:
+    """The holder's last renewal is at most ``holding_renew_interval`` old when the etcd
+    leader dies (config.py says why); the loop wakes for it instead of waiting for a tick."""
+    node = holder(sim)
+    standby = next(n for n in sim.nodes if n != node)
+    renewals: dict[str, list[float]] = {node: [], standby: []}
+    for _ in range(400):
+        sim.run(0.005)
+        for n, seen in renewals.items():
+            sent = sim.agents[n].lease.last_renewal
+            if sent is not None and (not seen or sent != seen[-1]):
+                seen.append(sent)
+
+    def gaps(n: str) -> list[float]:
+        return [b - a for a, b in zip(renewals[n][1:], renewals[n][2:], strict=False)]
+
+    config = sim.agents[node].config
+    assert config.holding_renew_interval == 0.1 and config.renew_interval == 0.2
+    assert gaps(node) and max(gaps(node)) <= 0.1 + 0.005 + 1e-9
+    assert min(gaps(standby)) >= 0.2 - 1e-9
+
+
 def test_unreachable_store_raises_store_unavailable(sim: Sim) -> None:
     sim.partition("node1")
     with pytest.raises(StoreUnavailable):
