@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from clusterctl import convergence
 from clusterctl.agent.config import ConfigError, group_from_dict, group_to_dict, validate_group
 from clusterctl.agent.history import HistoryEntry, last_failover
 from clusterctl.agent.tls import TlsFiles
@@ -36,6 +39,7 @@ from clusterctl.topology import etcd_member_nodes
 from clusterctl.trust import cluster_ca, ensure_trust
 
 MIN_LEASE_TTL, MAX_LEASE_TTL = 1, 10  # seconds; etcd counts lease TTLs in whole seconds
+DIGEST_PLAYBOOK = "digest.yml"  # one task per node: does it match its last converge?
 
 
 @dataclass
@@ -53,6 +57,7 @@ class UpOptions:
     diff: bool = False  # show the differences (of files, templates) a converge makes or would make
     fencing: bool = False  # sandbox: run the nodes' fence device (kept once set)
     groups_file: Path | None = None  # the operator's own resource groups (kept once set)
+    full: bool = False  # converge even when every node matches its last converge
 
 
 @dataclass
@@ -151,9 +156,13 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         )
     if not options.converge:
         return result
+    # Nodes started just now are still starting their services: converge (and wait for
+    # their health checks) rather than compare them with their last converge.
+    full = options.full or bool(result.started)
     result.playbook = converge(
-        state, provider, record, reporter, nodes, check=options.check, diff=options.diff
-    )
+        state, provider, record, reporter, nodes, check=options.check, diff=options.diff,
+        full=full,
+    )  # fmt: skip
     return result
 
 
@@ -246,19 +255,54 @@ def run_cluster_playbook(
     limit: str | None = None,
     check: bool = False,
     diff: bool = False,
+    extra: Mapping[str, Any] | None = None,
 ) -> PlaybookResult:
-    """Run playbooks/<name> on the cluster's inventory with the cluster's variables."""
+    """Run playbooks/<name> on the cluster's inventory with the cluster's variables (plus
+    ``extra``). Any playbook but the digest's may change the nodes: the record of the last
+    converge is forgotten first (clusterctl/convergence.py)."""
+    if name != DIGEST_PLAYBOOK:
+        convergence.forget(state)
     return run_playbook(
         name,
         inventory=provider.inventory_path(record),
         work_dir=state.runner_dir,
         reporter=reporter,
         host_count=host_count,
-        extravars=playbook_vars(provider, record),
+        extravars={**playbook_vars(provider, record), **(extra or {})},
         limit=limit,
         check=check,
         diff=diff,
     )
+
+
+def _unchanged_since_converge(
+    state: StateDir,
+    provider: Provider,
+    record: ClusterRecord,
+    reporter: Reporter,
+    nodes: list[InventoryNode],
+    fingerprint: str,
+) -> PlaybookResult | None:
+    """The digest run, if every node matches its last converge and nothing that run was
+    computed from changed; None if a converge is needed."""
+    saved = convergence.load(state)
+    if saved is None or saved.fingerprint != fingerprint:
+        return None
+    if set(saved.digests) != {n.name for n in nodes}:
+        return None
+    reporter.progress("comparing the nodes with their last converge")
+    digests = run_cluster_playbook(
+        DIGEST_PLAYBOOK, state, provider, record, reporter, len(nodes),
+        extra={"clusterctl_managed": saved.managed},
+    )  # fmt: skip
+    drifted = saved.drifted(digests.digests)
+    if drifted:
+        reporter.info(f"changed since the last converge: {', '.join(drifted)}; converging")
+        return None
+    reporter.info(
+        "every node matches its last converge: nothing to change (`up --full` converges anyway)"
+    )
+    return digests
 
 
 def converge(
@@ -269,7 +313,15 @@ def converge(
     nodes: list[InventoryNode],
     check: bool = False,
     diff: bool = False,
+    full: bool = True,
 ) -> PlaybookResult:
+    """Converge the nodes with playbooks/site.yml; unless ``full``, first compare them with
+    their last converge and skip it when nothing differs (clusterctl/convergence.py)."""
+    fingerprint = convergence.input_fingerprint(state, playbook_vars(provider, record))
+    if not (full or check or needs_tls_upgrade(record) or not record.converged):
+        unchanged = _unchanged_since_converge(state, provider, record, reporter, nodes, fingerprint)
+        if unchanged is not None:
+            return unchanged
     if needs_tls_upgrade(record) and not check:
         reporter.info(
             f"cluster {record.name} was built before etcd and the agents spoke TLS: upgrading "
@@ -283,6 +335,12 @@ def converge(
         record.converged = True
         record.tls = record.profile in AGENT_PROFILES
         state.save(record)
+        reporter.progress("recording what the converge left on each node")
+        digests = run_cluster_playbook(
+            DIGEST_PLAYBOOK, state, provider, record, reporter, len(nodes),
+            extra={"clusterctl_managed": {h: m.to_dict() for h, m in outcome.managed.items()}},
+        )  # fmt: skip
+        convergence.save(state, fingerprint, outcome.managed, digests.digests)
     return outcome
 
 

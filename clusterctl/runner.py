@@ -55,6 +55,26 @@ class TaskChange:
 
 
 @dataclass
+class ManagedState:
+    """What a converge manages on one host, as its task results name it: the files,
+    directories and links of file-writing tasks, the units it keeps running
+    (clusterctl/convergence.py digests them later)."""
+
+    paths: set[str] = field(default_factory=set)
+    units: set[str] = field(default_factory=set)
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"paths": sorted(self.paths), "units": sorted(self.units)}
+
+
+# Modules whose results name a file they manage (``dest`` or ``path``), and those whose
+# results name a unit they keep in a state.
+_FILE_ACTIONS = {"ansible.builtin.copy", "ansible.builtin.template", "ansible.builtin.file"}
+_UNIT_ACTIONS = {"ansible.builtin.systemd_service", "ansible.builtin.systemd"}
+_RUNNING = {"started", "restarted", "reloaded"}
+
+
+@dataclass
 class PlaybookResult:
     playbook: str
     rc: int
@@ -62,6 +82,9 @@ class PlaybookResult:
     recap: dict[str, HostRecap] = field(default_factory=dict)
     failures: list[TaskFailure] = field(default_factory=list)
     changes: list[TaskChange] = field(default_factory=list)
+    managed: dict[str, ManagedState] = field(default_factory=dict)
+    # each host's ``digest`` of a node_digest task (playbooks/digest.yml)
+    digests: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -94,6 +117,8 @@ class _ProgressTracker:
         self.done: set[str] = set()
         self.failures: list[TaskFailure] = []
         self.changes: list[TaskChange] = []
+        self.managed: dict[str, ManagedState] = {}
+        self.digests: dict[str, str] = {}
         self.stats: dict[str, Any] = {}
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
@@ -116,9 +141,11 @@ class _ProgressTracker:
             host = data.get("host", "?")
             self.done.add(host)
             res = data.get("res", {}) or {}
-            if kind == "runner_on_ok" and res.get("changed"):
-                task = data.get("task", self.task)
-                self.changes.append(TaskChange(host, task, _unified(res.get("diff"))))
+            if kind == "runner_on_ok":
+                if res.get("changed"):
+                    task = data.get("task", self.task)
+                    self.changes.append(TaskChange(host, task, _unified(res.get("diff"))))
+                self._note_managed(host, str(data.get("task_action", "")), res)
             if kind == "runner_on_failed" and not data.get("ignore_errors"):
                 self.failures.append(TaskFailure(host, data.get("task", self.task), _message(data)))
             elif kind == "runner_on_unreachable":
@@ -129,6 +156,23 @@ class _ProgressTracker:
         elif kind == "playbook_on_stats":
             self.stats = data
         return True  # keep the event in the artifacts
+
+    def _note_managed(self, host: str, action: str, res: Mapping[str, Any]) -> None:
+        if action.endswith("node_digest") and isinstance(res.get("digest"), str):
+            self.digests[host] = res["digest"]
+            return
+        managed = self.managed.setdefault(host, ManagedState())
+        for item in [res, *(r for r in res.get("results") or () if isinstance(r, Mapping))]:
+            if action in _FILE_ACTIONS:
+                path = item.get("dest") or item.get("path")
+                if isinstance(path, str) and path.startswith("/"):
+                    managed.paths.add(path)
+            elif (
+                action in _UNIT_ACTIONS
+                and item.get("state") in _RUNNING
+                and isinstance(item.get("name"), str)
+            ):
+                managed.units.add(item["name"])
 
     def _line(self, hosts: bool = True) -> str:
         """``play > task 12/40: name (2/3 hosts done)``: the total is the last complete run's
@@ -282,6 +326,8 @@ def run_playbook(
         recap=_recap(tracker.stats),
         failures=tracker.failures,
         changes=tracker.changes,
+        managed=tracker.managed,
+        digests=tracker.digests,
     )
     if outcome.ok:
         _write_count(counts_file, count_key, tracker.task_number)

@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "clusterctl up --cluster lab --nodes 5 --subnet 10.213.50.0/24",
             "clusterctl up --provider ssh -i inventories/sample/hosts.yml --cluster prod",
             "clusterctl up --check --diff        # what would change (drift); changes nothing",
+            "clusterctl up --full                # converge even if no node changed",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -74,6 +75,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--diff", action="store_true", help="show the file differences a converge makes (or would)"
     )
+    parser.add_argument(
+        "--full",
+        action="store_true",
+        help="converge even when every node matches its last converge (by default a re-run "
+        "compares each node's files, units, boot links and packages first, in one task)",
+    )
     parser.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     add_json_option(parser)
     parser.set_defaults(func=run)
@@ -94,6 +101,7 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         groups_file=args.groups,
         check=args.check,
         diff=args.diff,
+        full=args.full,
     )
     try:
         result = up(options, reporter)

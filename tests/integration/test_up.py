@@ -77,12 +77,40 @@ def service_pids(sandbox) -> dict[str, str]:
 
 def test_rerun_changes_nothing_and_restarts_nothing(sandbox):
     before = service_pids(sandbox)
-    again = cli("up", "--cluster", sandbox.cluster, "--json", check=True)
+    again = cli("up", "--cluster", sandbox.cluster, "--full", "--json", check=True)
+    assert "play: Converge cluster nodes" in again.stderr  # --full: the whole converge
     assert again.json()["changed"] == 0
     for node in ("node1", "node2", "node3"):
         line = next(x for x in again.stderr.splitlines() if x.strip().startswith(node))
         assert "changed=0" in line and "failed=0" in line
     assert service_pids(sandbox) == before
+
+
+def test_a_rerun_compares_the_nodes_and_repairs_one_changed_by_hand(sandbox):
+    matches = "every node matches its last converge: nothing to change"
+    quick = cli("up", "--cluster", sandbox.cluster, "--json", check=True)
+    assert matches in quick.stderr and "play: Converge cluster nodes" not in quick.stderr
+    assert quick.json()["changed"] == 0
+    site = "/etc/nginx/sites-available/clusterctl"
+    good = sandbox.exec("node2", "cat", site)
+    # by hand on node2: a managed file edited, the web server stopped and kept from booting
+    sandbox.exec("node2", "sh", "-c", f"echo '# by hand' >> {site} && systemctl stop nginx "
+                 "&& systemctl disable nginx")  # fmt: skip
+    repair = cli("up", "--cluster", sandbox.cluster, "--json", check=True)
+    assert "changed since the last converge: node2; converging" in repair.stderr
+    assert "play: Converge cluster nodes" in repair.stderr
+    assert repair.json()["changed"] > 0
+    assert sandbox.exec("node2", "cat", site) == good
+    assert sandbox.exec("node2", "systemctl", "is-active", "nginx").strip() == "active"
+    assert sandbox.exec("node2", "systemctl", "is-enabled", "nginx").strip() == "enabled"
+    assert get(next(n["address"] for n in sandbox.nodes if n["name"] == "node2"))[0] == 200
+    # a managed file removed on another node: noticed there, written again
+    sandbox.exec("node1", "rm", "/etc/clusterctl/node.json")
+    again = cli("up", "--cluster", sandbox.cluster, "--json", check=True)
+    assert "changed since the last converge: node1; converging" in again.stderr
+    assert sandbox.exec("node1", "test", "-s", "/etc/clusterctl/node.json") == ""
+    settled = cli("up", "--cluster", sandbox.cluster, "--json", check=True)
+    assert matches in settled.stderr and settled.json()["changed"] == 0
 
 
 def test_status_table_and_json(sandbox):

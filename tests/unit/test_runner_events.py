@@ -82,3 +82,27 @@ def test_the_count_is_kept_per_playbook_after_a_complete_run(tmp_path):
     assert _read_counts(path) == {"site.yml": 95, "site.yml --check": 90}
     path.write_text("not json")
     assert _read_counts(path) == {}
+
+
+def test_a_converge_names_the_files_and_running_units_it_manages():
+    tracker = _ProgressTracker(ListReporter(), host_count=1)
+    copy, template = "ansible.builtin.copy", "ansible.builtin.template"
+    for action, res in [
+        (template, {"dest": "/etc/default/etcd", "path": "/etc/default/etcd"}),
+        ("ansible.builtin.file", {"path": "/etc/etcd/pki", "state": "directory"}),
+        (copy, {"results": [{"dest": "/etc/etcd/pki/ca.crt"}, {"dest": "/etc/etcd/pki/n.crt"}]}),
+        (copy, {"censored": "the output has been hidden (no_log)"}),  # a key: no name
+        ("ansible.builtin.systemd_service", {"name": "etcd", "state": "started"}),
+        ("ansible.builtin.systemd_service", {"name": "haproxy", "state": "stopped"}),
+        ("ansible.builtin.command", {"stdout": "/etc/shadow"}),
+    ]:
+        tracker(event("runner_on_ok", host="node1", task="t", task_action=action, res=res))
+    digest = {"digest": "ab12"}
+    tracker(event("runner_on_ok", host="node2", task="d",
+                  task_action="clusterctl.cluster.node_digest", res=digest))  # fmt: skip
+    assert tracker.managed["node1"].to_dict() == {
+        "paths": ["/etc/default/etcd", "/etc/etcd/pki", "/etc/etcd/pki/ca.crt",
+                  "/etc/etcd/pki/n.crt"],
+        "units": ["etcd"],
+    }  # fmt: skip
+    assert tracker.digests == {"node2": "ab12"}
