@@ -297,7 +297,8 @@ def _unchanged_since_converge(
     )  # fmt: skip
     drifted = saved.drifted(digests.digests)
     if drifted:
-        reporter.info(f"changed since the last converge: {', '.join(drifted)}; converging")
+        what = "; ".join(f"{host} ({', '.join(items)})" for host, items in drifted.items())
+        reporter.info(f"changed since the last converge: {what}; converging")
         return None
     reporter.info(
         "every node matches its last converge: nothing to change (`up --full` converges anyway)"

@@ -81,26 +81,38 @@ def input_fingerprint(state: StateDir, extravars: Mapping[str, Any]) -> str:
     return digest.hexdigest()
 
 
+Digests = Mapping[str, Mapping[str, str]]  # host -> item (a path, "unit X", ...) -> hash
+
+
 @dataclass(frozen=True)
 class ConvergeRecord:
     """The last full converge: its inputs' fingerprint, and per host what it manages there
-    and the digest the node had right after it."""
+    and the digest items the node had right after it."""
 
     fingerprint: str
     managed: dict[str, dict[str, list[str]]]
-    digests: dict[str, str]
+    digests: dict[str, dict[str, str]]
 
-    def drifted(self, digests: Mapping[str, str]) -> list[str]:
-        """Hosts whose digest now differs (or is missing) from the recorded one."""
-        return sorted(h for h in self.digests.keys() | digests.keys()
-                      if self.digests.get(h) != digests.get(h))  # fmt: skip
+    def drifted(self, digests: Digests) -> dict[str, list[str]]:
+        """Per host that differs now, the items that differ ("answered nothing" for a host
+        without a digest, "new node" for one the record does not know)."""
+        drift: dict[str, list[str]] = {}
+        for host in sorted(self.digests.keys() | digests.keys()):
+            before, now = self.digests.get(host), digests.get(host)
+            if before is None or now is None:
+                drift[host] = ["new node" if before is None else "answered nothing"]
+            elif before != now:
+                drift[host] = sorted(k for k in before.keys() | now.keys()
+                                     if before.get(k) != now.get(k))  # fmt: skip
+        return drift
 
 
 def load(state: StateDir) -> ConvergeRecord | None:
     try:
         data = json.loads((state.path / RECORD_NAME).read_text())
-        return ConvergeRecord(str(data["fingerprint"]), dict(data["managed"]),
-                              {str(h): str(d) for h, d in data["digests"].items()})  # fmt: skip
+        digests = {str(h): {str(k): str(v) for k, v in items.items()}
+                   for h, items in data["digests"].items()}  # fmt: skip
+        return ConvergeRecord(str(data["fingerprint"]), dict(data["managed"]), digests)
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
 
@@ -109,12 +121,12 @@ def save(
     state: StateDir,
     fingerprint: str,
     managed: Mapping[str, ManagedState],
-    digests: Mapping[str, str],
+    digests: Digests,
 ) -> None:
     data = {
         "fingerprint": fingerprint,
         "managed": {host: m.to_dict() for host, m in sorted(managed.items())},
-        "digests": dict(sorted(digests.items())),
+        "digests": {host: dict(sorted(items.items())) for host, items in sorted(digests.items())},
     }
     write_private(state.path / RECORD_NAME, json.dumps(data, indent=2) + "\n")
 

@@ -83,8 +83,8 @@ class PlaybookResult:
     failures: list[TaskFailure] = field(default_factory=list)
     changes: list[TaskChange] = field(default_factory=list)
     managed: dict[str, ManagedState] = field(default_factory=dict)
-    # each host's ``digest`` of a node_digest task (playbooks/digest.yml)
-    digests: dict[str, str] = field(default_factory=dict)
+    # each host's digest items of a node_digest task (playbooks/digest.yml): what -> hash
+    digests: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -118,7 +118,7 @@ class _ProgressTracker:
         self.failures: list[TaskFailure] = []
         self.changes: list[TaskChange] = []
         self.managed: dict[str, ManagedState] = {}
-        self.digests: dict[str, str] = {}
+        self.digests: dict[str, dict[str, str]] = {}
         self.stats: dict[str, Any] = {}
 
     def __call__(self, event: Mapping[str, Any]) -> bool:
@@ -158,8 +158,8 @@ class _ProgressTracker:
         return True  # keep the event in the artifacts
 
     def _note_managed(self, host: str, action: str, res: Mapping[str, Any]) -> None:
-        if action.endswith("node_digest") and isinstance(res.get("digest"), str):
-            self.digests[host] = res["digest"]
+        if action.endswith("node_digest") and isinstance(res.get("items"), Mapping):
+            self.digests[host] = {str(k): str(v) for k, v in res["items"].items()}
             return
         managed = self.managed.setdefault(host, ManagedState())
         for item in [res, *(r for r in res.get("results") or () if isinstance(r, Mapping))]:

@@ -606,6 +606,16 @@ class Agent:
             return answered
         return self._acquire(g, gv)
 
+    def _lost_holder(self, name: str) -> str | None:
+        """The node that last held group ``name`` if its lease vanished (node, agent or
+        network down; or revoked), None if it released the group (its member key, so its
+        lease, is still there), if nobody held it or this node did, or without a view."""
+        previous = self._last_leader.get(name)
+        view = self.view
+        if previous in (None, self.node) or view is None or previous in view.members:
+            return None
+        return previous
+
     def _vip_still_answered(self, g: GroupRunner) -> str | None:
         """A group freed because its holder's lease vanished: that holder may be frozen, and
         its kernel keeps the VIP (serving it, answering ARP for it) until the lifetime the
@@ -614,9 +624,8 @@ class Agent:
         own tick). Taking the VIP before then puts it on two nodes. So probe it (RFC 5227)
         and wait while another host answers, but no longer than its lifetime plus
         ``VIP_LIFETIME_SLACK``: a host that answers longer is no frozen holder."""
-        previous = self._last_leader.get(g.name)
-        view = self.view
-        if previous in (None, self.node) or view is None or previous in view.members:
+        previous = self._lost_holder(g.name)
+        if previous is None:
             self._vip_answered_since.pop(g.name, None)
             return None  # first start, or released cleanly: the holder dropped its VIP
         now = self.clock.now()
@@ -650,12 +659,9 @@ class Agent:
         holder takes the group back (agent/peers.py). Ask it once more; while it still says
         it holds the group, wait until its deadline plus ``fence_margin``, the earliest a
         dead holder's lease could have expired."""
-        previous = self._last_leader.get(g.name)
-        view = self.view
-        if self.peers is None or previous in (None, self.node) or view is None:
+        previous = self._lost_holder(g.name)
+        if self.peers is None or previous is None:
             return None
-        if previous in view.members:
-            return None  # released: its member key, so its lease, is still there
         word = self.peers.latest(str(previous))
         now = self.clock.now()
         if word is None or g.name not in word.holding:
@@ -736,8 +742,7 @@ class Agent:
             return FIRST_START
         if previous == self.node:
             return "taken again by this node after it had stopped it"
-        view = self.view
-        if view is not None and previous not in view.members:
+        if self._lost_holder(name) is not None:
             return f"{previous} stopped renewing its lease (node, agent or network down)"
         return f"{previous} released it"
 

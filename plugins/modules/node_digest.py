@@ -51,13 +51,16 @@ digest:
   description: SHA-256 (hex) over everything the module read.
   returned: always
   type: str
-entries:
-  description: How many items went into the digest.
+items:
+  description: >-
+    What went into the digest, item by item (a path, V(unit NAME), V(boot links),
+    V(packages)) with a short hash of each, so that a difference can be named.
   returned: always
-  type: int
+  type: dict
 """
 
 import hashlib
+import json
 import os
 import stat
 
@@ -106,7 +109,7 @@ def _directory_entries(path: str) -> list[str]:
     return entries
 
 
-def _boot_links() -> list[str]:
+def _boot_links() -> str:
     """Every unit link systemd's own directory holds: what starts at boot, and aliases."""
     entries = []
     for root, dirs, files in os.walk(SYSTEMD_DIR):
@@ -115,7 +118,11 @@ def _boot_links() -> list[str]:
             path = os.path.join(root, name)
             if os.path.islink(path):
                 entries.append(f"{path} link {os.readlink(path)}")
-    return entries
+    return "\n".join(entries)
+
+
+def _short(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def main() -> None:
@@ -126,29 +133,29 @@ def main() -> None:
         },
         supports_check_mode=True,
     )
-    entries: list[str] = []
+    items: dict[str, str] = {}
     for path in sorted(set(module.params["paths"])):
         if os.path.isdir(path) and not os.path.islink(path):
-            entries.extend(_directory_entries(path))
+            items[path] = _short("\n".join(_directory_entries(path)))
         else:
-            entries.append(_file_entry(path))
-    entries.extend(_boot_links())
+            items[path] = _short(_file_entry(path))
+    items["boot links"] = _short(_boot_links())
     units = sorted(set(module.params["units"]))
     if units:
         systemctl = module.get_bin_path("systemctl", required=True)
         rc, out, err = module.run_command([systemctl, "is-active", *units])
         if rc not in (0, 3):  # 3: at least one unit is not active, which is an answer
             module.fail_json(msg=f"systemctl is-active failed: {err.strip()}")
-        states = out.split()
-        entries.extend(f"unit {u} {s}" for u, s in zip(units, states, strict=False))
+        for unit, state in zip(units, out.split(), strict=False):
+            items[f"unit {unit}"] = state
     dpkg = module.get_bin_path("dpkg-query")
     if dpkg:
         rc, out, err = module.run_command([dpkg, "-W", "-f", "${Package} ${Version}\\n"])
         if rc != 0:
             module.fail_json(msg=f"dpkg-query failed: {err.strip()}")
-        entries.append(hashlib.sha256(out.encode()).hexdigest())
-    digest = hashlib.sha256("\n".join(entries).encode()).hexdigest()
-    module.exit_json(changed=False, digest=digest, entries=len(entries))
+        items["packages"] = _short(out)
+    digest = hashlib.sha256(json.dumps(items, sort_keys=True).encode()).hexdigest()
+    module.exit_json(changed=False, digest=digest, items=items)
 
 
 if __name__ == "__main__":

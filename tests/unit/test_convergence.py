@@ -44,16 +44,21 @@ def test_the_fingerprint_follows_the_inputs_and_nothing_else(state: StateDir) ->
 
 def test_the_record_round_trips_privately_and_tells_drift(state: StateDir) -> None:
     managed = {"node1": ManagedState({"/etc/default/etcd"}, {"etcd"})}
-    convergence.save(state, "f1", managed, {"node1": "d1", "node2": "d2"})
+    one = {"/etc/default/etcd": "a1", "unit etcd": "active", "packages": "p1"}
+    two = {"boot links": "b2"}
+    convergence.save(state, "f1", managed, {"node1": one, "node2": two})
     path = state.path / convergence.RECORD_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     record = convergence.load(state)
     assert record is not None and record.fingerprint == "f1"
     assert record.managed == {"node1": {"paths": ["/etc/default/etcd"], "units": ["etcd"]}}
-    assert record.drifted({"node1": "d1", "node2": "d2"}) == []
-    assert record.drifted({"node1": "d1", "node2": "other"}) == ["node2"]
-    assert record.drifted({"node1": "d1"}) == ["node2"]  # a node that did not answer
-    assert record.drifted({"node1": "d1", "node2": "d2", "node3": "d3"}) == ["node3"]
+    assert record.drifted({"node1": one, "node2": two}) == {}
+    edited = {**one, "/etc/default/etcd": "a2", "unit etcd": "inactive"}
+    assert record.drifted({"node1": edited, "node2": two}) == {
+        "node1": ["/etc/default/etcd", "unit etcd"]
+    }
+    assert record.drifted({"node1": one}) == {"node2": ["answered nothing"]}
+    assert record.drifted({"node1": one, "node2": two, "node3": two}) == {"node3": ["new node"]}
     convergence.forget(state)
     assert convergence.load(state) is None
     convergence.forget(state)  # forgetting twice is fine

@@ -97,7 +97,7 @@ def test_a_converge_names_the_files_and_running_units_it_manages():
         ("ansible.builtin.command", {"stdout": "/etc/shadow"}),
     ]:
         tracker(event("runner_on_ok", host="node1", task="t", task_action=action, res=res))
-    digest = {"digest": "ab12"}
+    digest = {"digest": "ab12", "items": {"boot links": "cd34"}}
     tracker(event("runner_on_ok", host="node2", task="d",
                   task_action="clusterctl.cluster.node_digest", res=digest))  # fmt: skip
     assert tracker.managed["node1"].to_dict() == {
@@ -105,4 +105,4 @@ def test_a_converge_names_the_files_and_running_units_it_manages():
                   "/etc/etcd/pki/n.crt"],
         "units": ["etcd"],
     }  # fmt: skip
-    assert tracker.digests == {"node2": "ab12"}
+    assert tracker.digests == {"node2": {"boot links": "cd34"}}

@@ -16,6 +16,7 @@ def test_the_digest_follows_files_links_and_modes(run_module, tmp_path):
     def digest(check: bool = False) -> str:
         result, _ = run_module("node_digest", args, check=check)
         assert result["changed"] is False
+        assert set(result["items"]) >= {str(config), str(gone), "boot links"}
         return result["digest"]
 
     first = digest()
