@@ -662,19 +662,19 @@ class Agent:
         previous = self._lost_holder(g.name)
         if self.peers is None or previous is None:
             return None
-        word = self.peers.latest(str(previous))
+        word = self.peers.latest(previous)
         now = self.clock.now()
         if word is None or g.name not in word.holding:
             return None
         wait = word.deadline + self.config.fence_margin - now
         if wait <= 0:
             return None
-        vanished = self._vanished_at.get(str(previous), now)
+        vanished = self._vanished_at.get(previous, now)
         if word.asked_at < vanished:
-            asked = self._asked_at.get(str(previous), float("-inf"))
+            asked = self._asked_at.get(previous, float("-inf"))
             if asked < vanished:
-                self._asked_at[str(previous)] = asked = now
-                self.peers.refresh(str(previous))
+                self._asked_at[previous] = asked = now
+                self.peers.refresh(previous)
             if now - asked < ASK_TIMEOUT:
                 self._asking_peer = True
                 return (

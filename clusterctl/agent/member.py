@@ -62,7 +62,7 @@ class MemberLease:
         interval = self.config.holding_renew_interval if holding else self.config.renew_interval
         return self.last_renewal + interval
 
-    def renew_due(self, now: float, holding: bool = False) -> bool:
+    def renew_due(self, now: float, holding: bool) -> bool:
         due = self.next_renewal(holding)
         return due is None or now >= due
 
