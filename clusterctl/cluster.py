@@ -287,9 +287,7 @@ def _unchanged_since_converge(
     computed from changed; None if a converge is needed."""
     saved = convergence.load(state)
     if saved is None or saved.fingerprint != fingerprint:
-        return None
-    if set(saved.digests) != {n.name for n in nodes}:
-        return None
+        return None  # (the fingerprint covers the inventory: a node added or removed too)
     reporter.progress("comparing the nodes with their last converge")
     digests = run_cluster_playbook(
         DIGEST_PLAYBOOK, state, provider, record, reporter, len(nodes),
@@ -318,7 +316,9 @@ def converge(
 ) -> PlaybookResult:
     """Converge the nodes with playbooks/site.yml; unless ``full``, first compare them with
     their last converge and skip it when nothing differs (clusterctl/convergence.py)."""
-    fingerprint = convergence.input_fingerprint(state, playbook_vars(provider, record))
+    fingerprint = convergence.input_fingerprint(
+        state, provider.inventory_path(record), playbook_vars(provider, record)
+    )
     if not (full or check or needs_tls_upgrade(record) or not record.converged):
         unchanged = _unchanged_since_converge(state, provider, record, reporter, nodes, fingerprint)
         if unchanged is not None:
@@ -337,11 +337,12 @@ def converge(
         record.tls = record.profile in AGENT_PROFILES
         state.save(record)
         reporter.progress("recording what the converge left on each node")
+        managed = {host: m.to_dict() for host, m in outcome.managed.items()}
         digests = run_cluster_playbook(
             DIGEST_PLAYBOOK, state, provider, record, reporter, len(nodes),
-            extra={"clusterctl_managed": {h: m.to_dict() for h, m in outcome.managed.items()}},
+            extra={"clusterctl_managed": managed},
         )  # fmt: skip
-        convergence.save(state, fingerprint, outcome.managed, digests.digests)
+        convergence.save(state, fingerprint, managed, digests.digests)
     return outcome
 
 

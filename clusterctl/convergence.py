@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 from clusterctl.paths import PROJECT_ROOT
-from clusterctl.runner import ManagedState
 from clusterctl.state import StateDir, write_private
 
 RECORD_NAME = "converged.json"
@@ -60,9 +59,11 @@ def _files(root: Path) -> Iterator[Path]:
                 yield path
 
 
-def input_fingerprint(state: StateDir, extravars: Mapping[str, Any]) -> str:
+def input_fingerprint(state: StateDir, inventory: Path, extravars: Mapping[str, Any]) -> str:
     """SHA-256 over the repository's Ansible content and agent sources, the cluster's state
-    files (inventory, certificates, secrets: hashed, never stored) and ``extravars``."""
+    files (certificates, secrets: hashed, never stored), the ``inventory`` Ansible runs
+    against with the group_vars and host_vars beside it (an operator's own, outside the
+    state directory, with the ssh provider) and ``extravars``."""
     digest = hashlib.sha256()
 
     def add(label: str, path: Path) -> None:
@@ -72,6 +73,9 @@ def input_fingerprint(state: StateDir, extravars: Mapping[str, Any]) -> str:
     for name in INPUT_PATHS:
         for path in _files(PROJECT_ROOT / name):
             add(str(path.relative_to(PROJECT_ROOT)), path)
+    for path in (inventory, inventory.parent / "group_vars", inventory.parent / "host_vars"):
+        for found in _files(path):
+            add(f"inventory/{found.relative_to(inventory.parent)}", found)
     if state.path.is_dir():
         for entry in sorted(state.path.iterdir()):
             if entry.name not in STATE_NOT_INPUTS and not entry.name.endswith(".tmp"):
@@ -120,12 +124,13 @@ def load(state: StateDir) -> ConvergeRecord | None:
 def save(
     state: StateDir,
     fingerprint: str,
-    managed: Mapping[str, ManagedState],
+    managed: Mapping[str, Mapping[str, list[str]]],
     digests: Digests,
 ) -> None:
+    """``managed``: per host, ``ManagedState.to_dict()`` (what digest.yml is given)."""
     data = {
         "fingerprint": fingerprint,
-        "managed": {host: m.to_dict() for host, m in sorted(managed.items())},
+        "managed": {host: dict(paths_units) for host, paths_units in sorted(managed.items())},
         "digests": {host: dict(sorted(items.items())) for host, items in sorted(digests.items())},
     }
     write_private(state.path / RECORD_NAME, json.dumps(data, indent=2) + "\n")
