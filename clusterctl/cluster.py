@@ -21,7 +21,13 @@ from clusterctl.agent.tls import TlsFiles
 from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
 from clusterctl.inventory import InventoryNode
-from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE, PROFILE_GROUPS, PROFILES
+from clusterctl.profiles import (
+    AGENT_PROFILES,
+    DEFAULT_PROFILE,
+    FENCED_PROFILES,
+    PROFILE_GROUPS,
+    PROFILES,
+)
 from clusterctl.providers.base import Provider
 from clusterctl.providers.network import source_addresses
 from clusterctl.reporter import Reporter
@@ -46,7 +52,7 @@ DIGEST_PLAYBOOK = "digest.yml"  # one task per node: does it match its last conv
 class UpOptions:
     cluster: str = "demo"
     provider: str = "podman"
-    nodes: int = 3
+    nodes: int | None = None  # None: the cluster's own count (3 for a new one)
     subnet: str | None = None
     inventory: Path | None = None
     converge: bool = True
@@ -137,11 +143,13 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         if existing is None and options.provider == "ssh":
             state.remove()  # a first `up` on hosts that failed its checks leaves nothing behind
         raise
-    if options.lb_engine or options.lease_ttl or options.fencing or groups is not None:
+    # a sandbox of a profile on shared storage always has its fence device
+    fencing = options.fencing or (record.provider == "podman" and record.profile in FENCED_PROFILES)
+    if options.lb_engine or options.lease_ttl or fencing or groups is not None:
         # changing any re-converges the agents
         record.lb_engine = options.lb_engine or record.lb_engine
         record.lease_ttl = options.lease_ttl or record.lease_ttl
-        record.fencing = options.fencing or record.fencing
+        record.fencing = fencing or record.fencing
         record.groups = record.groups if groups is None else groups
         state.save(record)
     ensure_trust(state, record)

@@ -129,6 +129,11 @@ class StateDir:
     def etcd_agent_password(self) -> Path:
         return self.path / "etcd-agent-password"
 
+    @property
+    def munge_key(self) -> Path:
+        """The hpc profile's one munge key (every node's package made its own)."""
+        return self.path / "munge.key"
+
     def secret_vars(self) -> dict[str, str]:
         """Where the playbooks find the cluster's secrets on the controller (paths only:
         the values never appear in an inventory, a command line or a log)."""
@@ -137,6 +142,7 @@ class StateDir:
             "clusterctl_pki_dir": str(self.pki_dir),
             "clusterctl_etcd_root_password_file": str(self.etcd_root_password),
             "clusterctl_etcd_agent_password_file": str(self.etcd_agent_password),
+            "clusterctl_munge_key_file": str(self.munge_key),
         }
 
     @property
@@ -195,6 +201,15 @@ def ensure_token(path: Path) -> str:
     token = secrets.token_urlsafe(32)
     write_private(path, token + "\n")
     return token
+
+
+def ensure_key_file(path: Path, size: int) -> None:
+    """Random key bytes, generated once (0600) and reused on every later run."""
+    if path.exists() and path.stat().st_size >= size:
+        return
+    path.write_bytes(b"")
+    path.chmod(0o600)
+    path.write_bytes(secrets.token_bytes(size))
 
 
 def list_clusters(root: Path | None = None) -> list[str]:

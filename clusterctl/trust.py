@@ -6,7 +6,9 @@ cluster in its state directory (0600) and kept; certificates follow the nodes' a
 from __future__ import annotations
 
 from clusterctl.pki import ClusterCA
-from clusterctl.state import ClusterRecord, StateDir, ensure_token
+from clusterctl.state import ClusterRecord, StateDir, ensure_key_file, ensure_token
+
+MUNGE_KEY_BYTES = 1024  # munged takes 32 bytes at least; its own tool makes 1024
 
 
 def cluster_ca(state: StateDir) -> ClusterCA:
@@ -20,6 +22,8 @@ def ensure_trust(state: StateDir, record: ClusterRecord) -> list[str]:
     ensure_token(state.api_token)
     ensure_token(state.etcd_root_password)
     ensure_token(state.etcd_agent_password)
+    if record.profile == "hpc":
+        ensure_key_file(state.munge_key, MUNGE_KEY_BYTES)
     ca = cluster_ca(state)
     ca.ensure_ca()
     ca.ensure_controller()

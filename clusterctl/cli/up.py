@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_cluster_option(parser)
-    parser.add_argument("--nodes", "-n", type=int, default=3, help="sandbox node count (>= 3)")
+    parser.add_argument(
+        "--nodes", "-n", type=int, help="sandbox node count (>= 3; default 3, or the cluster's own)"
+    )
     parser.add_argument("--provider", choices=["podman", "ssh"], default="podman")
     parser.add_argument("-i", "--inventory", type=Path, help="inventory of existing hosts (ssh)")
     parser.add_argument(

@@ -9,11 +9,11 @@ from pathlib import Path
 from clusterctl import fenced
 from clusterctl.errors import ClusterctlError
 from clusterctl.fenced import FENCE_PORT
-from clusterctl.inventory import InventoryNode, check_node_count, render_inventory
+from clusterctl.inventory import MIN_NODES, InventoryNode, check_node_count, render_inventory
 from clusterctl.pki import ClusterCA
 from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE
 from clusterctl.providers.base import Provider
-from clusterctl.providers.image import ensure_image, image_name
+from clusterctl.providers.image import PROFILE_LAYERS, ensure_profile_image, image_name
 from clusterctl.providers.network import (
     FIRST_HOST,
     MAX_NODES,
@@ -52,7 +52,7 @@ class PodmanProvider(Provider):
         self,
         state: StateDir,
         reporter: Reporter,
-        nodes: int = 3,
+        nodes: int | None = None,  # None: an existing cluster's count, else MIN_NODES
         subnet: str | None = None,
         podman: Podman | None = None,
         profile: str = DEFAULT_PROFILE,
@@ -84,7 +84,8 @@ class PodmanProvider(Provider):
 
     def _plan(self, existing: ClusterRecord | None) -> ClusterRecord:
         cluster = self.state.cluster
-        check_node_count(self.node_count, "--nodes")
+        if self.node_count is not None:
+            check_node_count(self.node_count, "--nodes")
         if existing is not None:
             if existing.provider != self.name:
                 raise ClusterctlError(
@@ -97,13 +98,14 @@ class PodmanProvider(Provider):
                     "omit --subnet, or `clusterctl down` the cluster first",
                 )
             existing.profile = self.profile
-            if existing.nodes and len(existing.nodes) != self.node_count:
+            if self.node_count is not None and len(existing.nodes) != self.node_count:
                 raise ClusterctlError(
                     f"cluster {cluster!r} already exists with {len(existing.nodes)} nodes",
                     f"omit --nodes, or `clusterctl down --cluster {cluster}` and start again",
                 )
             return existing
         network = network_name(cluster)
+        self.node_count = self.node_count or MIN_NODES
         if self.node_count > MAX_NODES:
             raise ClusterctlError(
                 f"--nodes {self.node_count} is more than a sandbox holds ({MAX_NODES})",
@@ -146,7 +148,7 @@ class PodmanProvider(Provider):
             provider=self.name,
             network=network,
             subnet=str(subnet),
-            image=image_name(),
+            image=image_name(self.profile),
             vip=vip_address(subnet),
             profile=self.profile,
             nodes=[
@@ -169,7 +171,7 @@ class PodmanProvider(Provider):
         # Recorded before anything exists, so `down` can clean up an interrupted `up`.
         self.state.save(record)
         self._ensure_ssh_key()
-        record.image = ensure_image(self.podman, self.reporter)
+        record.image = ensure_profile_image(self.podman, self.reporter, record.profile)
         self.state.save(record)
         if not self.podman.network_exists(record.network):
             self.reporter.progress(f"creating network {record.network} ({record.subnet})")
@@ -410,11 +412,14 @@ class PodmanProvider(Provider):
         return removed
 
     def purge_image(self) -> list[str]:
-        name = image_name()
-        if self.podman.image_exists(name):
+        """Remove the profile layers, then the node image they are built on."""
+        removed = []
+        for name in [*(image_name(p) for p in PROFILE_LAYERS), image_name()]:
+            if not self.podman.image_exists(name):
+                continue
             proc = self.podman.run("image", "rm", name, check=False)
             if proc.returncode != 0:
                 self.reporter.warn(f"image {name} kept: {proc.stderr.strip()[-200:]}")
-                return []
-            return [f"image {name}"]
-        return []
+                continue
+            removed.append(f"image {name}")
+        return removed
