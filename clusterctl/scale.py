@@ -4,7 +4,10 @@ Adding provisions only the new nodes (`playbooks/scale.yml`, limited to them), s
 restarts on the others; their agents register them as LB backends, and the load balancer
 sends traffic once they pass its health checks. Removing drains the node's backend first,
 puts it in standby (a group it holds moves away), stops its services
-(`playbooks/remove_node.yml`) and then deletes the machine (sandbox) or forgets it.
+(`playbooks/remove_node.yml`) and then deletes the machine (sandbox) or forgets it. On an hpc
+cluster a new node's slurmd registers itself with the controller (a dynamic node: no other
+node's configuration changes), and a node to remove is drained in Slurm first: its running
+jobs finish, then it leaves Slurm.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from pathlib import Path
 
 from clusterctl import cluster as api
 from clusterctl.errors import ClusterctlError
+from clusterctl.hpc import forget, take_out
 from clusterctl.inventory import MIN_NODES, InventoryNode, load_inventory
 from clusterctl.profiles import AGENT_PROFILES
 from clusterctl.reporter import Reporter
+from clusterctl.slurm import shell_for
 from clusterctl.sshcheck import forget_host_keys, wait_and_trust
 from clusterctl.state import StateDir
 from clusterctl.trust import cluster_ca, ensure_trust
@@ -92,6 +97,8 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
             "add a node first (`clusterctl scale --add 1`)",
         )
     provider = api.provider_for_record(state, reporter, record)
+    if record.profile == "hpc":
+        take_out(shell_for(state, record, provider), node, reporter, drain_timeout)
     if record.profile == "lb":
         from clusterctl.backends import drain
 
@@ -119,6 +126,8 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
         state.save(record)
     forget_host_keys(state.known_hosts, [address])
     cluster_ca(state).forget_node(node)
+    if record.profile == "hpc":  # its slurmd is stopped: the dynamic node can go
+        forget(shell_for(state, record, provider), node)
     if record.profile in AGENT_PROFILES:
         # the remaining guards stop letting the removed node's address in
         remaining = [n.name for n in record.nodes]

@@ -78,10 +78,11 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class ResourceSpec:
-    """One resource of a group. ``params`` are type-specific (vip: address, prefix, interface;
-    systemd: unit). ``exclusive`` resources (a VIP, a database) must be stopped on one node
-    before they start on another; ``prestart_safe`` ones (a stateless web server) may run on
-    the target of a planned move before the holder lets go (make-before-break)."""
+    """One resource of a group. ``params`` are type-specific (vip: address, prefix,
+    interface[, announce_interface]; systemd: unit). ``exclusive`` resources (a VIP, a
+    database) must be stopped on one node before they start on another; ``prestart_safe`` ones
+    (a stateless web server) may run on the target of a planned move before the holder lets
+    go (make-before-break)."""
 
     name: str
     type: str

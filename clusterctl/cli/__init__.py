@@ -20,6 +20,7 @@ from clusterctl.cli import (
     failover,
     fence,
     history,
+    hpc,
     scale,
     status,
     token,
@@ -28,7 +29,7 @@ from clusterctl.cli import (
 from clusterctl.errors import ClusterctlError
 from clusterctl.reporter import StderrReporter
 
-COMMANDS = [up, down, status, history, failover, fence, backend, scale, token, chaos, bench]
+COMMANDS = [up, down, status, history, failover, fence, backend, scale, hpc, token, chaos, bench]
 
 
 class _Parser(argparse.ArgumentParser):

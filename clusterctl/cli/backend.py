@@ -1,9 +1,11 @@
-"""`clusterctl drain`, `undrain` and `weight`: LB backends."""
+"""`clusterctl drain`, `undrain` and `weight`: LB backends; on an hpc cluster, drain and
+undrain are Slurm's (no new jobs on the node; running ones finish)."""
 
 from __future__ import annotations
 
 import argparse
 
+from clusterctl import hpc
 from clusterctl.agent.apiclient import MAX_BACKEND_WEIGHT
 from clusterctl.backends import drain, set_weight, undrain
 from clusterctl.cli.common import add_cluster_option, add_json_option, examples, print_result
@@ -13,19 +15,27 @@ from clusterctl.reporter import StderrReporter
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "drain",
-        help="stop new connections to a node's backend and wait for active ones to end",
-        epilog=examples("clusterctl drain node2", "clusterctl drain node2 --timeout 120"),
+        help="stop new connections to a node's backend and wait for active ones to end "
+        "(hpc: no new jobs on the node; running ones finish)",
+        epilog=examples(
+            "clusterctl drain node2",
+            "clusterctl drain node2 --timeout 120",
+            "clusterctl drain node4 --wait    # hpc: and wait until its jobs ended",
+        ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("node")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait (default 60)")
+    p.add_argument(
+        "--wait", action="store_true", help="hpc: wait (up to --timeout) for the node's jobs"
+    )
     add_cluster_option(p)
     add_json_option(p)
     p.set_defaults(func=run_drain)
 
     p = sub.add_parser(
         "undrain",
-        help="let a drained backend take new connections again",
+        help="let a drained backend take new connections again (hpc: new jobs)",
         epilog=examples("clusterctl undrain node2"),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -48,11 +58,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_drain(args: argparse.Namespace, reporter: StderrReporter) -> int:
+    if hpc.is_hpc(args.cluster):
+        result = hpc.drain(
+            args.cluster, args.node, reporter, timeout=args.timeout if args.wait else None
+        )
+        done = "and its jobs ended" if args.wait else "(running jobs finish; no new ones)"
+        return print_result(args, result, f"{args.node} drained in Slurm {done}")
     result = drain(args.cluster, args.node, reporter, timeout=args.timeout)
     return print_result(args, result, f"{args.node} drained in {result['seconds']:.1f} s")
 
 
 def run_undrain(args: argparse.Namespace, reporter: StderrReporter) -> int:
+    if hpc.is_hpc(args.cluster):
+        result = hpc.undrain(args.cluster, args.node, reporter)
+        return print_result(args, result, f"{args.node} takes new jobs again")
     result = undrain(args.cluster, args.node)
     return print_result(args, result, f"{args.node} takes new connections again")
 

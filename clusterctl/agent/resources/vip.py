@@ -18,7 +18,9 @@ ArpSender = Callable[[str, str], None]
 
 class VirtualIP(Resource):
     """Params: ``address`` (IPv4), ``prefix`` (int), ``interface``, optional ``lifetime``
-    (whole seconds). Exclusive by type.
+    (whole seconds) and ``announce_interface`` (where ARP announces and probes the address,
+    default ``interface``: a VIP on ``lo`` is announced on the node's network interface).
+    Exclusive by type.
 
     With a lifetime the address is added with ``valid_lft``: the kernel itself deletes it
     ``lifetime`` to ``lifetime + 1`` s after the agent last refreshed it (``keepalive``, after
@@ -44,6 +46,10 @@ class VirtualIP(Resource):
         return str(self.spec.params["interface"])
 
     @property
+    def announce_interface(self) -> str:
+        return str(self.spec.params.get("announce_interface") or self.interface)
+
+    @property
     def lifetime(self) -> int | None:
         value = self.spec.params.get("lifetime")
         return int(value) if value else None
@@ -59,7 +65,7 @@ class VirtualIP(Resource):
         if self.lifetime or not self.monitor(timeout):
             self._set_address(timeout)
         try:
-            self.arp_sender(self.interface, str(self.spec.params["address"]))
+            self.arp_sender(self.announce_interface, str(self.spec.params["address"]))
         except OSError as exc:
             # The address is up; neighbours will re-learn its MAC when their caches expire.
             # Not worth failing the group over, but worth a warning.
@@ -70,7 +76,9 @@ class VirtualIP(Resource):
         holder's kernel does until the lifetime it was given runs out), or None. A probe
         that cannot be sent is logged and answers None: it must not stop a failover."""
         try:
-            return self.runner.address_owner(self.interface, str(self.spec.params["address"]))
+            return self.runner.address_owner(
+                self.announce_interface, str(self.spec.params["address"])
+            )
         except OSError as exc:
             log.warning("ARP probe for %s failed: %s", self.cidr, exc)
             return None
