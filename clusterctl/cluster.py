@@ -32,6 +32,7 @@ from clusterctl.providers.base import Provider
 from clusterctl.providers.network import source_addresses
 from clusterctl.reporter import Reporter
 from clusterctl.runner import PlaybookResult, run_playbook
+from clusterctl.slurm import shell_for
 from clusterctl.sshcheck import forget_host_keys, probe_all, wait_and_trust
 from clusterctl.state import ClusterRecord, StateDir, read_token
 from clusterctl.status import (
@@ -476,7 +477,12 @@ def status(cluster: str) -> ClusterStatus:
         except ClusterctlError as exc:
             agent_error = exc.message
     ssh = probe_all(nodes, provider.key_for, timeout=2.0)
-    web = http_probe_all([n.address for n in nodes])
+    slurm = None
+    if record.profile == "hpc":  # no web server: Slurm's own view instead
+        web = [(False, "")] * len(nodes)
+        slurm = shell_for(state, record, provider).status()
+    else:
+        web = http_probe_all([n.address for n in nodes])
     members = {m["name"]: m for m in agent_view.get("members", [])}
     node_status = []
     for node, (web_ok, reply) in zip(nodes, web, strict=True):
@@ -532,6 +538,7 @@ def status(cluster: str) -> ClusterStatus:
         nodes=node_status,
         groups=groups,
         backends=backends,
+        slurm=slurm,
         agent_error=agent_error,
     )
 

@@ -49,14 +49,14 @@ class SlurmStatus:
     nodes: list[SlurmNode] = field(default_factory=list)
     jobs: list[SlurmJob] = field(default_factory=list)
     error: str = ""
+    running: int = 0  # jobs RUNNING
+    pending: int = 0  # jobs PENDING
 
-    @property
-    def running(self) -> int:
-        return sum(1 for j in self.jobs if j.state == "RUNNING")
-
-    @property
-    def pending(self) -> int:
-        return sum(1 for j in self.jobs if j.state == "PENDING")
+    @classmethod
+    def of(cls, nodes: list[SlurmNode], jobs: list[SlurmJob]) -> SlurmStatus:
+        running = sum(1 for j in jobs if j.state == "RUNNING")
+        pending = sum(1 for j in jobs if j.state == "PENDING")
+        return cls(nodes, jobs, running=running, pending=pending)
 
 
 def parse_sinfo(text: str) -> list[SlurmNode]:
@@ -169,7 +169,7 @@ class SlurmShell:
             detail = (proc.stderr.strip().splitlines() or ["no answer"])[-1]
             return SlurmStatus(error=f"Slurm's controller did not answer: {detail}")
         nodes_text, _, jobs_text = proc.stdout.partition("---\n")
-        return SlurmStatus(parse_sinfo(nodes_text), parse_squeue(jobs_text))
+        return SlurmStatus.of(parse_sinfo(nodes_text), parse_squeue(jobs_text))
 
     def scontrol(self, *args: str) -> str:
         proc = self.run("scontrol " + " ".join(shlex.quote(a) for a in args))

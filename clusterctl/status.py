@@ -11,6 +11,7 @@ from datetime import datetime
 
 from clusterctl.agent.history import HistoryEntry
 from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE
+from clusterctl.slurm import SlurmStatus
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,7 @@ class ClusterStatus:
     nodes: list[NodeStatus] = field(default_factory=list)
     groups: list[GroupStatus] = field(default_factory=list)
     backends: list[BackendStatus] = field(default_factory=list)
+    slurm: SlurmStatus | None = None  # profile hpc only
     agent_error: str = ""
     state: str = "running"  # "stopped": every node's machine is stopped (host restart)
     hint: str = ""  # what to do about the state, for a human
@@ -126,7 +128,17 @@ class ClusterStatus:
                 active = "-" if b.active_connections is None else str(b.active_connections)
                 backend_rows.append((b.node, b.address, b.state, str(b.weight), b.health, active))
             lines += table(backend_rows)
+        if self.slurm is not None:
+            lines += ["", *slurm_lines(self.slurm)]
         return "\n".join(lines)
+
+
+def slurm_lines(slurm: SlurmStatus) -> list[str]:
+    if slurm.error:
+        return [f"slurm: {slurm.error}"]
+    rows = [("SLURM NODE", "STATE", "CPUS", "REASON")]
+    rows += [(n.name, n.state, str(n.cpus), n.reason or "-") for n in slurm.nodes]
+    return [*table(rows), f"jobs: {slurm.running} running, {slurm.pending} pending"]
 
 
 def when(at: float) -> str:

@@ -125,7 +125,9 @@ PROFILE_LAYERS = {
 }
 # The roles enable what a node runs; the packages' own keys never reach a node: each
 # package install makes its own random munge key, and the cluster needs one shared key.
-LAYER_DISABLED_UNITS = {"hpc": ["munge.service", "slurmd.service", "slurmctld.service"]}
+LAYER_DISABLED_UNITS = {
+    "hpc": ["munge.service", "slurmd.service", "slurmctld.service", "nginx.service"]
+}
 LAYER_VERSION = "1"
 
 

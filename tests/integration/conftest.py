@@ -24,6 +24,7 @@ HA_CLUSTER = "it-ha"  # profile ha: etcd, agents, group web = VIP + nginx
 LB_CLUSTER = "it-lb"  # profile lb: etcd, agents, group web = VIP + load balancer (nft)
 LB5_CLUSTER = "it-lb5"  # profile lb on 5 nodes
 FENCE_CLUSTER = "it-fence"  # profile ha with a fence device (up --fencing)
+HPC_CLUSTER = "it-hpc"  # profile hpc: Slurm, its controller the group slurm (fenced)
 
 
 @dataclass
@@ -133,6 +134,8 @@ CLUSTERS = {
     "lb5_sandbox": (LB5_CLUSTER, "lb", 5),  # 5 etcd members: two may restart at once
     # the nodes fence each other through the host's fence device
     "fence_sandbox": (FENCE_CLUSTER, "ha", 3, "--fencing"),
+    # 4 nodes: a 3-node job runs while the controller's node is killed
+    "hpc_sandbox": (HPC_CLUSTER, "hpc", 4),
 }
 
 
@@ -188,6 +191,11 @@ def lb5_sandbox(pool: SandboxPool) -> Sandbox:
 @pytest.fixture(scope="module")
 def fence_sandbox(pool: SandboxPool) -> Sandbox:
     return pool.get(*CLUSTERS["fence_sandbox"])
+
+
+@pytest.fixture(scope="module")
+def hpc_sandbox(pool: SandboxPool) -> Sandbox:
+    return pool.get(*CLUSTERS["hpc_sandbox"])
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -204,9 +204,13 @@ class HolderSampler:
                     at = float(stamp)
                 except ValueError:
                     continue
-                self.samples[node].append((at, f" {self.address}/" in f" {addrs} "))
+                self.samples[node].append((at, self.holds(addrs)))
             proc.wait(timeout=10)
             self._closed.wait(0.2)
+
+    def holds(self, sample: str) -> bool:
+        """Whether one sample's output shows the node holding what is sampled."""
+        return f" {self.address}/" in f" {sample} "
 
     def state_at(self, node: str, at: float) -> bool | None:
         """The node's last sampled state at ``at`` (None: no sample in the last ``fresh`` s)."""

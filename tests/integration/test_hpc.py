@@ -1,0 +1,301 @@
+"""HPC clusters on real sandbox nodes: Slurm from Debian, its controller the agent's group
+``slurm`` (VIP + slurmctld, state on the storage every node mounts, fenced).
+
+One 4-node cluster for the module: a 3-node job can run while the controller's node is
+killed. Jobs are Slurm's own (sbatch/srun on a node) or `clusterctl hpc run`."""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+
+import pytest
+
+from clusterctl.providers.podman import SHARED_DIR
+from clusterctl.slurm import EXAMPLES_DIR
+
+from .conftest import cli, podman
+from .hahelpers import (
+    HolderSampler,
+    api_status,
+    container,
+    container_state,
+    node_exec,
+    node_names,
+    wait_for,
+)
+from .rejoinhelpers import online
+
+GENEROUS = 60.0  # seconds: a bound for "it happened", not a performance target
+SAVE_WINDOW = 5.0  # slurmctld writes its state at most this often (SAVE_MAX_WAIT)
+
+
+class SlurmctldSampler(HolderSampler):
+    """Whether slurmctld runs on each node, sampled every 50 ms from inside the node."""
+
+    LOOP = (
+        'end=$(( $(date +%s) + {limit} )); while [ "$(date +%s)" -lt "$end" ]; do '
+        'echo "$(date +%s.%N) $(pgrep -x slurmctld >/dev/null && echo RUNNING)"; '
+        "sleep {interval}; done"
+    )
+
+    def holds(self, sample: str) -> bool:
+        return "RUNNING" in sample
+
+
+def sh(sandbox, node: str, script: str, timeout: float = 60) -> tuple[int, str]:
+    proc = podman("exec", container(sandbox, node), "sh", "-c", script, check=False)
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def controller(sandbox) -> str | None:
+    """The node the agents say runs the group slurm (started), or None."""
+    for g in (api_status(sandbox) or {}).get("groups", []):
+        if g["name"] == "slurm" and g.get("state") == "started":
+            return g.get("node")
+    return None
+
+
+def other_than(sandbox, *nodes: str) -> str:
+    return next(n for n in node_names(sandbox) if n not in nodes)
+
+
+def sbatch(sandbox, node: str, *args: str) -> int:
+    rc, out = sh(sandbox, node, "cd /tmp && sbatch --parsable " + " ".join(args))
+    assert rc == 0, out
+    return int(out.strip().split(";")[0])
+
+
+def job_state(sandbox, node: str, job: int) -> dict[str, str]:
+    """JobState, ExitCode, Restarts, ... of a job as `scontrol show job` says ({} unknown)."""
+    rc, out = sh(sandbox, node, f"scontrol show job {job}")
+    if rc != 0:
+        return {}
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def slurm_nodes(sandbox, node: str) -> dict[str, str]:
+    rc, out = sh(sandbox, node, "sinfo -N -h -o '%N %T'")
+    if rc != 0:
+        return {}
+    return dict(line.split() for line in out.splitlines() if len(line.split()) == 2)
+
+
+def completed(sandbox, node: str, job: int) -> bool:
+    return job_state(sandbox, node, job).get("JobState") == "COMPLETED"
+
+
+@pytest.fixture
+def hpc(hpc_sandbox):
+    """The hpc cluster, healed: every node running and idle in Slurm, no job queued."""
+    _heal(hpc_sandbox)
+    yield hpc_sandbox
+    _heal(hpc_sandbox)
+
+
+def _heal(sandbox) -> None:
+    names = node_names(sandbox)
+    stopped = [n for n in names if container_state(sandbox, n) != "running"]
+    for node in stopped:
+        if container_state(sandbox, node) == "paused":
+            podman("unpause", container(sandbox, node), check=False)
+    if any(container_state(sandbox, n) != "running" for n in names):
+        assert cli("up", "--cluster", sandbox.cluster, timeout=900).rc == 0
+    wait_for(lambda: online(sandbox) == set(names), 120, 0.5, "every node online")
+    asker = wait_for(lambda: controller(sandbox), GENEROUS, 0.5, "the controller started")
+    sh(sandbox, asker, "scancel --state=PENDING; scancel --state=RUNNING")
+    # a job lost in the state-save window of a crash can leave a node drained for a
+    # "Duplicate jobid" (Slurm's own doing): resume whatever is not idle
+    for node, state in slurm_nodes(sandbox, asker).items():
+        if state not in ("idle",):
+            sh(sandbox, asker, f"scontrol update NodeName={node} State=RESUME")
+    wait_for(
+        lambda: set(slurm_nodes(sandbox, asker).values()) == {"idle"}
+        and len(slurm_nodes(sandbox, asker)) == len(names),
+        GENEROUS, 1.0, "every Slurm node idle",
+    )  # fmt: skip
+
+
+def test_a_job_spans_every_node_and_returns_the_exact_count(hpc):
+    run = cli(
+        "hpc", "run", "--cluster", hpc.cluster, "--",
+        "python3", f"{EXAMPLES_DIR}/primes.py", "100000000", timeout=300,
+    )  # fmt: skip
+    assert run.rc == 0, run.stderr[-2000:]
+    assert "primes below 100000000: 5761455 (4 ranks on 4 nodes" in run.stdout, run.stdout
+    ranks = re.findall(r"rank (\d+) on (\S+): (\d+) primes", run.stdout)
+    assert sorted(host for _, host, _ in ranks) == sorted(node_names(hpc)), run.stdout
+    assert all(int(count) > 0 for _, _, count in ranks)  # every node did its share
+    assert sum(int(count) for _, _, count in ranks) == 5_761_455
+    print(f"\n{run.stdout.strip()}")
+
+
+def test_bad_input_and_a_failing_job_are_one_line_errors(hpc, tmp_path):
+    failing = cli("hpc", "run", "--cluster", hpc.cluster, "-N", "2", "--", "false")
+    assert failing.rc != 0
+    assert "error: the job failed (srun exit status 1)" in failing.stderr
+    too_many = cli("hpc", "run", "--cluster", hpc.cluster, "-N", "9", "--", "true")
+    assert too_many.rc != 0 and "error: -N 9: the cluster has 4 nodes" in too_many.stderr
+    small = cli("up", "--cluster", "it-hpc-small", "--profile", "hpc", "--nodes", "2")
+    assert small.rc != 0 and "error:" in small.stderr and "3" in small.stderr
+    lb_like = cli("hpc", "run", "--cluster", "it-no-such", "--", "true")
+    assert lb_like.rc != 0 and "does not exist" in lb_like.stderr
+    for result in (failing, too_many, small, lb_like):
+        assert "Traceback" not in result.stderr
+        assert len([x for x in result.stderr.splitlines() if x.startswith("error:")]) == 1
+
+
+def test_drain_lets_running_jobs_finish_and_takes_no_new_ones(hpc):
+    asker = node_names(hpc)[0]
+    target = node_names(hpc)[-1]
+    running = sbatch(hpc, asker, "-N", "4", "--wrap", "'srun sleep 6'")
+    wait_for(lambda: job_state(hpc, asker, running).get("JobState") == "RUNNING", 30, 0.5,
+             "the 4-node job running")  # fmt: skip
+    drained = cli("drain", target, "--cluster", hpc.cluster, "--json")
+    assert drained.rc == 0, drained.stderr
+    assert drained.json()["state"] in ("draining", "drained")
+    waiting = sbatch(hpc, asker, "-N", "4", "--wrap", "true")
+    wait_for(lambda: completed(hpc, asker, running), 60, 0.5, "the running job completed")
+    assert job_state(hpc, asker, running)["Restarts"] == "0"
+    time.sleep(3)  # the scheduler ran: the 4-node job cannot start on a drained node
+    assert job_state(hpc, asker, waiting)["JobState"] == "PENDING"
+    assert slurm_nodes(hpc, asker)[target] == "drained"
+    status = cli("status", "--cluster", hpc.cluster, "--json").json()["slurm"]
+    assert {n["name"]: n["state"] for n in status["nodes"]}[target] == "drained"
+    assert status["pending"] == 1
+    assert cli("undrain", target, "--cluster", hpc.cluster).rc == 0
+    wait_for(lambda: completed(hpc, asker, waiting), 60, 0.5, "the waiting job ran")
+
+
+def test_a_crashed_controller_serves_again_and_a_running_job_completes(hpc):
+    """podman kill of the controller's node while a 3-node job runs on the others and a
+    client submits a job every 0.5 s."""
+    old = wait_for(lambda: controller(hpc), GENEROUS, 0.5, "the controller")
+    client = other_than(hpc, old)
+    long_job = sbatch(hpc, client, "-N", "3", "-x", old, "--wrap", "'srun sleep 20'")
+    wait_for(lambda: job_state(hpc, client, long_job).get("JobState") == "RUNNING", 30, 0.5,
+             "the 3-node job running")  # fmt: skip
+    time.sleep(SAVE_WINDOW + 1)  # the running job is in the saved state
+    acknowledged: list[tuple[float, int]] = []
+    failures: list[float] = []
+    stop = threading.Event()
+
+    def submit() -> None:
+        while not stop.is_set():
+            at = time.time()
+            proc = podman("exec", container(hpc, client), "sh", "-c",
+                          "cd /tmp && timeout 10 sbatch --parsable -o /dev/null --wrap true",
+                          check=False)  # fmt: skip
+            if proc.returncode == 0 and proc.stdout.strip().isdigit():
+                acknowledged.append((at, int(proc.stdout.strip())))
+            else:
+                failures.append(at)
+            stop.wait(max(0.0, 0.5 - (time.time() - at)))
+
+    with SlurmctldSampler(hpc, limit=120) as sampler:
+        submitter = threading.Thread(target=submit, daemon=True)
+        submitter.start()
+        time.sleep(3)
+        killed_at = time.time()
+        podman("kill", container(hpc, old))
+        new = wait_for(lambda: (c := controller(hpc)) and c != old and c, GENEROUS, 0.2,
+                       "a new controller")  # fmt: skip
+        wait_for(lambda: any(at > killed_at for at, _ in acknowledged), GENEROUS, 0.2,
+                 "a job acknowledged after the crash")  # fmt: skip
+        time.sleep(5)
+        stop.set()
+        submitter.join(timeout=30)
+        time.sleep(1)
+        doubles = sampler.doubles()
+    assert not doubles, f"two slurmctld at once: {doubles[:5]}"
+    back = min(at for at, _ in acknowledged if at > killed_at) - killed_at
+    wait_for(lambda: completed(hpc, client, long_job), GENEROUS, 1.0, "the 3-node job completed")
+    assert job_state(hpc, client, long_job)["Restarts"] == "0"
+    before = [(at, job) for at, job in acknowledged if at < killed_at]
+    after = [(at, job) for at, job in acknowledged if at >= killed_at]
+    lost = [(at, job) for at, job in before if not completed(hpc, client, job)]
+    for at, job in lost:  # only Slurm's own window before a hard crash may lose a job
+        assert killed_at - at <= SAVE_WINDOW + 1.0, (job, killed_at - at, lost)
+    kept = [job for _, job in before if (_, job) not in lost]
+    ids_after = [job for _, job in after]
+    assert kept == sorted(kept) and ids_after == sorted(ids_after)
+    assert len(set(ids_after)) == len(ids_after)
+    assert not kept or not ids_after or ids_after[0] > kept[-1], (kept[-3:], ids_after[:3])
+    wait_for(lambda: all(completed(hpc, client, j) for j in ids_after), GENEROUS, 1.0,
+             "every job acknowledged after the crash completed")  # fmt: skip
+    print(
+        f"\ncontroller {old} killed: {new} took over; first sbatch acknowledged "
+        f"{back:.2f} s after the kill; {len(before)} acknowledged before ({len(lost)} lost in "
+        f"the state-save window), {len(after)} after, {len(failures)} refused while it moved"
+    )
+
+
+def test_a_frozen_controller_is_fenced_before_another_starts(hpc):
+    old = wait_for(lambda: controller(hpc), GENEROUS, 0.5, "the controller")
+    client = other_than(hpc, old)
+    with SlurmctldSampler(hpc, limit=120) as sampler:
+        podman("pause", container(hpc, old))
+        new = wait_for(lambda: (c := controller(hpc)) and c != old and c, GENEROUS, 0.2,
+                       "a new controller")  # fmt: skip
+        # the fence device powered the frozen node off before slurmctld started elsewhere
+        wait_for(lambda: container_state(hpc, old) not in ("running", "paused"), GENEROUS, 0.5,
+                 f"{old} powered off")  # fmt: skip
+        podman("unpause", container(hpc, old), check=False)  # too late: it is off
+        job = sbatch(hpc, client, "--wrap", "true")
+        wait_for(lambda: completed(hpc, client, job), GENEROUS, 0.5, "a job after the takeover")
+        doubles = sampler.doubles()
+    assert not doubles, f"two slurmctld at once: {doubles[:5]}"
+    entries = cli("history", "--cluster", hpc.cluster, "--json").json()
+    fenced = [e for e in entries if e["event"] == "fence-done" and old in e["reason"]]
+    acquired = [e for e in entries if e["event"] == "acquired" and e["node"] == new]
+    assert fenced and acquired and fenced[-1]["at"] <= acquired[-1]["at"], entries[-10:]
+    print(f"\nfrozen {old}: fenced ({fenced[-1]['reason']}), then {new} started slurmctld")
+
+
+def test_a_planned_move_loses_no_job(hpc):
+    old = wait_for(lambda: controller(hpc), GENEROUS, 0.5, "the controller")
+    client = other_than(hpc, old)
+    target = other_than(hpc, old, client)
+    jobs = [sbatch(hpc, client, "-o", "/dev/null", "--wrap", "'sleep 1'") for _ in range(10)]
+    moved = cli("failover", "slurm", "--to", target, "--cluster", hpc.cluster, timeout=120)
+    assert moved.rc == 0, moved.stderr
+    assert wait_for(lambda: controller(hpc), GENEROUS, 0.2, "the controller") == target
+    later = sbatch(hpc, client, "--wrap", "true")
+    assert later > max(jobs) and jobs == sorted(jobs)
+    for job in [*jobs, later]:
+        wait_for(lambda j=job: completed(hpc, client, j), GENEROUS, 0.5, f"job {job}")
+
+
+def test_scale_out_and_in_during_a_running_job(hpc):
+    names = node_names(hpc)
+    asker = names[0]
+    job = sbatch(hpc, asker, "-N", str(len(names)), "--wrap", "'srun sleep 40'")
+    wait_for(lambda: job_state(hpc, asker, job).get("JobState") == "RUNNING", 30, 0.5,
+             "the job on every node running")  # fmt: skip
+    started = time.monotonic()
+    added = cli("scale", "--add", "1", "--cluster", hpc.cluster, "--json", timeout=900)
+    assert added.rc == 0, added.stderr[-2000:]
+    (new,) = added.json()["added"]
+    rc, out = sh(hpc, asker, f"cd /tmp && timeout 60 srun -w {new} hostname")
+    assert rc == 0 and out.strip() == new, out
+    print(f"\nscale --add 1: {new} ran its first job {time.monotonic() - started:.1f} s after")
+    assert job_state(hpc, asker, job)["JobState"] == "RUNNING"
+    # a job on the new node: removing it waits until that job ended
+    short = sbatch(hpc, asker, "-w", new, "--wrap", "'sleep 8'")
+    wait_for(lambda: job_state(hpc, asker, short).get("JobState") == "RUNNING", 30, 0.5,
+             f"a job on {new}")  # fmt: skip
+    removed = cli("scale", "--remove", new, "--cluster", hpc.cluster, "--drain-timeout", "120",
+                  timeout=600)  # fmt: skip
+    assert removed.rc == 0, removed.stderr[-2000:]
+    assert completed(hpc, asker, short) and job_state(hpc, asker, short)["Restarts"] == "0"
+    assert new not in slurm_nodes(hpc, asker)
+    wait_for(lambda: completed(hpc, asker, job), 60, 1.0, "the job on every node completed")
+    assert job_state(hpc, asker, job)["Restarts"] == "0"
+
+
+def test_the_state_directory_is_on_the_shared_storage(hpc):
+    """Every node sees the controller's state files (job IDs survive a move)."""
+    for node in node_names(hpc):
+        rc, out = node_exec(hpc, node, "ls", f"{SHARED_DIR}/slurmctld")
+        assert rc == 0 and "job_state" in out, (node, out)
