@@ -42,7 +42,6 @@ from clusterctl.status import (
     NodeStatus,
     http_probe_all,
 )
-from clusterctl.topology import etcd_member_nodes
 from clusterctl.trust import cluster_ca, ensure_trust
 
 MIN_LEASE_TTL, MAX_LEASE_TTL = 1, 10  # seconds; etcd counts lease TTLs in whole seconds
@@ -153,6 +152,7 @@ def up(options: UpOptions, reporter: Reporter) -> UpResult:
         record.fencing = fencing or record.fencing
         record.groups = record.groups if groups is None else groups
         state.save(record)
+    pin_etcd_members(state, record)
     ensure_trust(state, record)
     if record.fencing:
         provider.ensure_fence_device(record)
@@ -392,10 +392,17 @@ def down(cluster: str, reporter: Reporter, purge: bool = False) -> list[str]:
 
 
 def etcd_members(record: ClusterRecord) -> list[str]:
-    """Nodes running an etcd member (topology.etcd_member_nodes; none without agents)."""
+    """Nodes running an etcd member (recorded at creation; none without agents)."""
     if record.profile not in AGENT_PROFILES:
         return []
-    return [n.name for n in etcd_member_nodes(record.nodes)]
+    return record.etcd_member_names()
+
+
+def pin_etcd_members(state: StateDir, record: ClusterRecord) -> None:
+    """Record which nodes run etcd, once: later node counts never change them."""
+    if record.profile in AGENT_PROFILES and not record.etcd_members:
+        record.etcd_members = record.etcd_member_names()
+        state.save(record)
 
 
 def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:

@@ -34,6 +34,7 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
             f"cluster {cluster!r} still runs etcd and its agents over plain HTTP",
             f"upgrade it first with `clusterctl up --cluster {cluster}`",
         )
+    api.pin_etcd_members(state, record)  # before the node count changes the rule's answer
     provider = api.provider_for_record(state, reporter, record)
     # the existing nodes' host keys first: the guards and certificates of all of them change,
     # and nothing may be made or copied while one of them is an impostor

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from clusterctl.errors import ClusterctlError
 from clusterctl.profiles import LEGACY_PROFILE
+from clusterctl.topology import etcd_member_nodes
 
 CLUSTER_NAME_RE = re.compile(r"[a-z][a-z0-9-]{0,30}")
 
@@ -78,6 +79,16 @@ class ClusterRecord:
     fencing: bool = False
     # the operator's own resource groups (`up --groups FILE`), in the agent's group syntax
     groups: list[dict] = field(default_factory=list)
+    # the nodes that run an etcd member, fixed when the cluster is made: scaling out never
+    # changes them (a 4-node cluster grown to 5 keeps its 3 members)
+    etcd_members: list[str] = field(default_factory=list)
+
+    def etcd_member_names(self) -> list[str]:
+        """The recorded members; for a record written before they were recorded, the
+        topology rule over its nodes."""
+        if self.etcd_members:
+            return list(self.etcd_members)
+        return [n.name for n in etcd_member_nodes(self.nodes)]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2) + "\n"

@@ -31,7 +31,6 @@ from clusterctl.providers.podman_cli import Podman
 from clusterctl.providers.rtbudget import NODE_BUDGET_US, RtBudget
 from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
-from clusterctl.topology import etcd_member_nodes
 
 LABEL = "clusterctl.cluster"
 SHARED_DIR = "/srv/clusterctl/shared"  # in every node: the host's <state>/<cluster>/shared
@@ -227,7 +226,7 @@ class PodmanProvider(Provider):
                 f"no real-time CPU time for etcd ({exc}): it runs at normal priority"
             )
             return set()
-        return {n.name for n in etcd_member_nodes(record.nodes)}
+        return set(record.etcd_member_names())
 
     def _ensure_container(self, record: ClusterRecord, node: NodeRecord, realtime: bool) -> None:
         if self.podman.container_exists(node.container):

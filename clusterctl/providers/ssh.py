@@ -55,6 +55,7 @@ class SshProvider(Provider):
             nodes=[NodeRecord(n.name, n.cluster_address) for n in nodes],
             converged=bool(record and record.converged),
             profile=self.profile,
+            etcd_members=list(record.etcd_members) if record else [],
         )
         self.state.save(new_record)
         return new_record, nodes

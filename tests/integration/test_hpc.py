@@ -177,7 +177,8 @@ def test_a_crashed_controller_serves_again_and_a_running_job_completes(hpc):
     long_job = sbatch(hpc, client, "-N", "3", "-x", old, "--wrap", "'srun sleep 20'")
     wait_for(lambda: job_state(hpc, client, long_job).get("JobState") == "RUNNING", 30, 0.5,
              "the 3-node job running")  # fmt: skip
-    acknowledged: list[tuple[float, int, str]] = []  # (when, job ID, job name)
+    # (submitted, acknowledged, job ID, job name)
+    acknowledged: list[tuple[float, float, int, str]] = []
     refused: list[float] = []
     stop = threading.Event()
 
@@ -190,7 +191,7 @@ def test_a_crashed_controller_serves_again_and_a_running_job_completes(hpc):
                           f"cd /tmp && timeout 10 sbatch --parsable -J {name} -o /dev/null "
                           "--wrap true", check=False)  # fmt: skip
             if proc.returncode == 0 and proc.stdout.strip().isdigit():
-                acknowledged.append((at, int(proc.stdout.strip()), name))
+                acknowledged.append((at, time.time(), int(proc.stdout.strip()), name))
             else:
                 refused.append(at)
             stop.wait(max(0.0, 0.5 - (time.time() - at)))
@@ -203,14 +204,15 @@ def test_a_crashed_controller_serves_again_and_a_running_job_completes(hpc):
         podman("kill", container(hpc, old))
         new = wait_for(lambda: (c := controller(hpc)) and c != old and c, GENEROUS, 0.2,
                        "a new controller")  # fmt: skip
-        wait_for(lambda: any(at > killed_at for at, _, _ in acknowledged), GENEROUS, 0.2,
+        wait_for(lambda: any(at > killed_at for at, *_ in acknowledged), GENEROUS, 0.2,
                  "a job acknowledged after the crash")  # fmt: skip
         time.sleep(5)
         stop.set()
         submitter.join(timeout=30)
         doubles = sampler.doubles()
     assert not doubles, f"two slurmctld at once: {doubles[:5]}"
-    back = min(at for at, _, _ in acknowledged if at > killed_at) - killed_at
+    # kill -> the first sbatch (sent after the kill) that the new controller acknowledged
+    back = min(acked for at, acked, *_ in acknowledged if at > killed_at) - killed_at
     wait_for(lambda: completed(hpc, client, long_job), GENEROUS, 1.0, "the 3-node job completed")
     assert job_state(hpc, client, long_job)["Restarts"] == "0"
 
@@ -218,8 +220,8 @@ def test_a_crashed_controller_serves_again_and_a_running_job_completes(hpc):
         state = job_state(hpc, client, job)
         return state.get("JobName") == name and state.get("JobState") == "COMPLETED"
 
-    before = [(at, job, name) for at, job, name in acknowledged if at < killed_at]
-    after = [(job, name) for at, job, name in acknowledged if at >= killed_at]
+    before = [(at, job, name) for at, _, job, name in acknowledged if at < killed_at]
+    after = [(job, name) for at, _, job, name in acknowledged if at >= killed_at]
     wait_for(lambda: all(done(j, n) for j, n in after), GENEROUS, 1.0,
              "every job acknowledged after the crash completed")  # fmt: skip
     kept = [job for _, job, name in before if done(job, name)]
