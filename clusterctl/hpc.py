@@ -89,9 +89,7 @@ def drain(cluster: str, node: str, reporter: Reporter, timeout: float | None = N
     they did."""
     record, shell = hpc_cluster(cluster, reporter)
     _known_node(record, shell, node)
-    shell.scontrol("update", f"NodeName={node}", "State=DRAIN", f"Reason={DRAIN_REASON}")
-    if timeout is not None:
-        wait_idle(shell, node, timeout, reporter.progress)
+    drain_node(shell, node, reporter, timeout)
     return {"node": node, "state": shell.node(node).state}
 
 
@@ -103,11 +101,13 @@ def undrain(cluster: str, node: str, reporter: Reporter) -> dict:
     return {"node": node, "state": shell.node(node).state}
 
 
-def take_out(shell: SlurmShell, node: str, reporter: Reporter, timeout: float) -> None:
-    """Before `scale --remove`: drain `node` and wait for its jobs to end."""
+def drain_node(shell: SlurmShell, node: str, reporter: Reporter, timeout: float | None) -> None:
+    """Drain `node` in Slurm; with a timeout, wait until its jobs ended (`drain --wait`, and
+    `scale --remove` before the node goes)."""
     reporter.progress(f"draining {node} in Slurm")
     shell.scontrol("update", f"NodeName={node}", "State=DRAIN", f"Reason={DRAIN_REASON}")
-    wait_idle(shell, node, timeout, reporter.progress)
+    if timeout is not None:
+        wait_idle(shell, node, timeout, reporter.progress)
 
 
 def forget(shell: SlurmShell, node: str) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from clusterctl import cluster as api
 from clusterctl.errors import ClusterctlError
-from clusterctl.hpc import forget, take_out
+from clusterctl.hpc import drain_node, forget
 from clusterctl.inventory import MIN_NODES, InventoryNode, load_inventory
 from clusterctl.profiles import AGENT_PROFILES
 from clusterctl.reporter import Reporter
@@ -99,7 +99,7 @@ def remove(cluster: str, node: str, reporter: Reporter, drain_timeout: float = 6
         )
     provider = api.provider_for_record(state, reporter, record)
     if record.profile == "hpc":
-        take_out(shell_for(state, record, provider), node, reporter, drain_timeout)
+        drain_node(shell_for(state, record, provider), node, reporter, drain_timeout)
     if record.profile == "lb":
         from clusterctl.backends import drain
 

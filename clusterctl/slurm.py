@@ -114,18 +114,11 @@ class SlurmShell:
             f"{node.user}@{node.address}", command,
         ]  # fmt: skip
 
-    def _candidates(self, prefer: str | None) -> list[InventoryNode]:
-        if prefer is None:
-            return list(self.nodes)
-        return sorted(self.nodes, key=lambda n: n.name != prefer)
-
-    def run(
-        self, command: str, timeout: float = 30.0, prefer: str | None = None
-    ) -> subprocess.CompletedProcess[str]:
+    def run(self, command: str, timeout: float = 30.0) -> subprocess.CompletedProcess[str]:
         """Run `command` on the first node that answers; its result (any exit status but
         ssh's own failure)."""
         last = ""
-        for node in self._candidates(prefer):
+        for node in self.nodes:
             try:
                 proc = subprocess.run(
                     self.argv(node, command),
@@ -145,9 +138,9 @@ class SlurmShell:
             f"check `clusterctl status --cluster {self.state.cluster}`",
         )
 
-    def stream(self, command: str, prefer: str | None = None) -> tuple[str, int]:
+    def stream(self, command: str) -> tuple[str, int]:
         """Run `command` with its output going straight to ours; (node, exit status)."""
-        for node in self._candidates(prefer):
+        for node in self.nodes:
             # a probe first: once the real command ran, it is never re-run elsewhere
             probe = subprocess.run(
                 self.argv(node, "true"), capture_output=True, timeout=30, stdin=subprocess.DEVNULL
@@ -195,7 +188,7 @@ class SlurmShell:
         return status
 
     def jobs_on(self, name: str) -> list[SlurmJob]:
-        proc = self.run(f"squeue -h -w {shlex.quote(name)} -o '%i|%T|%D|%N|%j'")
+        proc = self.run(f"{SQUEUE} -w {shlex.quote(name)}")
         if proc.returncode != 0:
             raise ClusterctlError(
                 f"cannot list the jobs on {name}: {proc.stderr.strip()[-200:]}",
