@@ -19,11 +19,7 @@ def _client(cluster: str, node: str):
             f"cluster {cluster!r} runs profile {record.profile}, which has no load balancer",
             "create one with `clusterctl up --profile lb`",
         )
-    names = [n.name for n in record.nodes]
-    if node not in names:
-        raise ClusterctlError(
-            f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
-        )
+    record.require_node(node)
     return agent_client(state, record)
 
 

@@ -5,7 +5,6 @@ The CLI is a thin layer over these functions; so are the tests and benchmarks.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -20,7 +19,7 @@ from clusterctl.agent.history import HistoryEntry, last_failover
 from clusterctl.agent.tls import TlsFiles
 from clusterctl.agentclient import AgentClient
 from clusterctl.errors import ClusterctlError
-from clusterctl.inventory import InventoryNode
+from clusterctl.inventory import InventoryNode, reachable_nodes
 from clusterctl.profiles import (
     AGENT_PROFILES,
     DEFAULT_PROFILE,
@@ -460,13 +459,7 @@ def status(cluster: str) -> ClusterStatus:
             hint=f"start it with `clusterctl up --cluster {cluster}` (same nodes, addresses "
             "and data)",
         )
-    nodes = [InventoryNode(n.name, n.address) for n in record.nodes]
-    if record.provider == "ssh":
-        from clusterctl.inventory import load_inventory
-
-        # if the inventory moved, probe the recorded addresses
-        with contextlib.suppress(ClusterctlError):
-            nodes = load_inventory(Path(record.source_inventory))
+    nodes = reachable_nodes(record, fallback=True)  # a moved inventory: the recorded addresses
     agent_view: dict = {}
     backend_view: dict = {}
     failovers: dict[str, HistoryEntry] = {}
@@ -585,11 +578,8 @@ def failover(
     """Move a group (to a node, or away from its holder) and wait until it runs there."""
     state = StateDir(cluster)
     record = state.load()
-    names = [n.name for n in record.nodes]
-    if to is not None and to not in names:
-        raise ClusterctlError(
-            f"unknown node {to!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
-        )
+    if to is not None:
+        record.require_node(to)
     client = agent_client(state, record)
     groups = _group_names(client)
     if group not in groups:
@@ -629,11 +619,7 @@ def cluster_with_node(cluster: str, node: str) -> tuple[StateDir, ClusterRecord]
     """The cluster's state and record, once ``node`` is known to be one of its nodes."""
     state = StateDir(cluster)
     record = state.load()
-    names = [n.name for n in record.nodes]
-    if node not in names:
-        raise ClusterctlError(
-            f"unknown node {node!r} in cluster {cluster}", f"nodes are: {', '.join(names)}"
-        )
+    record.require_node(node)
     return state, record
 
 

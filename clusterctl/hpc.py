@@ -76,11 +76,7 @@ def run_job(
 
 
 def _known_node(record: ClusterRecord, shell: SlurmShell, node: str) -> SlurmNode:
-    names = [n.name for n in record.nodes]
-    if node not in names:
-        raise ClusterctlError(
-            f"unknown node {node!r} in cluster {record.name}", f"nodes are: {', '.join(names)}"
-        )
+    record.require_node(node)
     return shell.node(node)
 
 

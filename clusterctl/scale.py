@@ -17,7 +17,7 @@ from pathlib import Path
 from clusterctl import cluster as api
 from clusterctl.errors import ClusterctlError
 from clusterctl.hpc import drain_node, forget
-from clusterctl.inventory import MIN_NODES, InventoryNode, load_inventory
+from clusterctl.inventory import MIN_NODES, load_inventory, reachable_nodes
 from clusterctl.profiles import AGENT_PROFILES
 from clusterctl.reporter import Reporter
 from clusterctl.slurm import shell_for
@@ -38,10 +38,7 @@ def add(cluster: str, count: int | None, reporter: Reporter) -> list[str]:
     provider = api.provider_for_record(state, reporter, record)
     # the existing nodes' host keys first: the guards and certificates of all of them change,
     # and nothing may be made or copied while one of them is an impostor
-    existing = [InventoryNode(n.name, n.address) for n in record.nodes]
-    if record.provider == "ssh":
-        existing = load_inventory(Path(record.source_inventory))
-        existing = [n for n in existing if n.name in {r.name for r in record.nodes}]
+    existing = reachable_nodes(record)
     reporter.progress(f"checking the host keys of {len(existing)} nodes")
     wait_and_trust(existing, provider.key_for, state.known_hosts, provider.ssh_wait_s)
     if record.provider == "podman":

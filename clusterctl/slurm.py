@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from clusterctl.errors import ClusterctlError
-from clusterctl.inventory import InventoryNode
+from clusterctl.inventory import InventoryNode, reachable_nodes
 from clusterctl.state import ClusterRecord, StateDir
 
 SSH_FAILED = 255  # ssh's own exit status: it could not reach or log in to the node
@@ -199,15 +199,7 @@ class SlurmShell:
 
 def shell_for(state: StateDir, record: ClusterRecord, provider) -> SlurmShell:
     """A SlurmShell over the cluster's nodes as its provider reaches them."""
-    nodes = [InventoryNode(n.name, n.address) for n in record.nodes]
-    if record.provider == "ssh":
-        from pathlib import Path
-
-        from clusterctl.inventory import load_inventory
-
-        known = {n.name for n in record.nodes}
-        nodes = [n for n in load_inventory(Path(record.source_inventory)) if n.name in known]
-    return SlurmShell(state, nodes, provider.key_for)
+    return SlurmShell(state, reachable_nodes(record), provider.key_for)
 
 
 def srun_command(command: list[str], nodes: int, tasks: int | None, name: str) -> str:

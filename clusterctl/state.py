@@ -83,6 +83,16 @@ class ClusterRecord:
     # changes them (a 4-node cluster grown to 5 keeps its 3 members)
     etcd_members: list[str] = field(default_factory=list)
 
+    def require_node(self, name: str) -> NodeRecord:
+        """The node called ``name``; one clear error naming the nodes there are if none is."""
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise ClusterctlError(
+            f"unknown node {name!r} in cluster {self.name}",
+            f"nodes are: {', '.join(n.name for n in self.nodes)}",
+        )
+
     def etcd_member_names(self) -> list[str]:
         """The recorded members; for a record written before they were recorded, the
         topology rule over its nodes."""

@@ -16,12 +16,10 @@ from dataclasses import asdict, dataclass
 from clusterctl import cluster as api
 from clusterctl.agentclient import unhealthy
 from clusterctl.bench.prober import Outage, Prober, outage
-from clusterctl.bench.sandbox import HolderSampler, node_pids, vip_holders
+from clusterctl.bench.sandbox import HolderSampler, SandboxBench, node_pids, vip_holders
 from clusterctl.errors import ClusterctlError
-from clusterctl.faults import SandboxFaults
-from clusterctl.providers.podman_cli import Podman
 from clusterctl.reporter import ListReporter, Reporter
-from clusterctl.state import ClusterRecord, StateDir
+from clusterctl.state import ClusterRecord
 
 FAULTS = ("node_crash", "web_crash", "agent_kill", "planned_move", "rolling_restart")
 
@@ -39,19 +37,15 @@ class Trial:
     holder_samples: int
 
 
-class FailoverBench:
+class FailoverBench(SandboxBench):
+    kind = "failover"
+    wants = "a podman sandbox in the ha profile"
+
+    def fits(self, record: ClusterRecord) -> bool:
+        return record.provider == "podman" and record.profile == "ha"
+
     def __init__(self, cluster: str, reporter: Reporter) -> None:
-        self.cluster = cluster
-        self.reporter = reporter
-        self.state = StateDir(cluster)
-        self.record: ClusterRecord = self.state.load()
-        if self.record.provider != "podman" or self.record.profile != "ha":
-            raise ClusterctlError(
-                f"cluster {cluster!r} is not a podman sandbox in the ha profile",
-                "run `clusterctl bench failover` without --cluster to use its own sandbox",
-            )
-        self.podman = Podman(self.state.root)
-        self.faults = SandboxFaults(self.podman, self.record, tls=None)  # kills need no etcd
+        super().__init__(cluster, reporter)
         self.url = f"http://{self.record.vip}/"
 
     def holder(self) -> str:

@@ -16,16 +16,16 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from clusterctl import cluster as api
+from clusterctl.bench.sandbox import SandboxBench, wait_until
 from clusterctl.errors import ClusterctlError
-from clusterctl.faults import SandboxFaults
 from clusterctl.providers.podman import SHARED_DIR
-from clusterctl.providers.podman_cli import Podman
 from clusterctl.reporter import ListReporter, Reporter
-from clusterctl.state import StateDir
+from clusterctl.state import ClusterRecord
 
 FAULTS = ("crash", "freeze")
 GROUP_FENCED, GROUP_PLAIN = "fenced", "plain"
@@ -92,19 +92,15 @@ class Trial:
     plain_to: str
 
 
-class FenceBench:
+class FenceBench(SandboxBench):
+    kind = "fence"
+    wants = "a podman sandbox with a fence device"
+
+    def fits(self, record: ClusterRecord) -> bool:
+        return record.provider == "podman" and record.fencing
+
     def __init__(self, cluster: str, reporter: Reporter) -> None:
-        self.cluster = cluster
-        self.reporter = reporter
-        self.state = StateDir(cluster)
-        self.record = self.state.load()
-        if self.record.provider != "podman" or not self.record.fencing:
-            raise ClusterctlError(
-                f"cluster {cluster!r} is not a podman sandbox with a fence device",
-                "run `clusterctl bench fence` without --cluster to use its own sandbox",
-            )
-        self.podman = Podman(self.state.root)
-        self.faults = SandboxFaults(self.podman, self.record, tls=None)
+        super().__init__(cluster, reporter)
         self.shared = self.state.path / "shared"
 
     def file(self, group: str) -> Path:
@@ -136,17 +132,8 @@ class FenceBench:
             if g.get("state") == "started" and g.get("node")
         }
 
-    def wait(self, done, what: str, timeout: float = 180.0) -> None:  # noqa: ANN001
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                if done():
-                    return
-            except ClusterctlError:
-                pass
-            if time.monotonic() > deadline:
-                raise ClusterctlError(f"{what} not within {timeout:.0f} s", "see clusterctl status")
-            time.sleep(0.5)
+    def wait(self, done: Callable[[], bool], what: str, timeout: float = 180.0) -> None:
+        wait_until(done, what, timeout)
 
     def together(self) -> str:
         """Both groups started on one node, every node online; returns that node."""

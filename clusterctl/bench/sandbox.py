@@ -11,10 +11,14 @@ import os
 import subprocess
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from clusterctl.errors import ClusterctlError
+from clusterctl.faults import SandboxFaults
 from clusterctl.providers.podman_cli import Podman
-from clusterctl.state import ClusterRecord
+from clusterctl.reporter import Reporter
+from clusterctl.state import ClusterRecord, StateDir
 
 _CLONE_NEWNET = 0x40000000
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -154,3 +158,122 @@ class HolderSampler:
     def dual(self) -> int:
         """Samples in which two or more nodes held the VIP."""
         return sum(1 for _, holders in self.samples if len(holders) > 1)
+
+
+class SandboxBench:
+    """What every benchmark on a sandbox holds: the cluster's record, podman, and the fault
+    injector. A subclass says which clusters it runs on (``fits``, described by ``wants``)."""
+
+    kind = ""  # the `clusterctl bench` command
+    wants = "a podman sandbox"
+
+    def fits(self, record: ClusterRecord) -> bool:
+        return record.provider == "podman"
+
+    def __init__(self, cluster: str, reporter: Reporter) -> None:
+        self.cluster = cluster
+        self.reporter = reporter
+        self.state = StateDir(cluster)
+        self.record = self.state.load()
+        if not self.fits(self.record):
+            raise ClusterctlError(
+                f"cluster {cluster!r} is not {self.wants}",
+                f"run `clusterctl bench {self.kind}` without --cluster: it makes its own sandbox",
+            )
+        self.podman = Podman(self.state.root)
+        self.faults = SandboxFaults(self.podman, self.record, tls=None)  # kills need no etcd
+
+    def reload(self) -> None:
+        """The record again (after a scale), and faults for its nodes."""
+        self.record = self.state.load()
+        self.faults = SandboxFaults(self.podman, self.record, tls=None)
+
+
+def wait_until(done: Callable[[], bool], what: str, timeout: float, poll: float = 0.5) -> None:
+    """Poll ``done`` until it is true (a ClusterctlError from it counts as not yet); one
+    clear error after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if done():
+                return
+        except ClusterctlError:
+            pass
+        if time.monotonic() > deadline:
+            raise ClusterctlError(f"{what}: not within {timeout:.0f} s", "see clusterctl status")
+        time.sleep(poll)
+
+
+def pid_namespace(pid: int) -> str:
+    """The PID namespace of a process ("pid:[inode]"), or "" when it is gone."""
+    try:
+        return os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return ""
+
+
+def processes_named(comm: str) -> list[int]:
+    """The PIDs of this host's processes whose name (``/proc/PID/comm``) is ``comm``: the
+    host sees every node's processes (rootful containers share its kernel)."""
+    found = []
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/comm") as name:
+                if name.read().strip() == comm:
+                    found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+@dataclass
+class ProcessSampler:
+    """Samples on which nodes a process named ``comm`` runs, every ``period`` seconds, from
+    the host: a process belongs to the node whose init shares its PID namespace. No process
+    per sample (``podman exec`` costs ~100 ms) and no agent on the nodes. A killed node has
+    no processes, so it never counts; ``refresh`` learns a restarted node's namespace."""
+
+    pids: dict[str, int]  # node -> PID of its init (node_pids)
+    comm: str
+    period: float = 0.05
+    samples: list[tuple[float, tuple[str, ...]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._lock = threading.Lock()
+        self._nodes: dict[str, str] = {}  # PID namespace -> node
+        self.refresh(self.pids)
+
+    def refresh(self, pids: dict[str, int]) -> None:
+        spaces = {pid_namespace(pid): name for name, pid in pids.items() if pid > 0}
+        spaces.pop("", None)
+        with self._lock:
+            self._nodes = {ns: n for ns, n in self._nodes.items() if n not in pids} | spaces
+
+    def running_on(self) -> tuple[str, ...]:
+        with self._lock:
+            nodes = self._nodes
+        return tuple(sorted({nodes[ns] for p in processes_named(self.comm)
+                             if (ns := pid_namespace(p)) in nodes}))  # fmt: skip
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self.running_on()))
+            self._stop.wait(self.period)
+
+    def start(self) -> ProcessSampler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[tuple[float, tuple[str, ...]]]:
+        self._stop.set()
+        self._thread.join()
+        return self.samples
+
+    @property
+    def dual(self) -> int:
+        """Samples in which the process ran on two or more nodes."""
+        return sum(1 for _, nodes in self.samples if len(nodes) > 1)

@@ -1,6 +1,7 @@
 """`clusterctl bench up`: how long building a sandbox takes.
 
-cold: the node image is built first (debootstrap + import), then a new cluster converged;
+cold: the node image (and the profile's layer, if it has one) is built first, then a new
+cluster converged;
 warm: a new cluster from the cached image; noop: `up` again on a converged cluster (each node
 compared with its last converge, clusterctl/convergence.py); noop_full: `up --full` there,
 the whole converge changing nothing.
@@ -38,8 +39,9 @@ def run(cluster: str, trials: int, cold: bool, profile: str, reporter: Reporter)
     measurements: dict[str, list[float]] = {"cold": [], "warm": [], "noop": [], "noop_full": []}
     api.down(cluster, ListReporter())
     if cold:
-        reporter.info(f"cold: removing the cached image {image_name()} first")
-        podman.run("image", "rm", "-f", image_name(), check=False)
+        images = list(dict.fromkeys([image_name(profile), image_name()]))  # layer, then base
+        reporter.info(f"cold: removing the cached image(s) {', '.join(images)} first")
+        podman.run("image", "rm", "-f", *images, check=False)
         seconds, _ = _timed_up(cluster, profile)
         measurements["cold"].append(seconds)
         reporter.info(f"cold up: {seconds:.1f} s")

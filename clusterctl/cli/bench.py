@@ -19,12 +19,13 @@ DEFAULT_OUT = Path("bench/results")
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
-        help="measure failover outages, load-balancer throughput or sandbox build times",
+        help="measure failover outages, load-balancer throughput, hpc or sandbox build times",
         epilog=examples(
             "clusterctl bench failover --trials 5",
             "clusterctl bench lb --rounds 3",
             "clusterctl bench up --trials 3 --cold",
             "clusterctl bench fence --trials 5",
+            "clusterctl bench hpc --trials 5 --slurm-timeout 120 --slurm-timeout 1",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -67,7 +68,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     fence.add_argument("--cluster", help="an existing sandbox made with `up --fencing`")
     fence.add_argument("--keep", action="store_true", help="keep the bench cluster afterwards")
-    for p in (fail, lb, up, fence):
+    hpc = kinds.add_parser(
+        "hpc",
+        help="controller failover vs Slurm's backup controller, job launch, primes, scale out",
+    )
+    hpc.add_argument("--trials", type=int, default=5, help="failover trials per controller")
+    hpc.add_argument(
+        "--slurm-timeout",
+        type=int,
+        action="append",
+        help="SlurmctldTimeout of a backup-controller run, repeatable (default: 120 and 1)",
+    )
+    hpc.add_argument("--nodes", type=int, default=3, help="nodes before the scale-out step")
+    for p in (fail, lb, up, fence, hpc):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
     parser.set_defaults(func=run)
 
@@ -119,6 +132,19 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
             )  # fmt: skip
         table = lb.table(result["summary"], result["events"])
         _save(args.out, f"lb-lease{args.lease_ttl}", result, table)
+    elif args.kind == "hpc":
+        from clusterctl import cluster as api
+        from clusterctl.bench import hpc
+
+        # its own sandbox, always: the backup-controller runs rewrite slurm.conf
+        reporter.info("creating sandbox bench-hpc (profile hpc)")
+        api.up(api.UpOptions(cluster="bench-hpc", profile="hpc", nodes=args.nodes), reporter)
+        try:
+            result = hpc.run("bench-hpc", args.trials, args.slurm_timeout or [120, 1], reporter)
+        finally:
+            api.down("bench-hpc", ListReporter())
+        table = hpc.table(result)
+        _save(args.out, "hpc", result, table)
     elif args.kind == "fence":
         from clusterctl.bench import fence
 

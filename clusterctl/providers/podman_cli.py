@@ -102,6 +102,22 @@ class Podman:
             )
         return proc
 
+    def popen(self, *args: str, stdin: bytes | None = None) -> subprocess.Popen[str]:
+        """Start ``podman ARGS`` without waiting; ``stdin`` is written and closed at once.
+        For commands that print little: read stdout after ``wait``."""
+        proc = subprocess.Popen(
+            [self.binary, *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=self.env,
+            text=True,
+        )
+        assert proc.stdin is not None
+        proc.stdin.write((stdin or b"").decode())
+        proc.stdin.close()
+        return proc
+
     def json(self, *args: str) -> list[dict]:
         out = self.run(*args).stdout.strip()
         return json.loads(out) if out else []

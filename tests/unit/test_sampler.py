@@ -54,3 +54,22 @@ def test_refreshing_while_the_sampler_runs_never_breaks_it() -> None:
     samples = sampler.stop()
     assert sampler.error == ""
     assert len(samples) > 10 and all(holders == ("a", "b") for _, holders in samples)
+
+
+def test_the_process_sampler_finds_a_process_by_name_in_its_nodes_namespace() -> None:
+    """This test's own process stands for a node's init: same PID namespace, so a process
+    named like this one counts for that node; an unknown namespace counts for none."""
+    import os
+    from pathlib import Path
+
+    from clusterctl.bench.sandbox import ProcessSampler
+
+    comm = Path(f"/proc/{os.getpid()}/comm").read_text().strip()
+    sampler = ProcessSampler({"node1": os.getpid(), "gone": 0}, comm)
+    assert sampler.running_on() == ("node1",)
+    sampler.refresh({"node1": 0})  # the node died: its namespace is forgotten
+    assert sampler.running_on() == ()
+    sampler.refresh({"node1": os.getpid()})
+    sampler.start()
+    samples = sampler.stop()
+    assert samples and samples[0][1] == ("node1",) and sampler.dual == 0
