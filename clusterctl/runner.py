@@ -12,8 +12,10 @@ import difflib
 import json
 import os
 import shutil
+import signal
 import sys
-from collections.abc import Mapping
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -271,6 +273,28 @@ def _write_count(path: Path, key: str, count: int) -> None:
             path.write_text(json.dumps(counts, indent=2, sort_keys=True) + "\n")
 
 
+@contextlib.contextmanager
+def signals_cancel() -> Iterator[Callable[[], bool]]:
+    """While a playbook runs, SIGINT and SIGTERM cancel it (ansible-runner stops
+    ansible-playbook when the callback says so) and afterwards reach this process as they
+    would have. Left to itself, ansible-runner installs handlers that only set a flag and
+    keeps them after the run: every later SIGTERM was swallowed (a benchmark ignored `kill`)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False  # only the main thread may set handlers; the default applies
+        return
+    received: list[int] = []
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig in previous:
+        signal.signal(sig, lambda signum, _frame: received.append(signum))
+    try:
+        yield lambda: bool(received)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if received:
+        signal.raise_signal(received[0])
+
+
 def run_playbook(
     name: str,
     inventory: Path,
@@ -306,19 +330,21 @@ def run_playbook(
         "ANSIBLE_FORCE_COLOR": "0",
         "ANSIBLE_NOCOLOR": "1",
     }
-    result = ansible_runner.run(
-        private_data_dir=str(work_dir),
-        project_dir=str(PROJECT_ROOT),
-        playbook=str(playbook(name)),
-        inventory=str(inventory),
-        extravars=dict(extravars or {}),
-        limit=limit,
-        cmdline=cmdline,
-        envvars=envvars,
-        event_handler=tracker,
-        quiet=True,
-        rotate_artifacts=1,
-    )
+    with signals_cancel() as cancelled:
+        result = ansible_runner.run(
+            private_data_dir=str(work_dir),
+            project_dir=str(PROJECT_ROOT),
+            playbook=str(playbook(name)),
+            inventory=str(inventory),
+            extravars=dict(extravars or {}),
+            limit=limit,
+            cmdline=cmdline,
+            envvars=envvars,
+            event_handler=tracker,
+            cancel_callback=cancelled,
+            quiet=True,
+            rotate_artifacts=1,
+        )
     outcome = PlaybookResult(
         playbook=name,
         rc=result.rc if result.rc is not None else -1,

@@ -51,3 +51,25 @@ def test_ctrl_c_while_waiting_for_ssh_leaves_at_once(tmp_path) -> None:
                 proc.wait()
     assert proc.returncode == 130
     assert took < 2.0, f"exited {took:.2f} s after SIGINT"
+
+
+def test_a_signal_during_a_playbook_cancels_it_and_then_reaches_the_process() -> None:
+    """SIGTERM while the playbook runs: the cancel callback says so, the process lives on
+    until the run ends, then the handler from before the run gets the signal; afterwards
+    nothing of ansible-runner's handling is left."""
+    from clusterctl.runner import signals_cancel
+
+    got: list[int] = []
+    before = signal.signal(signal.SIGTERM, lambda signum, _frame: got.append(signum))
+    try:
+        with signals_cancel() as cancelled:
+            assert not cancelled()
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert cancelled() and got == []
+        assert got == [signal.SIGTERM]
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+        assert got == [signal.SIGTERM, signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, before)
