@@ -142,8 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     agent = Agent(config, store)
     log.info("starting on %s (cluster %s)", config.node, config.cluster)
     server = start_api(agent, config, token) if token else None
-    if server is not None:
-        signal.signal(signal.SIGHUP, lambda *_: reload_tokens(server.api, config))
+    signal.signal(signal.SIGHUP, lambda *_: reload(agent, server, config, args.config))
     history = HistoryWriter(
         agent.history, make_store(config), agent.keys, config.history_retention,
         timeout=config.request_timeout,
@@ -229,6 +228,26 @@ def peer_watch(agent: Agent, config: AgentConfig, api: Api) -> PeerWatch:
         return apiclient.AgentApi(urls, api.token.decode(), timeout, api.client_tls).health()
 
     return PeerWatch(lambda: agent.peer_targets, ask, agent.clock, config.renew_interval)
+
+
+def reload(agent: Agent, server: ApiServer | None, config: AgentConfig, path: str) -> None:
+    """SIGHUP (`systemctl reload`): the token file's tokens and the config file's fence
+    devices, taken without a restart (a group held here keeps running)."""
+    if server is not None:
+        reload_tokens(server.api, config)
+    reload_fence_devices(agent, path)
+
+
+def reload_fence_devices(agent: Agent, path: str) -> None:
+    """The fence devices of the config file as it is now: `clusterctl scale --add` gives the
+    existing nodes the new nodes' devices, or no group could fail over from a new node."""
+    try:
+        devices = load_config(path).fence_devices
+    except ConfigError as exc:
+        log.error("fence devices not reloaded: %s", exc)
+        return
+    agent.fencer.set_devices({n: device_from_config(d) for n, d in devices.items()})
+    log.info("fence devices reloaded: %s", ", ".join(sorted(devices)) or "none")
 
 
 def reload_tokens(api: Api, config: AgentConfig) -> None:

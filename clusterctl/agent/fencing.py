@@ -168,6 +168,12 @@ class Fencer:
         self._running: set[str] = set()
         self._outcomes: dict[str, FenceOutcome] = {}
 
+    def set_devices(self, devices: Mapping[str, FenceDevice]) -> None:
+        """Fence with these devices from now on (a node added to the cluster brings its
+        own); a fence already running keeps the device it began with."""
+        with self._lock:
+            self.devices = dict(devices)
+
     def begin(self, node: str) -> None:
         with self._lock:
             if node in self._running:
@@ -196,7 +202,8 @@ class Fencer:
 
     def _fence(self, node: str) -> None:
         began = self.clock()
-        device = self.devices.get(node)
+        with self._lock:
+            device = self.devices.get(node)
         try:
             if device is None:
                 raise FenceError(f"no fence device is configured for {node}")

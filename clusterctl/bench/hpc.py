@@ -29,6 +29,7 @@ from clusterctl import cluster as api
 from clusterctl import scale
 from clusterctl.bench.sandbox import ProcessSampler, SandboxBench, node_pids, wait_until
 from clusterctl.errors import ClusterctlError
+from clusterctl.faults import Injected
 from clusterctl.providers.podman import SHARED_DIR
 from clusterctl.reporter import ListReporter, Reporter
 from clusterctl.slurm import EXAMPLES_DIR
@@ -237,7 +238,7 @@ class HpcBench(SandboxBench):
 
     def kill_and_measure(self, mode: str, number: int, victim: str, client: str,
                          sample: bool) -> FailoverTrial:  # fmt: skip
-        """Kill ``victim``'s container while ``client`` submits; start it again afterwards."""
+        """Kill ``victim``'s container while ``client`` submits (the caller starts it again)."""
         kill_file = self.state.path / "shared" / KILL_TIME_FILE
         kill_file.unlink(missing_ok=True)
         sampler = ProcessSampler(node_pids(self.podman, self.record), "slurmctld")
@@ -271,7 +272,6 @@ class HpcBench(SandboxBench):
             + (f", {sampler.dual} of {len(sampler.samples)} samples with two slurmctld"
                if sample else "")
         )  # fmt: skip
-        self.faults.heal_all()
         return trial
 
     def ours(self, trials: int) -> list[FailoverTrial]:
@@ -280,6 +280,7 @@ class HpcBench(SandboxBench):
             holder = self.ready()
             client = next(n for n in reversed(self.names) if n != holder)
             results.append(self.kill_and_measure(OURS, number, holder, client, sample=True))
+            self.faults.heal_all()
         self.ready()
         return results
 
@@ -334,6 +335,8 @@ class HpcBench(SandboxBench):
         for number in range(1, trials + 1):
             self.backup_ready(primary, backup, client)
             results.append(self.kill_and_measure(mode, number, primary, client, sample=False))
+            # only the node started again: heal_all would start our agents as well
+            self.faults.heal(Injected("crash", primary))
         return results
 
 

@@ -307,9 +307,17 @@ def test_a_planned_move_loses_no_job(hpc):
         wait_for(lambda j=job: completed(hpc, client, j), GENEROUS, 0.5, f"job {job}")
 
 
+def agent_started_at(sandbox, node: str) -> str:
+    rc, out = sh(sandbox, node, "systemctl show -P ActiveEnterTimestampMonotonic clusterctl-agent")
+    return out.strip()
+
+
 def test_scale_out_and_in_during_a_running_job(hpc):
+    """A job on every node keeps running while a node is added, the controller fails over
+    from the new node (the others can fence it), and the node is drained and removed."""
     names = node_names(hpc)
     asker = names[0]
+    agents_before = {node: agent_started_at(hpc, node) for node in names}
     job = sbatch(hpc, asker, "-N", str(len(names)), "--wrap", "'srun sleep 100'")
     wait_for(lambda: job_state(hpc, asker, job).get("JobState") == "RUNNING", 30, 0.5,
              "the job on every node running")  # fmt: skip
@@ -320,6 +328,19 @@ def test_scale_out_and_in_during_a_running_job(hpc):
     rc, out = sh(hpc, asker, f"cd /tmp && timeout 60 srun -w {new} hostname")
     assert rc == 0 and out.strip() == new, out
     print(f"\nscale --add 1: {new} ran its first job {time.monotonic() - started:.1f} s after")
+    assert job_state(hpc, asker, job)["JobState"] == "RUNNING"
+    # the others' agents took the new node's fence device by a reload, not a restart ...
+    for node in names:
+        assert agent_started_at(hpc, node) == agents_before[node], f"{node}'s agent restarted"
+    # ... so the controller fails over from the new node too (fencing: required)
+    assert cli("failover", "slurm", "--to", new, "--cluster", hpc.cluster).rc == 0
+    podman("kill", container(hpc, new), check=False)
+    other = wait_for(lambda: (c := controller(hpc)) != new and c, GENEROUS, 0.5,
+                     f"the controller away from the crashed {new}")  # fmt: skip
+    print(f"{new} crashed holding slurm: fenced, the controller now on {other}")
+    podman("start", container(hpc, new))
+    wait_for(lambda: slurm_nodes(hpc, asker).get(new) == "idle", GENEROUS, 1.0,
+             f"{new} back in Slurm")  # fmt: skip
     assert job_state(hpc, asker, job)["JobState"] == "RUNNING"
     # a job on the new node: removing it waits until that job ended
     short = sbatch(hpc, asker, "-w", new, "--wrap", "'sleep 8'")

@@ -221,6 +221,43 @@ def test_the_fencer_runs_one_fence_per_node_in_the_background() -> None:
     assert missing is not None and not missing.ok and "no fence device" in missing.detail
 
 
+def test_a_reload_gives_the_fencer_a_new_nodes_device(tmp_path) -> None:
+    """`clusterctl scale --add` rewrites the existing agents' config with the new node's
+    device and reloads them (SIGHUP): the fencer takes it, no restart."""
+    from types import SimpleNamespace
+
+    from clusterctl.agent.daemon import reload_fence_devices
+
+    class Off:
+        def off(self, timeout: float) -> str:
+            return "off"
+
+        def status(self, timeout: float) -> str:
+            return "on"
+
+    fencer = Fencer({"node2": Off()}, timeout=5, background=False)
+    fencer.begin("node4")
+    before = fencer.outcome("node4")
+    assert before is not None and not before.ok and "no fence device" in before.detail
+    config = tmp_path / "agent.json"
+    device = {"agent": "fence_docker", "options": {"plug": "node4"}}
+    config.write_text(
+        json.dumps(
+            {
+                "node": "node1",
+                "etcd_endpoints": ["http://127.0.0.1:2379"],
+                "fence_devices": {"node2": device, "node4": device},
+            }
+        )  # fmt: skip
+    )
+    agent = SimpleNamespace(fencer=fencer)
+    reload_fence_devices(agent, str(config))  # type: ignore[arg-type]
+    assert set(fencer.devices) == {"node2", "node4"}
+    config.write_text("{not json")
+    reload_fence_devices(agent, str(config))  # type: ignore[arg-type]  # logged, kept
+    assert set(fencer.devices) == {"node2", "node4"}
+
+
 def test_the_preflight_check_names_each_device_that_gives_no_status(capsys) -> None:
     from clusterctl.agent.daemon import check_fencing
 
