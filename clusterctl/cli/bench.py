@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -138,11 +139,14 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
 
         # its own sandbox, always: the backup-controller runs rewrite slurm.conf
         reporter.info("creating sandbox bench-hpc (profile hpc)")
+        started = time.monotonic()
         api.up(api.UpOptions(cluster="bench-hpc", profile="hpc", nodes=args.nodes), reporter)
+        up_seconds = round(time.monotonic() - started, 1)  # from the cached image and layer
         try:
             result = hpc.run("bench-hpc", args.trials, args.slurm_timeout or [120, 1], reporter)
         finally:
             api.down("bench-hpc", ListReporter())
+        result.update(up_s=up_seconds, up_nodes=args.nodes)
         table = hpc.table(result)
         _save(args.out, "hpc", result, table)
     elif args.kind == "fence":
