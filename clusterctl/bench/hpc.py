@@ -119,7 +119,7 @@ class HpcBench(SandboxBench):
         return [n.name for n in self.record.nodes]
 
     def container(self, node: str) -> str:
-        return next(n.container for n in self.record.nodes if n.name == node)
+        return self.record.require_node(node).container
 
     def sh(self, node: str, script: str, timeout: float = 300) -> str:
         proc = self.podman.run(
@@ -289,12 +289,14 @@ class HpcBench(SandboxBench):
         primary, the second backup, ``timeout`` as SlurmctldTimeout; (primary, backup,
         client)."""
         primary, backup, client = self.names[0], self.names[1], self.names[-1]
-        address = {n.name: n.address for n in self.record.nodes}
         for node in self.names:
             self.sh(node, "systemctl disable --now clusterctl-agent && systemctl stop slurmctld")
         text = self.sh(primary, f"cat {SLURM_CONF}")
         conf = backup_controller_conf(
-            text, (primary, address[primary]), (backup, address[backup]), timeout
+            text,
+            (primary, self.record.require_node(primary).address),
+            (backup, self.record.require_node(backup).address),
+            timeout,
         )
         for node in self.names:
             self.podman.run("exec", "-i", self.container(node), "sh", "-c",

@@ -155,7 +155,7 @@ class LbBench:
         return target.address
 
     def stop_stock(self, node: str) -> None:
-        container = next(n.container for n in self.record.nodes if n.name == node)
+        container = self.record.require_node(node).container
         self.podman.run(
             "exec", container, "sh", "-c",
             f"kill $(cat {STOCK_PID}) 2>/dev/null; rm -f {STOCK_PID}",
