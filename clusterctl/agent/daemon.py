@@ -31,7 +31,7 @@ from clusterctl.agent import apiclient
 from clusterctl.agent.api import Api, ApiServer, load_tokens
 from clusterctl.agent.config import AgentConfig, ConfigError, load_config
 from clusterctl.agent.etcd_leader import LeaderMover
-from clusterctl.agent.fencing import FenceError, device_from_config
+from clusterctl.agent.fencing import FenceError, device_from_config, devices_from_config
 from clusterctl.agent.ha import Agent
 from clusterctl.agent.history import HistoryWriter
 from clusterctl.agent.keys import Keys
@@ -246,7 +246,7 @@ def reload_fence_devices(agent: Agent, path: str) -> None:
     except ConfigError as exc:
         log.error("fence devices not reloaded: %s", exc)
         return
-    agent.fencer.set_devices({n: device_from_config(d) for n, d in devices.items()})
+    agent.fencer.set_devices(devices_from_config(devices))
     log.info("fence devices reloaded: %s", ", ".join(sorted(devices)) or "none")
 
 

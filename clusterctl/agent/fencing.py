@@ -135,6 +135,11 @@ def device_from_config(data: Mapping[str, Any]) -> FenceAgentDevice:
     )
 
 
+def devices_from_config(devices: Mapping[str, Mapping[str, Any]]) -> dict[str, FenceAgentDevice]:
+    """Each node's device from the agent config's ``fence_devices`` (at start and reload)."""
+    return {node: device_from_config(data) for node, data in devices.items()}
+
+
 @dataclass(frozen=True)
 class FenceOutcome:
     """How one fence ended: ``ok``, a sentence (or the error), when, how long it took."""

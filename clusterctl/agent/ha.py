@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from clusterctl.agent.admin import publish_spec
 from clusterctl.agent.clock import Clock, MonotonicClock
 from clusterctl.agent.config import AgentConfig, group_to_dict
-from clusterctl.agent.fencing import RETRY_INTERVAL, FenceOutcome, Fencer, device_from_config
+from clusterctl.agent.fencing import RETRY_INTERVAL, FenceOutcome, Fencer, devices_from_config
 from clusterctl.agent.group import GroupRunner
 from clusterctl.agent.handover import Handover
 from clusterctl.agent.history import FIRST_START, History
@@ -144,7 +144,7 @@ class Agent:
         self._backend_health: dict[str, str] = {}  # per backend: as our LB last reported it
         self._seen_members: set[str] = set()  # members in the last view
         self._mass_expiry_until = float("-inf")  # no free group is taken before this
-        devices = {n: device_from_config(d) for n, d in config.fence_devices.items()}
+        devices = devices_from_config(config.fence_devices)
         self.fencer = fencer or Fencer(devices, config.fence_timeout)
         self.snapshot = self._make_snapshot("starting")
 
