@@ -593,6 +593,7 @@ def failover(
     client.move(group, to)
     reporter.progress(f"moving {group} from {before or 'nowhere'} to {to or 'another node'}")
     deadline = started + timeout
+    current: dict = {}
     while time.monotonic() < deadline:
         current = _group_names(client).get(group, {})
         node = current.get("node")
@@ -609,8 +610,9 @@ def failover(
                 "seconds": round(time.monotonic() - started, 3),
             }
         time.sleep(0.05)
+    where = f"{current.get('state', 'unknown')} on {current.get('node') or 'no node'}"
     raise ClusterctlError(
-        f"{group} did not start on {to or 'another node'} within {timeout:.0f} s",
+        f"{group} did not start on {to or 'another node'} within {timeout:.0f} s (now {where})",
         f"see `clusterctl status --cluster {cluster}` and the agent's journal on the target",
     )
 

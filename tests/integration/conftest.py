@@ -214,3 +214,16 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report.sections.append(
         (f"clusterctl history --cluster {current.cluster}", result.stdout or result.stderr)
     )
+    result = cli("status", "--cluster", current.cluster, timeout=60)
+    report.sections.append(
+        (f"clusterctl status --cluster {current.cluster}", result.stdout or result.stderr)
+    )
+    # each agent's own sentences (it logs every change): what a holder was waiting for
+    for node in (n["name"] for n in current.nodes):
+        journal = podman(
+            "exec", f"{current.cluster}-{node}", "journalctl", "-u", "clusterctl-agent",
+            "--since", "-3min", "--no-pager", "-o", "short-precise", "-n", "60",
+            check=False,
+        )  # fmt: skip
+        text = journal.stdout or journal.stderr
+        report.sections.append((f"clusterctl-agent journal on {node} (last 3 min)", text))
