@@ -44,6 +44,7 @@ from typing import Any
 
 from clusterctl.agent.store.etcd import EtcdCredentials, check_endpoint
 from clusterctl.agent.tls import TlsFiles
+from clusterctl.agent.vmspec import validate_params as validate_vm_params
 
 # Names of nodes, clusters, groups, resources and etcd users: checked with fullmatch (``$``
 # alone would accept a trailing newline). The one definition; the API uses it too.
@@ -64,6 +65,9 @@ RESOURCE_TYPES: dict[str, dict[str, Any]] = {
     "systemd": {"required": ("unit",), "exclusive": False},
     # a front end on the VIP: must never run on two nodes (it answers for the VIP)
     "lb": {"required": ("address", "port", "backend_port"), "exclusive": True},
+    # a virtual machine: its disk is written by one running copy only; a planned move
+    # migrates it live (the target prepares an incoming qemu, the holder sends its memory)
+    "vm": {"required": ("disk",), "exclusive": True, "migratable": True},
 }
 
 
@@ -97,6 +101,13 @@ class ResourceSpec:
         if self.exclusive is not None:
             return self.exclusive
         return bool(RESOURCE_TYPES.get(self.type, {}).get("exclusive", False))
+
+    @property
+    def is_migratable(self) -> bool:
+        """A planned move hands it over running (live migration) instead of stop + start;
+        ``live_migration: false`` turns that off for one resource."""
+        migratable = bool(RESOURCE_TYPES.get(self.type, {}).get("migratable", False))
+        return migratable and bool(self.params.get("live_migration", True))
 
 
 @dataclass(frozen=True)
@@ -389,6 +400,11 @@ def validate_group(group: GroupSpec) -> None:
     if group.fencing not in FENCING_MODES:
         known = ", ".join(FENCING_MODES)
         raise ConfigError("fencing modes", f"{where}: fencing {group.fencing!r} (known: {known})")
+    if not group.needs_fencing and any(r.type == "vm" for r in group.resources):
+        raise ConfigError(
+            "virtual machines are fenced",
+            f"{where}: a VM's disk is shared storage: the group needs fencing: required",
+        )
     if group.needs_fencing and any(r.prestart_safe for r in group.resources):
         raise ConfigError(
             "fencing groups pre-start nothing",
@@ -416,6 +432,11 @@ def validate_group(group: GroupSpec) -> None:
             raise ConfigError("positive numbers", f"{rwhere}: timeout/monitor_interval")
         if res.type == "vip":
             _validate_vip(rwhere, res.params)
+        if res.type == "vm":
+            try:
+                validate_vm_params(res.params)
+            except ValueError as exc:
+                raise ConfigError("vm parameters", f"{rwhere}: {exc}") from None
         if res.type == "lb":
             from clusterctl.agent.lb.model import LbSpec  # lb.model imports this module
 

@@ -33,6 +33,9 @@ class GroupRunner:
         self.fencing_target: str | None = None
         self.fence_retry_at = 0.0
         self.cleanup_failed = False
+        # a live migration this node (the holder) is sending: to whom, and until when
+        self.migrating_to: str | None = None
+        self.migration_deadline = 0.0
 
     @property
     def name(self) -> str:
@@ -40,6 +43,21 @@ class GroupRunner:
 
     def prestart_safe(self) -> list[Resource]:
         return [r for r in self.resources if r.prestart_safe]
+
+    def migratable(self) -> list[Resource]:
+        return [r for r in self.resources if r.migratable]
+
+    def prepare_incoming(self, resources: list[Resource], timeout_for: TimeoutFor) -> None:
+        """As a move target: make each migratable resource wait for its live migration.
+        Raises ``ResourceError`` naming the resource; they count as started (a cancelled move
+        stops them)."""
+        for res in resources:
+            try:
+                res.prepare_incoming(timeout_for(res))
+            except ResourceError as exc:
+                raise ResourceError(f"{res.name}: {exc}") from None
+            finally:
+                self.started.add(res.name)  # even half-made: a stop cleans it up
 
     def start(
         self, resources: list[Resource], timeout_for: TimeoutFor, checkpoint: Callable[[], None]

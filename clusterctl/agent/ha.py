@@ -41,6 +41,7 @@ from clusterctl.agent.resources import (
     SubprocessRunner,
     build_resource,
 )
+from clusterctl.agent.resources.base import MigrationStatus
 from clusterctl.agent.resources.lb import BackendStats, LoadBalancer
 from clusterctl.agent.resources.vip import ArpSender, VirtualIP
 from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
@@ -49,6 +50,7 @@ from clusterctl.agent.view import ClusterView, GroupView, parse_view
 log = logging.getLogger(__name__)
 
 HANDOVER_POLL = 0.01  # seconds between steps while a planned move to this node is pending
+MIGRATION_TIMEOUT = 120.0  # seconds a live migration may take before the move is cancelled
 VIP_PROBE_POLL = 0.02  # seconds between steps while a freed VIP still answers elsewhere
 # How long past a VIP's lifetime its last holder's kernel may still answer for it: the
 # kernel deletes an address 0-0.25 s after its lifetime (measured up to 0.22 s here); longer
@@ -175,6 +177,8 @@ class Agent:
             wake = min(wake, now + HANDOVER_POLL)  # its answer comes in a few milliseconds
         if self._vip_answered_since:
             wake = min(wake, now + VIP_PROBE_POLL)  # the old holder's kernel drops it soon
+        if any(g.migrating_to for g in self.groups.values()):
+            wake = min(wake, now + HANDOVER_POLL)  # the guest pauses when it completes
         if self._awaiting_handover():
             # The holder drops the VIP and deletes its leader key as soon as we pre-started;
             # until we take over, nobody serves. Polling at loop_interval made that gap up to
@@ -766,6 +770,12 @@ class Agent:
             # server still finishes the ones in flight (in reverse order it was stopped first
             # and clients saw "connection refused" on the VIP).
             handover = gv.move is not None and gv.prestarted_by == gv.move.target
+            if handover and any(r.name in g.started for r in g.migratable()):
+                # a live move: send the running state first; release once it arrived
+                pending = self._migrate(g, gv, view)
+                if pending is not None:
+                    return pending
+                reason = f"{reason} live"
             if handover and gv.move is not None:
                 self._forward_to(g, view, gv.move.target)
             return self._release(g, reason, exclusive_first=handover)
@@ -967,19 +977,20 @@ class Agent:
         resources (make-before-break) and say so; otherwise stand by with nothing running."""
         move = gv.move
         targeted = move is not None and move.target == self.node
-        pre = g.prestart_safe()
-        if targeted and pre and eligible(self.node, view, gv):
-            if gv.prestarted_by == self.node and all(r.name in g.started for r in pre):
+        pre, incoming = g.prestart_safe(), g.migratable()
+        if targeted and (pre or incoming) and eligible(self.node, view, gv):
+            if gv.prestarted_by == self.node and all(r.name in g.started for r in pre + incoming):
                 return f"{g.name} is held by {gv.leader}, pre-started for the move"
             try:
                 g.start(pre, self._op_timeout, lambda: None)
+                g.prepare_incoming(incoming, self._op_timeout)
             except ResourceError as exc:
                 return f"pre-start for the move of {g.name} failed ({exc}), standing by"
             assert self.lease.lease_id is not None
             self.store.put(
                 self.keys.prestarted(g.name), self.node, self.lease.lease_id, self._timeout()
             )
-            names = ", ".join(r.name for r in pre)
+            names = ", ".join([r.name for r in pre] + [f"{r.name} (incoming)" for r in incoming])
             return f"pre-started {names} for the move of {g.name} from {gv.leader}"
         if g.started:
             names = ", ".join(sorted(g.started))
@@ -989,6 +1000,53 @@ class Agent:
             tail = f" (failed: {'; '.join(errors)})" if errors else ""
             return f"move of {g.name} cancelled: stopped pre-started {names}{tail}"
         return f"{g.name} is held by {gv.leader}, standing by"
+
+    def _migrate(self, g: GroupRunner, gv: GroupView, view: ClusterView) -> str | None:
+        """One step of a live move as the holder: start the migration, or see how it goes.
+        None once it completed (the caller releases); else the step's sentence. A migration
+        that fails or outlasts its time cancels the move: the guest runs on here."""
+        assert gv.move is not None
+        res = next(r for r in g.migratable() if r.name in g.started)
+        target = gv.move.target
+        if g.migrating_to != target:
+            member = view.members.get(target)
+            if member is None or not member.address:
+                return f"move of {g.name} to {target} on hold: its address is unknown"
+            try:
+                res.migrate_begin(member.address, self._op_timeout(res))
+            except ResourceError as exc:
+                return self._move_failed(g, gv, f"live migration of {res.name} failed ({exc})")
+            g.migrating_to = target
+            timeout = float(res.spec.params.get("migration_timeout", MIGRATION_TIMEOUT))
+            g.migration_deadline = self.clock.now() + timeout
+            return f"migrating {res.name} to {target}"
+        try:
+            status = res.migrate_status(self._op_timeout(res))
+        except ResourceError as exc:
+            status = MigrationStatus(f"unknown ({exc})")
+        if status.done:
+            g.migrating_to = None
+            self.history.record(
+                "migrated",
+                g.name,
+                f"{res.name} to {target} live: {status.total_ms} ms, "
+                f"paused {status.downtime_ms} ms",
+            )
+            return None
+        if status.failed or self.clock.now() >= g.migration_deadline:
+            if not status.failed:
+                res.migrate_cancel(self._op_timeout(res))
+            g.migrating_to = None
+            return self._move_failed(g, gv, f"live migration of {res.name} {status.state}")
+        return f"migrating {res.name} to {target} ({status.state})"
+
+    def _move_failed(self, g: GroupRunner, gv: GroupView, why: str) -> str:
+        """A planned move could not be made: forget it (the target stops what it prepared);
+        the group runs on here."""
+        assert gv.move is not None
+        self.store.compare_and_delete(self.keys.move(g.name), gv.move.raw, self._timeout())
+        self.history.record("move-failed", g.name, f"{why}: it runs on {self.node}")
+        return f"{why}: move of {g.name} to {gv.move.target} cancelled, it runs on here"
 
     def _finish_move(self, g: GroupRunner, gv: GroupView) -> None:
         assert gv.move is not None
@@ -1033,4 +1091,6 @@ def _describe(res: Resource) -> tuple[str, str]:
         return "removed", f"VIP {res.spec.params.get('address', res.name)}"
     if res.spec.type == "systemd":
         return "stopped", str(res.spec.params.get("unit", res.name))
+    if res.spec.type == "vm":
+        return "stopped", f"VM {res.name}"
     return "stopped", res.name

@@ -63,6 +63,9 @@ EVENTS = (
     "fence-done",  # the owner is off (or stopped its resources, or an operator confirmed it)
     "fence-failed",  # reason: the device's error; the group stays stopped, retried
     "fence-confirmed",  # an operator said the node is off (`clusterctl fence --confirm`)
+    # live migration (resources/vm.py): a planned move of a running guest
+    "migrated",  # the holder sent the guest to the target; reason: the times qemu measured
+    "move-failed",  # a planned move could not be made; reason: why; the group ran on
 )
 
 

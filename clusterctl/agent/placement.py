@@ -48,8 +48,8 @@ def release_reason(node: str, view: ClusterView, group: GroupView) -> str | None
 
     There is no preemption: a holder never lets go because a "better" node appeared
     (stickiness). It lets go when it is blocked itself, or for a planned move once the target
-    is a live eligible member and — if the group has prestart_safe resources — has pre-started
-    them (make-before-break).
+    is a live eligible member and — if the group has prestart_safe resources, or one that
+    migrates live — has pre-started them (make-before-break) or prepared the incoming side.
     """
     block = node_block(node, view, group)
     if block:
@@ -59,10 +59,17 @@ def release_reason(node: str, view: ClusterView, group: GroupView) -> str | None
         return None
     if not eligible(move.target, view, group):
         return None  # refuse to hand over to a node that cannot take it; see move_wait
-    has_prestart = any(r.prestart_safe and not r.is_exclusive for r in group.spec.resources)
-    if has_prestart and group.prestarted_by != move.target:
+    if needs_prestart(group) and group.prestarted_by != move.target:
         return None
     return f"moving {group.name} to {move.target}"
+
+
+def needs_prestart(group: GroupView) -> bool:
+    """Whether a planned move waits for the target to pre-start something: prestart_safe
+    resources (make-before-break), or a migratable one (its incoming side, for a live move)."""
+    return any(
+        (r.prestart_safe and not r.is_exclusive) or r.is_migratable for r in group.spec.resources
+    )
 
 
 def move_wait(node: str, view: ClusterView, group: GroupView) -> str | None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from clusterctl.cli.common import add_cluster_option, add_json_option, examples
 from clusterctl.cluster import UpOptions, UpResult, profile_settings, up
-from clusterctl.profiles import DEFAULT_PROFILE, PROFILES
+from clusterctl.profiles import DEFAULT_PROFILE, PROFILES, VM_PORT, VM_STATUS_PATH
 from clusterctl.reporter import StderrReporter
 from clusterctl.runner import PlaybookFailed
 
@@ -150,6 +150,11 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         print(f"VIP: http://{record.vip}/  (group web: VIP + nginx, on one node at a time)")
     if record.profile == "lb" and record.vip:
         print(f"VIP: http://{record.vip}/  (group web: VIP + load balancer over every node)")
+    if record.profile == "vm" and record.vip:
+        print(
+            f"VIP: http://{record.vip}:{VM_PORT}{VM_STATUS_PATH}  (group vm: VIP + the guest "
+            "demo-vm, on one node at a time)"
+        )
     print(f"inventory: {result.inventory}")
     return 0
 

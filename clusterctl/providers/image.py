@@ -122,23 +122,45 @@ PROFILE_LAYERS = {
         "libpmix-dev",  # libpmix.so, which `srun --mpi=pmix` loads
         "fence-agents",  # the controller's group is on shared storage: always fenced
     ],
+    "vm": [
+        "qemu-system-x86",  # qemu with TCG and KVM; its recommends (GUI, firmware) are not
+        "qemu-utils",  # qemu-img
+        "fence-agents",  # a VM's disk is shared storage: its group is always fenced
+        # what builds the demo guest (clusterctl/guest/build.sh) into the layer
+        "busybox-static",
+        "cpio",
+        "kmod",
+    ],
 }
+# Built into a layer after its packages: the demo guest (kernel + initramfs) at GUEST_DIR,
+# from clusterctl/guest, so that no node builds or downloads it at run time.
+GUEST_SOURCE = Path(__file__).resolve().parent.parent / "guest"
+GUEST_DIR = "/usr/local/lib/clusterctl/guest"
+LAYER_GUEST = ("vm",)
 # The roles enable what a node runs; the packages' own keys never reach a node: each
 # package install makes its own random munge key, and the cluster needs one shared key.
 LAYER_DISABLED_UNITS = {
-    "hpc": ["munge.service", "slurmd.service", "slurmctld.service", "nginx.service"]
+    "hpc": ["munge.service", "slurmd.service", "slurmctld.service", "nginx.service"],
+    "vm": ["nginx.service"],
 }
 LAYER_VERSION = "1"
 
 
+def _guest_files() -> list[Path]:
+    return sorted(p for p in GUEST_SOURCE.iterdir() if p.is_file())
+
+
 def layer_hash(profile: str) -> str:
     digest = hashlib.sha256()
-    for part in (
+    parts = [
         recipe_hash(),
         LAYER_VERSION,
         " ".join(PROFILE_LAYERS[profile]),
         " ".join(LAYER_DISABLED_UNITS.get(profile, [])),
-    ):
+    ]
+    if profile in LAYER_GUEST:  # a changed guest recipe is a new layer
+        parts += [f"{f.name}:{f.read_text()}" for f in _guest_files()]
+    for part in parts:
         digest.update(part.encode())
         digest.update(b"\0")
     return digest.hexdigest()[:12]
@@ -160,14 +182,18 @@ def ensure_profile_image(podman: Podman, reporter: Reporter, profile: str) -> st
         "set -e; export DEBIAN_FRONTEND=noninteractive; apt-get update -qq; "
         f"apt-get install -y -qq --no-install-recommends {' '.join(packages)} >/dev/null; "
         f"systemctl disable {disable} >/dev/null 2>&1 || true; "
-        "rm -f /etc/munge/munge.key; apt-get clean; "
-        f"echo {layer_hash(profile)} > /etc/clusterctl-image-{profile}"
+        "rm -f /etc/munge/munge.key; "
+        + (f"sh /guest/build.sh {GUEST_DIR}; " if profile in LAYER_GUEST else "")
+        + f"apt-get clean; echo {layer_hash(profile)} > /etc/clusterctl-image-{profile}"
     )
     builder = f"clusterctl-build-{profile}-{layer_hash(profile)}"
+    volumes = ["--volume", f"{GUEST_SOURCE}:/guest:ro"] if profile in LAYER_GUEST else []
     podman.run("rm", "-f", "-t", "0", builder, check=False)
     try:
         reporter.progress(f"installing {', '.join(packages)} from Debian")
-        built = podman.run("run", "--name", builder, base, "sh", "-c", script, check=False)
+        built = podman.run(
+            "run", "--name", builder, *volumes, base, "sh", "-c", script, check=False
+        )
         if built.returncode != 0:
             raise ClusterctlError(
                 f"building the {profile} layer failed: {built.stderr.strip()[-300:]}",

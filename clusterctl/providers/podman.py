@@ -11,7 +11,7 @@ from clusterctl.errors import ClusterctlError
 from clusterctl.fenced import FENCE_PORT
 from clusterctl.inventory import MIN_NODES, InventoryNode, check_node_count, render_inventory
 from clusterctl.pki import ClusterCA
-from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE
+from clusterctl.profiles import AGENT_PROFILES, DEFAULT_PROFILE, VM_PORT, VM_STATUS_PATH
 from clusterctl.providers.base import Provider
 from clusterctl.providers.image import PROFILE_LAYERS, ensure_profile_image, image_name
 from clusterctl.providers.network import (
@@ -33,6 +33,7 @@ from clusterctl.reporter import Reporter
 from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
 
 LABEL = "clusterctl.cluster"
+KVM_DEVICE = "/dev/kvm"
 SHARED_DIR = "/srv/clusterctl/shared"  # in every node: the host's <state>/<cluster>/shared
 
 
@@ -277,6 +278,7 @@ class PodmanProvider(Provider):
                 "--sysctl", "net.ipv4.ip_nonlocal_bind=1",
                 # storage every node reaches, standing for a site's NFS export or SAN
                 "--volume", f"{self._shared_dir()}:{SHARED_DIR}",
+                *self._device_args(record),
                 *extra,
                 record.image,
             )  # fmt: skip
@@ -286,6 +288,14 @@ class PodmanProvider(Provider):
             "umask 077; mkdir -p /root/.ssh; cat > /root/.ssh/authorized_keys",
             stdin=public_key,
         )  # fmt: skip
+
+    @staticmethod
+    def _device_args(record: ClusterRecord) -> list[str]:
+        """/dev/kvm for the vm profile's nodes, where the host has it (the vm role probes
+        whether a guest really boots with it, and falls back to TCG)."""
+        if record.profile == "vm" and Path(KVM_DEVICE).exists():
+            return ["--device", KVM_DEVICE]
+        return []
 
     def power_states(self, record: ClusterRecord) -> dict[str, str]:
         found = self.podman.json("ps", "-a", "--filter", f"label={LABEL}={record.name}",
@@ -338,6 +348,8 @@ class PodmanProvider(Provider):
                 "clusterctl_lease_ttl": record.lease_ttl,
                 "clusterctl_vip_prefix": ipaddress.ip_network(record.subnet).prefixlen,
                 "clusterctl_shared_dir": SHARED_DIR,
+                "clusterctl_vm_port": VM_PORT,
+                "clusterctl_vm_check_path": VM_STATUS_PATH,
                 **self.fence_vars(record),
                 **self.state.secret_vars(),
             },

@@ -5,6 +5,7 @@ rules for the controller; tests/unit/test_filters.py checks that they agree).
     {{ hostvars[host] | clusterctl.cluster.node_address(host) }}
     {{ groups['cluster'] | clusterctl.cluster.etcd_members }}
     {{ groups['cluster'] | clusterctl.cluster.fence_devices(hostvars, '/etc/clusterctl/fence') }}
+    {{ clusterctl_profile | default('lb') | clusterctl.cluster.runs_agent }}
 """
 
 from __future__ import annotations
@@ -22,6 +23,15 @@ def node_address(host_vars, name):
 def node_addresses(names, hostvars):
     """node_address of each name, in order."""
     return [node_address(hostvars[name], name) for name in names]
+
+
+# the profiles with etcd and the failover agent (clusterctl/profiles.py: AGENT_PROFILES)
+AGENT_PROFILES = ("ha", "lb", "hpc", "vm")
+
+
+def runs_agent(profile):
+    """Whether a cluster of ``profile`` runs etcd and the failover agent."""
+    return str(profile) in AGENT_PROFILES
 
 
 def etcd_members(names):
@@ -58,5 +68,6 @@ class FilterModule:
             "node_address": node_address,
             "node_addresses": node_addresses,
             "etcd_members": etcd_members,
+            "runs_agent": runs_agent,
             "fence_devices": fence_devices,
         }

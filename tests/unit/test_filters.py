@@ -8,6 +8,7 @@ import pytest
 
 from clusterctl.inventory import InventoryNode
 from clusterctl.paths import PROJECT_ROOT
+from clusterctl.profiles import AGENT_PROFILES, PROFILES
 from clusterctl.topology import etcd_member_nodes
 
 spec = importlib.util.spec_from_file_location(
@@ -22,6 +23,11 @@ spec.loader.exec_module(filters)
 def test_etcd_members_agree_with_the_controller(count: int) -> None:
     names = [f"node{i}" for i in range(1, count + 1)]
     assert filters.etcd_members(names) == etcd_member_nodes(names)
+
+
+@pytest.mark.parametrize("profile", [*PROFILES, "nonsense"])
+def test_runs_agent_agrees_with_the_controller(profile: str) -> None:
+    assert filters.runs_agent(profile) == (profile in AGENT_PROFILES)
 
 
 @pytest.mark.parametrize(

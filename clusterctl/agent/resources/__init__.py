@@ -1,4 +1,5 @@
-"""Resources the agent manages: VIPs and systemd units, behind one abstract ``Resource``."""
+"""Resources the agent manages: VIPs, systemd units, load balancers and virtual machines,
+behind one abstract ``Resource``."""
 
 from __future__ import annotations
 
@@ -34,4 +35,8 @@ def build_resource(
         from clusterctl.agent.resources.lb import LoadBalancer
 
         return LoadBalancer(spec, runner)
+    if spec.type == "vm":
+        from clusterctl.agent.resources.vm import VirtualMachine
+
+        return VirtualMachine(spec, runner)
     raise ValueError(f"unknown resource type {spec.type!r}")

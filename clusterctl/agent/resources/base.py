@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 
 from clusterctl.agent.config import ResourceSpec
 from clusterctl.agent.resources.runner import CommandResult, CommandRunner
@@ -10,6 +11,24 @@ from clusterctl.agent.resources.runner import CommandResult, CommandRunner
 
 class ResourceError(Exception):
     """A start or stop did not succeed. The message is one line for the step sentence."""
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    """Where a live migration stands: ``state`` is qemu's (active, completed, failed, ...);
+    the times in milliseconds once it completed."""
+
+    state: str
+    total_ms: int | None = None
+    downtime_ms: int | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state == "completed"
+
+    @property
+    def failed(self) -> bool:
+        return self.state in ("failed", "cancelled", "none")
 
 
 class Resource(ABC):
@@ -50,6 +69,28 @@ class Resource(ABC):
 
     @abstractmethod
     def monitor(self, timeout: float) -> bool: ...
+
+    @property
+    def migratable(self) -> bool:
+        return self.spec.is_migratable
+
+    # Live migration (``migratable`` resources only; the others never get these calls). A
+    # planned move: the target prepares (``prepare_incoming``: waits, paused, for the state),
+    # the holder sends (``migrate_begin``, then ``migrate_status`` every step until it says
+    # completed or failed), then stops its paused copy and releases; the target acquires and
+    # ``start`` resumes the copy that came in. Each call is bounded by ``timeout`` and
+    # raises ``ResourceError`` on failure.
+    def prepare_incoming(self, timeout: float) -> None:
+        raise ResourceError(f"{self.name} cannot migrate")
+
+    def migrate_begin(self, address: str, timeout: float) -> None:
+        raise ResourceError(f"{self.name} cannot migrate")
+
+    def migrate_status(self, timeout: float) -> MigrationStatus:
+        raise ResourceError(f"{self.name} cannot migrate")
+
+    def migrate_cancel(self, timeout: float) -> None:  # noqa: B027 - optional hook
+        """Abandon a migration in flight (the holder's copy runs on)."""
 
     def keepalive(self, timeout: float) -> None:  # noqa: B027 - optional hook, no-op default
         """Called on the holder after every successful lease renewal (e.g. to extend a VIP's

@@ -38,6 +38,7 @@ class FakeNode:
         self.expires: dict[str, float] = {}  # address -> when the kernel deletes it
         self.nft_scripts: list[str] = []  # hand-over forwarding tables
         self.fail_start: set[str] = set()
+        self.launched: dict[str, list[str]] = {}  # transient unit -> its systemd-run command
         self.log: list[tuple[float, str]] = []
         self.network: Callable[[str], str | None] = lambda address: None  # who answers ARP
 
@@ -55,6 +56,15 @@ class FakeNode:
                 self.units.add(unit)
             case ["systemctl", "stop", unit]:
                 self.units.discard(unit)
+            case ["systemd-run", "--unit", unit, *command]:
+                if unit in self.units:
+                    return CommandResult(1, "", f"Unit {unit} was already loaded")
+                self.units.add(unit)
+                self.launched[unit] = command
+            case ["systemctl", "kill", "--signal=KILL", unit]:
+                self.units.discard(unit)
+            case ["systemctl", "reset-failed", _]:
+                pass
             case ["systemctl", "is-active", "--quiet", unit]:
                 return CommandResult(0 if unit in self.units else 3)
             case ["ip", "-o", "-4", "addr", "show", "dev", iface]:
@@ -160,6 +170,9 @@ class Sim:
     granularity: float = 0.0
     addresses: bool = False  # give nodes addresses (node1 = 10.0.0.11, ...)
     peer_words: bool = True  # standbys hear the holders' word (agent/peers.py)
+    # called with each (re)started agent (to give it other resources), and after every step
+    wire: Callable[[str, Agent], None] | None = None
+    invariants: list[Callable[[], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.clock = FakeClock()
@@ -215,6 +228,8 @@ class Sim:
         )
         self.fake[node].network = lambda address, node=node: self.arp_owner(node, address)
         self.agents[node].peers = SimPeers(self, node)
+        if self.wire is not None:
+            self.wire(node, self.agents[node])
         self.wake[node] = self.clock.now()
         self.dead.discard(node)
         self.stopped.discard(node)
@@ -354,6 +369,8 @@ class Sim:
         # thaws, so it counts (a crashed or fenced node's does not)
         writers = [n for n in self.nodes if "writer.service" in self.fake[n].units]
         assert len(writers) <= 1, f"two writers at t={self.clock.now()}: {writers}"
+        for invariant in self.invariants:
+            invariant()
         for node in active:
             assert self.leader() == node, (
                 f"{node} has the VIP at t={self.clock.now() - self.start:.3f} "
