@@ -25,6 +25,7 @@ LB_CLUSTER = "it-lb"  # profile lb: etcd, agents, group web = VIP + load balance
 LB5_CLUSTER = "it-lb5"  # profile lb on 5 nodes
 FENCE_CLUSTER = "it-fence"  # profile ha with a fence device (up --fencing)
 HPC_CLUSTER = "it-hpc"  # profile hpc: Slurm, its controller the group slurm (fenced)
+VM_CLUSTER = "it-vm"  # profile vm: the group vm = VIP + a qemu guest on shared storage (fenced)
 
 
 @dataclass
@@ -136,6 +137,7 @@ CLUSTERS = {
     "fence_sandbox": (FENCE_CLUSTER, "ha", 3, "--fencing"),
     # 4 nodes: a 3-node job runs while the controller's node is killed
     "hpc_sandbox": (HPC_CLUSTER, "hpc", 4),
+    "vm_sandbox": (VM_CLUSTER, "vm", 3),
 }
 
 
@@ -196,6 +198,11 @@ def fence_sandbox(pool: SandboxPool) -> Sandbox:
 @pytest.fixture(scope="module")
 def hpc_sandbox(pool: SandboxPool) -> Sandbox:
     return pool.get(*CLUSTERS["hpc_sandbox"])
+
+
+@pytest.fixture(scope="module")
+def vm_sandbox(pool: SandboxPool) -> Sandbox:
+    return pool.get(*CLUSTERS["vm_sandbox"])
 
 
 @pytest.hookimpl(hookwrapper=True)

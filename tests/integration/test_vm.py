@@ -1,0 +1,231 @@
+"""Virtual machines on real sandbox nodes: the group ``vm`` (VIP + a qemu guest whose disk is
+on the storage every node mounts, fenced) of ``up --profile vm``.
+
+The demo guest answers ``GET :8080/cgi-bin/status`` with its boot id and uptime: the same boot
+id after a move means the guest moved live; a new one means it booted again. qemu runs under
+whatever the vm role's probe chose (TCG on this machine kind, where KVM does not boot a
+guest)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+
+import pytest
+
+from clusterctl.bench.sandbox import ProcessSampler, node_pids
+from clusterctl.profiles import VM_PORT, VM_STATUS_PATH
+from clusterctl.providers.podman_cli import Podman
+from clusterctl.state import StateDir
+
+from .conftest import STATE_ROOT, cli, podman
+from .hahelpers import api_status, container, container_state, node_names, vip, wait_for
+from .rejoinhelpers import online
+
+GENEROUS = 60.0  # seconds: a bound for "it happened", not a performance target
+QEMU = "qemu-system-x86"  # the process's name as the kernel keeps it (15 characters)
+UNIT = "clusterctl-vm-demo-vm.service"
+
+
+def guest(address: str, timeout: float = 1.0) -> dict | None:
+    """The guest's answer through ``address``:8080 (boot_id, uptime, boots), or None."""
+    try:
+        url = f"http://{address}:{VM_PORT}{VM_STATUS_PATH}"
+        with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310
+            return json.loads(reply.read())
+    except (OSError, urllib.error.URLError, ValueError):
+        return None
+
+
+def vm_group(sandbox) -> dict:
+    status = api_status(sandbox) or {}
+    return next((g for g in status.get("groups", []) if g["name"] == "vm"), {})
+
+
+def vm_holder(sandbox) -> str | None:
+    g = vm_group(sandbox)
+    return g.get("node") if g.get("state") == "started" else None
+
+
+def history(sandbox) -> list[dict]:
+    result = cli("history", "--cluster", sandbox.cluster, "--group", "vm", "--json")
+    return json.loads(result.stdout) if result.rc == 0 else []
+
+
+def qemu_sampler(sandbox) -> ProcessSampler:
+    """On which nodes a qemu process exists, every 50 ms, from the host."""
+    record = StateDir(sandbox.cluster, STATE_ROOT).load()
+    podman_cli = Podman(STATE_ROOT)
+    return ProcessSampler(node_pids(podman_cli, record), QEMU).start()
+
+
+@dataclass
+class Client:
+    """Asks the guest through the VIP every 20 ms, as a client that retries a failed request
+    for up to 1 s would; records each request's outcome."""
+
+    address: str
+    results: list[tuple[float, dict | None]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.results.append((time.monotonic(), guest(self.address, timeout=0.5)))
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> Client:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def longest_gap(self) -> float:
+        """The longest time between two answers."""
+        ok = [t for t, r in self.results if r]
+        return max((b - a for a, b in zip(ok, ok[1:], strict=False)), default=0.0)
+
+    def unrecovered(self) -> int:
+        """Failed requests with no answer within 1 s after them (the client gave up)."""
+        ok = [t for t, r in self.results if r]
+        return sum(1 for t, r in self.results if not r and not any(t < o <= t + 1.0 for o in ok))
+
+    def boot_ids(self) -> list[str]:
+        ids: list[str] = []
+        for _, r in self.results:
+            if r and (not ids or ids[-1] != r["boot_id"]):
+                ids.append(r["boot_id"])
+        return ids
+
+
+@pytest.fixture
+def vm(vm_sandbox):
+    """The vm cluster, healed: every node running and online, the guest answering."""
+    _heal(vm_sandbox)
+    yield vm_sandbox
+    _heal(vm_sandbox)
+
+
+def _heal(sandbox) -> None:
+    names = node_names(sandbox)
+    for node in names:
+        state = container_state(sandbox, node)
+        if state == "paused":
+            podman("unpause", container(sandbox, node), check=False)
+        elif state != "running":
+            podman("start", container(sandbox, node), check=False)
+    wait_for(lambda: online(sandbox) == set(names), 180, 0.5, "every node online")
+    if any(vm_group(sandbox).get("failcounts", {}).values()):
+        cli("cleanup", "vm", "--cluster", sandbox.cluster)
+    wait_for(lambda: vm_holder(sandbox), GENEROUS, 0.5, "the group vm started")
+    wait_for(lambda: guest(vip(sandbox)), GENEROUS, 0.5, "the guest answering on the VIP")
+
+
+def qemu_on(sandbox) -> list[str]:
+    """The nodes whose qemu unit is active."""
+    found = []
+    for node in node_names(sandbox):
+        proc = podman("exec", container(sandbox, node), "systemctl", "is-active", "--quiet",
+                      UNIT, check=False)  # fmt: skip
+        if proc.returncode == 0:
+            found.append(node)
+    return found
+
+
+def test_the_guest_runs_on_one_node_and_answers_on_the_vip(vm):
+    holder = vm_holder(vm)
+    assert qemu_on(vm) == [holder]
+    answer = guest(vip(vm))
+    assert answer is not None and answer["boots"] >= 1  # it mounted its disk and wrote there
+    status = cli("status", "--cluster", vm.cluster, "--json")
+    assert status.rc == 0, status.stderr
+    groups = {g["name"]: g for g in status.json()["groups"]}
+    assert groups["vm"]["node"] == holder and groups["vm"]["state"] == "started"
+    # the disk is one file on the shared storage, locked by the qemu that runs the guest:
+    # another node's qemu cannot open it for writing (the write would go to ext4's unused
+    # first 512 bytes, were the lock not there)
+    disk = vm.state_dir / "shared" / "vm" / "demo-vm.img"
+    assert disk.exists()
+    other = next(n for n in node_names(vm) if n != holder)
+    proc = podman(
+        "exec", container(vm, other), "qemu-io", "-f", "raw", "-c", "write 0 512",
+        "/srv/clusterctl/shared/vm/demo-vm.img", check=False,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "lock" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+
+
+def test_a_planned_move_is_live(vm):
+    holder = vm_holder(vm)
+    target = next(n for n in node_names(vm) if n != holder)
+    before = guest(vip(vm))
+    assert before is not None
+    fences = [e for e in history(vm) if e["event"].startswith("fence")]
+    with Client(vip(vm)) as client:
+        time.sleep(1.0)
+        moved = cli("failover", "vm", "--to", target, "--cluster", vm.cluster, timeout=180)
+        assert moved.rc == 0, moved.stderr
+        time.sleep(2.0)
+    after = guest(vip(vm))
+    assert after is not None
+    assert after["boot_id"] == before["boot_id"], "the guest booted again: not a live move"
+    assert after["uptime"] > before["uptime"]
+    assert client.boot_ids() == [before["boot_id"]]
+    assert client.unrecovered() == 0
+    assert qemu_on(vm) == [target]
+    migrated = [e for e in history(vm) if e["event"] == "migrated"]
+    assert migrated and target in migrated[-1]["reason"], history(vm)[-10:]
+    assert [e for e in history(vm) if e["event"].startswith("fence")] == fences
+    print(
+        f"\nlive move {holder} -> {target}: {migrated[-1]['reason']}; longest gap between "
+        f"answers on the VIP {client.longest_gap() * 1000:.0f} ms; failovers: {moved.stdout!r}"
+    )
+
+
+def test_a_killed_qemu_is_restarted_in_place(vm):
+    holder = vm_holder(vm)
+    before = guest(vip(vm))
+    assert before is not None
+    podman("exec", container(vm, holder), "systemctl", "kill", "--signal=KILL", UNIT)
+    wait_for(
+        lambda: (a := guest(vip(vm))) and a["boot_id"] != before["boot_id"],
+        GENEROUS, 0.5, "the guest booted again",
+    )  # fmt: skip
+    assert vm_holder(vm) == holder  # restarted in place, not moved
+    assert vm_group(vm)["failcounts"].get(holder) == 1
+    events = [e["event"] for e in history(vm)]
+    assert "monitor-failed" in events and "restarted" in events
+
+
+@pytest.mark.parametrize("fault", ["crash", "freeze"])
+def test_a_lost_holder_is_fenced_and_the_guest_boots_elsewhere(vm, fault):
+    holder = vm_holder(vm)
+    before = guest(vip(vm))
+    assert before is not None
+    sampler = qemu_sampler(vm)
+    try:
+        began = time.monotonic()
+        podman("kill" if fault == "crash" else "pause", container(vm, holder))
+        answer = wait_for(
+            lambda: (a := guest(vip(vm), timeout=0.5)) and a["boot_id"] != before["boot_id"] and a,
+            GENEROUS, 0.1, "the guest answering from another node",
+        )  # fmt: skip
+        outage = time.monotonic() - began
+        time.sleep(1.0)
+    finally:
+        samples = sampler.stop()
+    new = vm_holder(vm)
+    assert new and new != holder
+    assert answer["boots"] > before["boots"]  # the same disk: it saw the earlier boots
+    assert sampler.dual == 0, [s for s in samples if len(s[1]) > 1][:5]
+    fenced = [e for e in history(vm) if e["event"] == "fence-done" and holder in e["reason"]]
+    assert fenced, history(vm)[-10:]
+    print(f"\n{fault} of {holder}: the guest answered from {new} {outage:.2f} s later "
+          f"({len(samples)} samples, never two qemu)")  # fmt: skip
