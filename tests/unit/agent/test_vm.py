@@ -101,6 +101,7 @@ def make_vm(
         sleep=host.clock.advance,
         run_dir=str(tmp_path / "run"),
         kvm_device=str(tmp_path / "kvm"),
+        spawn=lambda run: run(),  # the check in the caller's thread: results at once
     )
 
 
@@ -127,10 +128,10 @@ def test_start_refuses_a_missing_disk_and_missing_kvm(host: FakeQemuHost, tmp_pa
     assert not host.running
 
 
-def test_monitor_waits_for_the_boot_then_counts_failures(
+def test_monitor_waits_for_the_boot_then_counts_failures_in_a_row(
     host: FakeQemuHost, tmp_path: Path
 ) -> None:
-    vm = make_vm(host, tmp_path, answers=[False, False, True, False])
+    vm = make_vm(host, tmp_path, answers=[False, False, True, False, False, True, False, False])
     vm.start(1.0)
     host.socket_ready = False
     assert vm.monitor(0.5)  # qemu still opening its socket
@@ -138,8 +139,18 @@ def test_monitor_waits_for_the_boot_then_counts_failures(
     assert vm.monitor(0.5)  # the guest's service does not answer yet: booting
     assert vm.monitor(0.5)
     assert vm.monitor(0.5)  # answered: booted
-    assert not vm.monitor(0.5)  # from now on a failed check is a failure
+    assert vm.monitor(0.5) and vm.monitor(0.5)  # two misses are not a failure (fall 3)
+    assert vm.monitor(0.5)  # answered again: the count starts over
+    assert vm.monitor(0.5) and vm.monitor(0.5)
     host.state = "paused"
+    assert not vm.monitor(0.5)
+
+
+def test_three_missed_checks_in_a_row_fail_the_monitor(host: FakeQemuHost, tmp_path: Path) -> None:
+    vm = make_vm(host, tmp_path, answers=[True, False, False, False])
+    vm.start(1.0)
+    assert vm.monitor(0.5)
+    assert vm.monitor(0.5) and vm.monitor(0.5)
     assert not vm.monitor(0.5)
 
 
@@ -148,7 +159,7 @@ def test_a_guest_that_never_answers_fails_after_its_boot_timeout(
 ) -> None:
     vm = make_vm(host, tmp_path, answers=[False] * 10)
     vm.start(1.0)
-    assert vm.monitor(0.5)
+    assert vm.monitor(0.5) and vm.monitor(0.5) and vm.monitor(0.5)  # booting: not counted
     host.clock.advance(31)
     assert not vm.monitor(0.5)
 
