@@ -35,7 +35,7 @@ integration: deps
 	$(BIN)/pytest -q -x tests/integration
 
 molecule: deps
-	$(BIN)/molecule test -s default && $(BIN)/molecule test -s failover && $(BIN)/molecule test -s scale && $(BIN)/molecule test -s hpc
+	$(BIN)/molecule test -s default && $(BIN)/molecule test -s failover && $(BIN)/molecule test -s scale && $(BIN)/molecule test -s hpc && $(BIN)/molecule test -s vm
 
 # The whole suite, as CI runs it. With CI=true a skipped test fails the run unless it is
 # listed in tests/allowed-skips.txt.

@@ -81,7 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="SlurmctldTimeout of a backup-controller run, repeatable (default: 120 and 1)",
     )
     hpc.add_argument("--nodes", type=int, default=3, help="nodes before the scale-out step")
-    for p in (fail, lb, up, fence, hpc):
+    vm = kinds.add_parser(
+        "vm", help="virtual machine: crash failover, live move (pause, failed requests), boot"
+    )
+    vm.add_argument("--trials", type=int, default=5, help="trials of each fault")
+    for p in (fail, lb, up, fence, hpc, vm):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
     parser.set_defaults(func=run)
 
@@ -149,6 +153,18 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
         result.update(up_s=up_seconds, up_nodes=args.nodes)
         table = hpc.table(result)
         _save(args.out, "hpc", result, table)
+    elif args.kind == "vm":
+        from clusterctl import cluster as api
+        from clusterctl.bench import vm
+
+        reporter.info("creating sandbox bench-vm (profile vm)")
+        api.up(api.UpOptions(cluster="bench-vm", profile="vm"), reporter)
+        try:
+            result = vm.run("bench-vm", args.trials, reporter)
+        finally:
+            api.down("bench-vm", ListReporter())
+        table = vm.table(result)
+        _save(args.out, "vm", result, table)
     elif args.kind == "fence":
         from clusterctl.bench import fence
 

@@ -9,21 +9,17 @@ guest)."""
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.error
-import urllib.request
 
 import pytest
 
 from clusterctl.bench.sandbox import ProcessSampler, node_pids
-from clusterctl.profiles import VM_PORT, VM_STATUS_PATH
+from clusterctl.bench.vm import GuestClient, ask_guest
 from clusterctl.providers.podman_cli import Podman
 from clusterctl.state import StateDir
 
 from .conftest import STATE_ROOT, cli, podman
 from .hahelpers import (
-    Ticker,
     api_status,
     container,
     container_state,
@@ -36,22 +32,10 @@ from .rejoinhelpers import online
 GENEROUS = 60.0  # seconds: a bound for "it happened", not a performance target
 QEMU = "qemu-system-x86"  # the process's name as the kernel keeps it (15 characters)
 UNIT = "clusterctl-vm-demo-vm.service"
-# The client's patience for one attempt: ten times the guest's usual answer (~30 ms under
-# TCG); a connection caught in the hand-over is given up and tried again, within 1 s in all.
-ATTEMPT = 0.3
 
 
-def guest(address: str, timeout: float = 1.0, errors: list[str] | None = None) -> dict | None:
-    """The guest's answer through ``address``:8080 (boot_id, uptime, boots), or None (and
-    why, appended to ``errors``)."""
-    try:
-        url = f"http://{address}:{VM_PORT}{VM_STATUS_PATH}"
-        with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310
-            return json.loads(reply.read())
-    except (OSError, urllib.error.URLError, ValueError) as exc:
-        if errors is not None:
-            errors.append(str(getattr(exc, "reason", exc))[:60])
-        return None
+def guest(address: str, timeout: float = 1.0) -> dict | None:
+    return ask_guest(address, timeout)
 
 
 def vm_group(sandbox) -> dict:
@@ -74,49 +58,6 @@ def qemu_sampler(sandbox) -> ProcessSampler:
     record = StateDir(sandbox.cluster, STATE_ROOT).load()
     podman_cli = Podman(STATE_ROOT)
     return ProcessSampler(node_pids(podman_cli, record), QEMU).start()
-
-
-class Client(Ticker):
-    """Sends a request to the guest through the VIP every 100 ms, each in a thread of its own,
-    each attempt given ``ATTEMPT`` s, retried until answered or a second has passed; records each
-    request's outcome and how long it took, retries included."""
-
-    def __init__(self, address: str) -> None:
-        super().__init__(0.1, workers=64, limit=120)
-        self.address = address
-        self.results: list[tuple[float, float, dict | None]] = []  # sent, took, answer
-        self.errors: list[tuple[float, list[str]]] = []  # sent, each attempt's error
-        self._lock = threading.Lock()
-
-    def tick(self) -> None:
-        self._pool.submit(self._ask)
-
-    def _ask(self) -> None:
-        sent = time.monotonic()
-        errors: list[str] = []
-        answer = guest(self.address, ATTEMPT, errors)
-        while answer is None and time.monotonic() - sent < 1.0:  # retried within a second
-            time.sleep(0.05)
-            left = 1.0 - (time.monotonic() - sent)
-            answer = guest(self.address, max(0.05, min(ATTEMPT, left)), errors)
-        with self._lock:
-            self.results.append((sent, time.monotonic() - sent, answer))
-            if answer is None:
-                self.errors.append((sent, errors))
-
-    def failed(self) -> int:
-        return sum(1 for _, _, answer in self.results if answer is None)
-
-    def longest_wait(self) -> float:
-        """The longest a request waited for its answer: what a client saw of the pause."""
-        return max((took for _, took, answer in self.results if answer), default=0.0)
-
-    def boot_ids(self) -> list[str]:
-        ids: list[str] = []
-        for _, _, answer in sorted(self.results, key=lambda r: r[0]):
-            if answer and (not ids or ids[-1] != answer["boot_id"]):
-                ids.append(answer["boot_id"])
-        return ids
 
 
 @pytest.fixture
@@ -181,7 +122,7 @@ def test_a_planned_move_is_live(vm):
     before = guest(vip(vm))
     assert before is not None
     fences = [e for e in history(vm) if e["event"].startswith("fence")]
-    with Client(vip(vm)) as client:
+    with GuestClient(vip(vm)) as client:
         time.sleep(1.0)
         moved_at = time.monotonic()
         moved = cli("failover", "vm", "--to", target, "--cluster", vm.cluster, timeout=180)
@@ -192,11 +133,11 @@ def test_a_planned_move_is_live(vm):
     assert after["boot_id"] == before["boot_id"], "the guest booted again: not a live move"
     assert after["uptime"] > before["uptime"]
     assert client.boot_ids() == [before["boot_id"]]
-    start = client.results[0][0]
-    failures = [(round(t - start, 2), errors) for t, errors in client.errors]
-    assert client.failed() == 0, (
-        f"{client.failed()} of {len(client.results)} requests failed (sent at, errors): "
-        f"{failures}; the move began {moved_at - start:.2f} s in, took {moved.stdout.strip()}"
+    requests = client.snapshot()
+    failures = [(round(r.sent - moved_at, 2), r.errors) for r in client.failed()]
+    assert not failures, (
+        f"{len(failures)} of {len(requests)} requests failed (sent after the move began, "
+        f"errors): {failures}; {moved.stdout.strip()}"
     )
     assert qemu_on(vm) == [target]
     migrated = [e for e in history(vm) if e["event"] == "migrated"]
@@ -204,7 +145,7 @@ def test_a_planned_move_is_live(vm):
     assert [e for e in history(vm) if e["event"].startswith("fence")] == fences
     print(
         f"\nlive move {holder} -> {target}: {migrated[-1]['reason']}; the longest a request "
-        f"on the VIP waited: {client.longest_wait() * 1000:.0f} ms, {len(client.results)} sent, "
+        f"on the VIP waited: {client.longest_wait() * 1000:.0f} ms, {len(requests)} sent, "
         f"0 failed; {moved.stdout.strip()}"
     )
 
