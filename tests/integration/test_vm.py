@@ -8,6 +8,7 @@ guest)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import time
 
@@ -190,3 +191,42 @@ def test_a_lost_holder_is_fenced_and_the_guest_boots_elsewhere(vm, fault):
     assert fenced, history(vm)[-10:]
     print(f"\n{fault} of {holder}: the guest answered from {new} {outage:.2f} s later "
           f"({len(samples)} samples, never two qemu)")  # fmt: skip
+
+
+INTRUDER = "it-vm-intruder"  # a container of that exact name, removed after
+CONNECT = "import socket, sys; socket.create_connection((sys.argv[1], 7491), 2).close()"
+LISTEN = (
+    "import socket, time; s = socket.socket(); "
+    "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(('0.0.0.0', 7491)); "
+    "s.listen(8); time.sleep(60)"
+)
+
+
+def test_only_the_cluster_s_nodes_reach_the_migration_port(vm, node_image):
+    """A move target's incoming qemu takes whatever state is sent to its port (7491): the
+    guard drops everyone but the cluster's nodes (and the controller)."""
+    holder = vm_holder(vm)
+    target, member = [n for n in node_names(vm) if n != holder][:2]
+    record = json.loads((vm.state_dir / "cluster.json").read_text())
+    address = next(n["address"] for n in record["nodes"] if n["name"] == target)
+    stranger = str(ipaddress.ip_network(record["subnet"]).network_address + 250)
+    podman("rm", "-f", "-t", "0", INTRUDER, check=False)
+    # stands for an incoming qemu: a listener on the migration port of a non-holder
+    podman("exec", "-d", container(vm, target), "sh", "-c",
+           'echo $$ > /run/it-listener.pid; exec timeout 60 python3 -c "$0"', LISTEN)  # fmt: skip
+    try:
+        podman(
+            "run", "-d", "--rm", "--name", INTRUDER, "--network", record["network"],
+            "--ip", stranger, "--entrypoint", "sleep", node_image, "120",
+        )  # fmt: skip
+
+        def connects(where: str) -> bool:
+            proc = podman("exec", where, "python3", "-c", CONNECT, address, check=False)
+            return proc.returncode == 0
+
+        wait_for(lambda: connects(container(vm, member)), 10, 0.5, "a member connecting")
+        assert not connects(INTRUDER), f"a stranger at {stranger} reached {target}:7491"
+    finally:
+        podman("rm", "-f", "-t", "0", INTRUDER, check=False)
+        podman("exec", container(vm, target), "sh", "-c", "kill $(cat /run/it-listener.pid)",
+               check=False)  # fmt: skip
