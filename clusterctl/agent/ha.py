@@ -50,7 +50,9 @@ from clusterctl.agent.view import ClusterView, GroupView, parse_view
 log = logging.getLogger(__name__)
 
 HANDOVER_POLL = 0.01  # seconds between steps while a planned move to this node is pending
-MIGRATION_TIMEOUT = 120.0  # seconds a live migration may take before the move is cancelled
+# seconds a live migration may take before the holder cancels the move: within the move's
+# own life (the API's MOVE_TTL, 30 s), after which the move is gone and so is the migration
+MIGRATION_TIMEOUT = 25.0
 VIP_PROBE_POLL = 0.02  # seconds between steps while a freed VIP still answers elsewhere
 # How long past a VIP's lifetime its last holder's kernel may still answer for it: the
 # kernel deletes an address 0-0.25 s after its lifetime (measured up to 0.22 s here); longer
@@ -763,6 +765,8 @@ class Agent:
             return f"lost {g.name} (leader is now {gv.leader or 'nobody'}): stopped it{tail}"
         if g.fencing_target is not None:
             return self._await_fence(g, gv)
+        if g.migrating_to is not None and (gv.move is None or gv.move.target != g.migrating_to):
+            return self._abandon_migration(g)
         reason = release_reason(self.node, view, gv)
         if reason:
             # A planned hand-over to a target that already runs the prestart_safe resources:
@@ -1039,6 +1043,17 @@ class Agent:
             g.migrating_to = None
             return self._move_failed(g, gv, f"live migration of {res.name} {status.state}")
         return f"migrating {res.name} to {target} ({status.state})"
+
+    def _abandon_migration(self, g: GroupRunner) -> str:
+        """The move we were migrating for is gone (cleared, expired, or the target left):
+        stop sending. qemu resumes the guest here (a migration cancelled before it completed
+        leaves the source running)."""
+        res = next(r for r in g.migratable() if r.name in g.started)
+        target, g.migrating_to = g.migrating_to, None
+        res.migrate_cancel(self._op_timeout(res))
+        why = f"live migration of {res.name} to {target} cancelled: the move was withdrawn"
+        self.history.record("move-failed", g.name, f"{why}: it runs on {self.node}")
+        return why
 
     def _move_failed(self, g: GroupRunner, gv: GroupView, why: str) -> str:
         """A planned move could not be made: forget it (the target stops what it prepared);

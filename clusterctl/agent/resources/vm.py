@@ -297,6 +297,11 @@ class VirtualMachine(Resource):
     def migrate_cancel(self, timeout: float) -> None:
         try:
             self._qmp("migrate_cancel", timeout)
+            if self.status(timeout) == "postmigrate":
+                # it completed before the cancel came: the target never resumed its copy (it
+                # waits, paused and without the disk's lock, for the group), so the guest
+                # goes on here
+                self._qmp("cont", timeout)
         except ResourceError as exc:
             log.warning("%s: migrate_cancel: %s", self.name, exc)
 

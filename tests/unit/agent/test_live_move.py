@@ -33,6 +33,7 @@ class QemuWorld:
         self.fail_next = False
         self.paused_at: float | None = None  # when the last migration paused the guest
         self.resumed_at: float | None = None  # when its target resumed it
+        self.resumed_on_source: str | None = None  # a cancelled move: the source went on
 
     def qemu(self, node: str) -> str | None:
         """The node's qemu's state, or None when its unit does not run."""
@@ -64,7 +65,8 @@ class QemuWorld:
                 return {}
             if command == "cont":
                 self.state[node] = "running"
-                self.resumed_at = now
+                if self.paused_at is not None and node != self.resumed_on_source:
+                    self.resumed_at = now
                 return {}
             if command == "system_powerdown":
                 self.sim.fake[node].units.discard(UNIT)
@@ -199,3 +201,20 @@ def test_a_holder_that_dies_mid_migration_is_fenced_and_the_guest_boots_afresh(
     assert now_on != source
     assert [n for _, n in sim.fences] == [source]  # the disk's old user is off first
     assert qemu.boots[-1] == now_on  # a fresh boot, not the half-migrated state
+
+
+def test_a_withdrawn_move_stops_the_migration_and_the_guest_runs_on(
+    world: tuple[Sim, QemuWorld],
+) -> None:
+    sim, qemu = world
+    (source,) = qemu.running()
+    target = next(n for n in sim.nodes if n != source)
+    booted = list(qemu.boots)
+    move(sim, target)
+    sim.run_until(lambda: source in qemu.migration, timeout=5.0)
+    admin.cancel_move(sim.admin, sim.keys, "web")  # `clusterctl clear`, or the move expired
+    sim.run(1.0)
+    assert qemu.running() == [source] and sim.leader() == source
+    assert source not in qemu.migration and qemu.qemu(target) is None
+    assert qemu.boots == booted  # never rebooted
+    assert any("cancelled: the move was withdrawn" in s for s in sim.sentences(source))

@@ -59,6 +59,11 @@ class FakeQemuHost:
             if self.obeys_powerdown:
                 self.running = False
             return {}
+        if command == "migrate_cancel":
+            return {}
+        if command == "cont":
+            self.state = "running"
+            return {}
         raise qmp.QmpError(f"qemu refused: unknown command {command}")
 
 
@@ -290,3 +295,25 @@ def test_a_vm_group_must_be_fenced() -> None:
     config_from_dict(_config(good))
     with pytest.raises(ConfigError, match="needs fencing: required"):
         config_from_dict(_config(good, fencing="none"))
+
+
+def test_a_cancel_after_the_migration_completed_resumes_the_guest_here(
+    host: FakeQemuHost, tmp_path: Path
+) -> None:
+    vm = make_vm(host, tmp_path)
+    vm.start(1.0)
+    host.state = "postmigrate"  # sent, and paused: the target waits, paused, for the group
+    vm.migrate_cancel(1.0)
+    assert host.state == "running" and host.qmp_log[-2:] == ["query-status", "cont"]
+    vm.migrate_cancel(1.0)  # nothing completed: nothing resumed
+    assert host.qmp_log[-1] == "query-status"
+
+
+def test_a_migrated_away_copy_is_killed_at_once(host: FakeQemuHost, tmp_path: Path) -> None:
+    vm = make_vm(host, tmp_path)
+    vm.start(1.0)
+    host.state = "postmigrate"
+    started = host.clock.now()
+    vm.stop(5.0)
+    assert not host.running and "system_powerdown" not in host.qmp_log
+    assert host.clock.now() - started < 0.1  # no ACPI wait for a guest that runs elsewhere
