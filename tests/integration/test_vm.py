@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -19,7 +22,7 @@ from clusterctl.bench.vm import GuestClient, ask_guest
 from clusterctl.providers.podman_cli import Podman
 from clusterctl.state import StateDir
 
-from .conftest import STATE_ROOT, cli, podman
+from .conftest import REPO, STATE_ROOT, cli, podman
 from .hahelpers import (
     api_status,
     container,
@@ -230,3 +233,34 @@ def test_only_the_cluster_s_nodes_reach_the_migration_port(vm, node_image):
         podman("rm", "-f", "-t", "0", INTRUDER, check=False)
         podman("exec", container(vm, target), "sh", "-c", "kill $(cat /run/it-listener.pid)",
                check=False)  # fmt: skip
+
+
+def test_bad_input_is_refused_in_one_line(vm, tmp_path):
+    """Fewer than 3 nodes; a VM whose disk is missing, or that does not fit in a node's
+    memory (the agent role's preflight, on the real nodes, before anything changes)."""
+    small = cli("up", "--cluster", "it-vm-small", "--profile", "vm", "--nodes", "2")
+    assert small.rc != 0 and "3" in small.stderr and "Traceback" not in small.stderr
+    assert len([x for x in small.stderr.splitlines() if x.startswith("error:")]) == 1
+    shared = "/srv/clusterctl/shared/vm"
+    for resource, words in (
+        ({"disk": f"{shared}/absent.img"}, f"its disk {shared}/absent.img is missing"),
+        ({"disk": f"{shared}/demo-vm.img", "memory": 1 << 20}, "MiB free"),
+    ):
+        group = {
+            "name": "vm2",
+            "fencing": "required",
+            "resources": [{"name": "other", "type": "vm", "accel": "tcg", **resource}],
+        }
+        extra = tmp_path / "extra.json"
+        extra.write_text(json.dumps({"clusterctl_groups": [group]}))
+        playbook = subprocess.run(
+            [
+                str(Path(sys.executable).parent / "ansible-playbook"),
+                "-i", str(vm.state_dir / "inventory.yml"), "playbooks/site.yml",
+                "--tags", "agent_preflight", "-e", f"@{extra}",
+            ],
+            cwd=REPO, capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        assert playbook.returncode != 0, playbook.stdout[-2000:]
+        assert "cannot run the VM other: " + words in playbook.stdout, playbook.stdout[-3000:]
+    assert vm_holder(vm) and guest(vip(vm))  # nothing changed
