@@ -225,12 +225,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report.sections.append(
         (f"clusterctl status --cluster {current.cluster}", result.stdout or result.stderr)
     )
-    # each agent's own sentences (it logs every change): what a holder was waiting for
+    # each agent's own sentences (it logs every change): what a holder was waiting for; and
+    # etcd's starts and stops (a member restarting under a test costs the quorum)
     for node in (n["name"] for n in current.nodes):
         journal = podman(
             "exec", f"{current.cluster}-{node}", "journalctl", "-u", "clusterctl-agent",
-            "--since", "-3min", "--no-pager", "-o", "short-precise", "-n", "60",
+            "-u", "etcd", "--since", "-3min", "--no-pager", "-o", "short-precise", "-n", "80",
+            "--grep", "clusterctl|Start|Stop|exited|Failed|leader|elected",
             check=False,
         )  # fmt: skip
         text = journal.stdout or journal.stderr
-        report.sections.append((f"clusterctl-agent journal on {node} (last 3 min)", text))
+        report.sections.append((f"agent and etcd journal on {node} (last 3 min)", text))

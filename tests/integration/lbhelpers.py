@@ -13,6 +13,8 @@ import time
 import urllib.error
 from collections import Counter
 
+from clusterctl.topology import etcd_member_nodes
+
 from .conftest import Sandbox, cli, podman
 from .hahelpers import (
     _OPENER,
@@ -23,6 +25,7 @@ from .hahelpers import (
     container_state,
     node_exec,
     node_names,
+    unit_active,
     vip,
     vip_holders,
     wait_for,
@@ -189,12 +192,18 @@ def lb_heal(sandbox: Sandbox, base_nodes: list[str], timeout: float = 120) -> st
     if data.get("engine") != "nft":
         result = cli("up", "--cluster", sandbox.cluster, "--lb-engine", "nft", timeout=600)
         assert result.rc == 0, result.stderr[-3000:]
+    members = etcd_member_nodes(base_nodes)
     for n in base_nodes:
-        node_exec(sandbox, n, "systemctl", "start", "nginx", "clusterctl-agent")
+        units = ["etcd"] if n in members else []
+        node_exec(sandbox, n, "systemctl", "start", *units, "nginx", "clusterctl-agent")
 
     def settled() -> str | None:
         status = api_status(sandbox)
         if not status or not status.get("quorum"):
+            return None
+        # every etcd member running, not just a quorum: a member still restarting from an
+        # earlier fault (the chaos run kills them) took the quorum down in the next test
+        if not all(unit_active(sandbox, n, "etcd") for n in members):
             return None
         for node, row in backend_rows(sandbox).items():
             if row["state"] != "active" or row["weight"] != 1:
