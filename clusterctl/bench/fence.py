@@ -37,9 +37,13 @@ def writer_unit(path: str) -> str:
     loop = f'h=$(hostname); while :; do echo "$h $(date +%s.%N)" >> {path}; sleep 0.01; done'
     # systemd expands % and $ in ExecStart: doubled, they reach the shell as they are
     command = loop.replace("%", "%%").replace("$", "$$")
+    # A stop bounded at 2 s: seen in the fencing tests, a node's writer stop job ran on for
+    # minutes after its processes got SIGTERM (a freshly restarted node, cgroup v1 inside a
+    # container: systemd did not see the unit's cgroup empty), so the holder kept the group
+    # (it never releases a resource that would not stop) and a planned move timed out.
     return (
         "[Unit]\nDescription=clusterctl writer: appends this node's name to shared storage\n\n"
-        f"[Service]\nExecStart=/bin/sh -c '{command}'\n"
+        f"[Service]\nExecStart=/bin/sh -c '{command}'\nTimeoutStopSec=2\n"
     )
 
 

@@ -236,3 +236,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         )  # fmt: skip
         text = journal.stdout or journal.stderr
         report.sections.append((f"agent and etcd journal on {node} (last 3 min)", text))
+        # a unit that will not stop: systemd's pending jobs say what it waits for
+        jobs = podman(
+            "exec", f"{current.cluster}-{node}", "sh", "-c",
+            "timeout 5 systemctl list-jobs --no-pager; "
+            "journalctl --since -3min --no-pager -o short-precise -n 30 _PID=1",
+            check=False,
+        )  # fmt: skip
+        report.sections.append((f"systemd jobs and messages on {node}", jobs.stdout + jobs.stderr))
