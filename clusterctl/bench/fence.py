@@ -38,9 +38,10 @@ def writer_unit(path: str) -> str:
     # systemd expands % and $ in ExecStart: doubled, they reach the shell as they are
     command = loop.replace("%", "%%").replace("$", "$$")
     # A stop bounded at 2 s: seen in the fencing tests, a node's writer stop job ran on for
-    # minutes after its processes got SIGTERM (a freshly restarted node, cgroup v1 inside a
-    # container: systemd did not see the unit's cgroup empty), so the holder kept the group
-    # (it never releases a resource that would not stop) and a planned move timed out.
+    # minutes after its processes got SIGTERM (a freshly restarted node; likely cgroup v1
+    # inside a container, where systemd may miss the unit's cgroup emptying), so the holder
+    # kept the group (it never releases a resource that would not stop) and a planned move
+    # timed out.
     return (
         "[Unit]\nDescription=clusterctl writer: appends this node's name to shared storage\n\n"
         f"[Service]\nExecStart=/bin/sh -c '{command}'\nTimeoutStopSec=2\n"
