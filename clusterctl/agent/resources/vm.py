@@ -41,6 +41,7 @@ from clusterctl.agent.config import ResourceSpec
 from clusterctl.agent.resources import qmp
 from clusterctl.agent.resources.base import MigrationStatus, Resource, ResourceError
 from clusterctl.agent.resources.runner import CommandRunner
+from clusterctl.agent.resources.systemd import NOT_ACTIVE
 from clusterctl.agent.vmspec import parse_forwards, validate_params
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ LOG_DIR = "/var/log/clusterctl"
 QEMU = "qemu-system-x86_64"
 POLL = 0.01  # seconds between checks while a guest powers off or qemu dies
 MIGRATION_PORT = 7491  # where a move target's incoming qemu listens (the guard admits members)
-NOT_ACTIVE = (3, 4)  # `systemctl is-active`: inactive/failed, no such unit
 
 QmpCall = Callable[..., Any]  # qmp.execute's signature
 HttpCheck = Callable[[str, float], bool]
