@@ -32,10 +32,10 @@ store: deps
 	$(BIN)/pytest -q tests/store
 
 integration: deps
-	$(BIN)/pytest -q -x tests/integration
+	$(BIN)/pytest -q -x --durations=30 tests/integration
 
 molecule: deps
-	$(BIN)/molecule test -s default && $(BIN)/molecule test -s failover && $(BIN)/molecule test -s scale && $(BIN)/molecule test -s hpc && $(BIN)/molecule test -s vm
+	for s in default failover scale hpc vm; do start=$$(date +%s); $(BIN)/molecule test -s $$s || exit 1; echo "molecule $$s: $$(( $$(date +%s) - start )) s"; done
 
 # The whole suite, as CI runs it. With CI=true a skipped test fails the run unless it is
 # listed in tests/allowed-skips.txt.

@@ -404,7 +404,8 @@ def pin_etcd_members(state: StateDir, record: ClusterRecord) -> None:
         state.save(record)
 
 
-def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:
+def agent_client(state: StateDir, record: ClusterRecord, node: str | None = None) -> AgentClient:
+    """A client of the cluster's agents (etcd members first), or of ``node``'s alone."""
     if record.profile not in AGENT_PROFILES:
         raise ClusterctlError(
             f"cluster {record.name!r} runs profile {record.profile}, which has no failover agent",
@@ -418,11 +419,30 @@ def agent_client(state: StateDir, record: ClusterRecord) -> AgentClient:
     # etcd members first: they are the likeliest to have quorum
     members = etcd_members(record)
     ordered = sorted(record.nodes, key=lambda n: n.name not in members)
+    if node is not None:
+        ordered = [n for n in ordered if n.name == node]
     ca = cluster_ca(state)
     tls = None
     if ca.ca_cert.exists():
         tls = TlsFiles(str(ca.ca_cert), *(str(p) for p in ca.controller_paths()))
     return AgentClient([n.address for n in ordered], token, tls=tls)
+
+
+def _holders_notes(
+    state: StateDir, record: ClusterRecord, agent_view: dict
+) -> dict[str, dict[str, str]]:
+    """Each group's resources in their own words (a guest's qemu state), from the agent of
+    the node holding it: only it knows. Best effort: a holder that does not answer has none."""
+    notes: dict[str, dict[str, str]] = {}
+    holders = {g["node"] for g in agent_view.get("groups", []) if g.get("node")}
+    for node in sorted(holders & {n.name for n in record.nodes}):
+        try:
+            health = agent_client(state, record, node).request("GET", "/v1/health")
+        except ClusterctlError:
+            continue
+        for group, resources in (health.get("notes") or {}).items():
+            notes[group] = {str(k): str(v) for k, v in resources.items()}
+    return notes
 
 
 def status(cluster: str) -> ClusterStatus:
@@ -476,6 +496,7 @@ def status(cluster: str) -> ClusterStatus:
                     failovers[g["name"]] = last
         except ClusterctlError as exc:
             agent_error = exc.message
+        notes = _holders_notes(state, record, agent_view)
     ssh = probe_all(nodes, provider.key_for, timeout=2.0)
     slurm = None
     if record.profile == "hpc":  # no web server: Slurm's own view instead
@@ -515,6 +536,7 @@ def status(cluster: str) -> ClusterStatus:
             bans=list(g.get("bans") or []),
             last_failover=failovers.get(g["name"]),
             fencing=g.get("fencing"),
+            notes=notes.get(g["name"], {}),
         )
         for g in agent_view.get("groups", [])
     ]

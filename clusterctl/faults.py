@@ -18,9 +18,13 @@ from clusterctl.providers.podman_cli import Podman
 from clusterctl.state import ClusterRecord, NodeRecord
 
 PARTITION_TABLE = "clusterctl_chaos"
+# Everything a node sends, receives and routes on its network: a VM's or a load balancer's
+# forwarded traffic never enters the node's own stack (input/output), so it is cut too.
 PARTITION_NFT = f"""table inet {PARTITION_TABLE} {{
  chain in {{ type filter hook input priority -300; iifname "eth0" drop; }}
  chain out {{ type filter hook output priority -300; oifname "eth0" drop; }}
+ chain routed {{ type filter hook forward priority -300;
+  iifname "eth0" drop; oifname "eth0" drop; }}
 }}
 """
 

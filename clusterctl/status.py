@@ -38,6 +38,14 @@ class GroupStatus:
     bans: list[str] = field(default_factory=list)
     last_failover: HistoryEntry | None = None  # the latest takeover from another node
     fencing: dict | None = None  # {target, error} while the holder fences the old owner
+    notes: dict[str, str] = field(default_factory=dict)  # resource -> its holder's word on it
+
+    @property
+    def state_text(self) -> str:
+        """The state with its resources' notes: "started (demo-vm: running)"."""
+        if not self.notes:
+            return self.state
+        return f"{self.state} ({', '.join(f'{k}: {v}' for k, v in self.notes.items())})"
 
 
 @dataclass(frozen=True)
@@ -108,7 +116,14 @@ class ClusterStatus:
             for g in self.groups:
                 counts = ",".join(f"{k}={v}" for k, v in sorted(g.failcounts.items()) if v)
                 group_rows.append(
-                    (g.name, g.vip, g.node or "-", g.state, counts or "-", ",".join(g.bans) or "-")
+                    (
+                        g.name,
+                        g.vip,
+                        g.node or "-",
+                        g.state_text,
+                        counts or "-",
+                        ",".join(g.bans) or "-",
+                    )
                 )
             lines += table(group_rows)
             for g in self.groups:

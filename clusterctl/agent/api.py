@@ -300,6 +300,8 @@ class Api:
             "lease_time_left": round(left, 3),
             # the groups running here: a standby's word from the holder (agent/peers.py)
             "holding": [g.name for g in snap.groups if g.running_here],
+            # how the resources running here are, in their own words (a guest's qemu state)
+            "notes": {g.name: dict(g.notes) for g in snap.groups if g.running_here and g.notes},
         }
         return _json_reply(200 if healthy else 503, body)
 

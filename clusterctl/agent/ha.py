@@ -76,6 +76,7 @@ class GroupStatus:
     started: tuple[str, ...]
     failcount: int
     failcounts: tuple[tuple[str, int], ...] = ()  # every node's, sorted by node
+    notes: tuple[tuple[str, str], ...] = ()  # started resources' state_note, in group order
 
 
 @dataclass(frozen=True)
@@ -253,7 +254,9 @@ class Agent:
         """Stop everything, release leader keys, revoke the lease (SIGTERM path)."""
         stopped = self.holding()
         for g in self.groups.values():
-            errors = g.stop(lambda r: r.spec.timeout, exclusive_first=True)
+            # within the lease, as any stop of a held group: a stop that outlasts it (a
+            # guest's ACPI power-off) would have the next holder fence this node
+            errors = g.stop(self._op_timeout, exclusive_first=True)
             if g.active:
                 g.active = False
                 # On failure the key goes with the lease, revoked below or expiring.
@@ -774,13 +777,16 @@ class Agent:
             # server still finishes the ones in flight (in reverse order it was stopped first
             # and clients saw "connection refused" on the VIP).
             handover = gv.move is not None and gv.prestarted_by == gv.move.target
-            if handover and any(r.name in g.started for r in g.migratable()):
+            live = handover and any(r.name in g.started for r in g.migratable())
+            if live:
                 # a live move: send the running state first; release once it arrived
                 pending = self._migrate(g, gv, view)
                 if pending is not None:
                     return pending
                 reason = f"{reason} live"
-            if handover and gv.move is not None:
+            elif handover and gv.move is not None:
+                # not for a live move: the VIP's traffic goes to the guest, which the target
+                # runs only once it holds the group; forwarded, the target node would answer
                 self._forward_to(g, view, gv.move.target)
             return self._release(g, reason, exclusive_first=handover)
         if gv.move is not None and gv.move.target == self.node:
@@ -1084,6 +1090,11 @@ class Agent:
                     started=tuple(r.name for r in g.resources if r.name in g.started),
                     failcount=gv.failcounts.get(self.node, 0) if gv else 0,
                     failcounts=tuple(sorted(gv.failcounts.items())) if gv else (),
+                    notes=tuple(
+                        (r.name, note)
+                        for r in g.resources
+                        if r.name in g.started and (note := r.state_note()) is not None
+                    ),
                 )
             )
         return AgentSnapshot(

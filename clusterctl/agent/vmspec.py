@@ -3,9 +3,13 @@ used by the resource (resources/vm.py). No imports of either: config.py imports 
 
 from __future__ import annotations
 
+import ipaddress
+import re
 from typing import Any
 
 ACCELS = ("kvm", "tcg")
+IFNAMSIZ = 15  # the longest name Linux gives an interface
+MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}", re.IGNORECASE)
 
 
 def parse_forwards(value: Any) -> list[tuple[int, int]]:
@@ -34,5 +38,20 @@ def validate_params(params: dict[str, Any]) -> None:
     if params.get("accel", "kvm") not in ACCELS:
         raise ValueError(f"accel must be one of {', '.join(ACCELS)}")
     forwards = parse_forwards(params.get("forward"))
-    if params.get("check_path") and not forwards:
-        raise ValueError("check_path needs a forward (the check goes through its port)")
+    tap = params.get("tap")
+    if tap is not None:
+        if forwards:
+            raise ValueError("tap and forward exclude each other (forward is qemu's user network)")
+        if not isinstance(tap, str) or not 1 <= len(tap) <= IFNAMSIZ or "/" in tap:
+            raise ValueError(f"tap {tap!r} is not an interface name (1-{IFNAMSIZ} characters)")
+        if not params.get("address"):
+            raise ValueError("tap needs the guest's address (address), which the check asks")
+        try:
+            ipaddress.IPv4Address(str(params["address"]))
+        except ValueError:
+            raise ValueError(f"address {params['address']!r} is not an IPv4 address") from None
+    mac = params.get("mac")
+    if mac is not None and not MAC.fullmatch(str(mac)):
+        raise ValueError(f"mac {mac!r} is not a MAC address (52:54:00:12:34:56)")
+    if params.get("check_path") and not forwards and tap is None:
+        raise ValueError("check_path needs a forward or a tap (the check goes through it)")

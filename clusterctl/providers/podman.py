@@ -34,6 +34,7 @@ from clusterctl.state import ClusterRecord, NodeRecord, StateDir, write_private
 
 LABEL = "clusterctl.cluster"
 KVM_DEVICE = "/dev/kvm"
+TUN_DEVICE = "/dev/net/tun"  # the guest's tap network (roles/vm)
 SHARED_DIR = "/srv/clusterctl/shared"  # in every node: the host's <state>/<cluster>/shared
 
 
@@ -291,11 +292,13 @@ class PodmanProvider(Provider):
 
     @staticmethod
     def _device_args(record: ClusterRecord) -> list[str]:
-        """/dev/kvm for the vm profile's nodes, where the host has it (the vm role probes
-        whether a guest really boots with it, and falls back to TCG)."""
-        if record.profile == "vm" and Path(KVM_DEVICE).exists():
-            return ["--device", KVM_DEVICE]
-        return []
+        """The vm profile's nodes: /dev/net/tun for the guest's tap network, and /dev/kvm
+        where the host has it (the vm role probes whether a guest really boots with it, and
+        falls back to TCG)."""
+        if record.profile != "vm":
+            return []
+        devices = [TUN_DEVICE] + ([KVM_DEVICE] if Path(KVM_DEVICE).exists() else [])
+        return [arg for device in devices for arg in ("--device", device)]
 
     def power_states(self, record: ClusterRecord) -> dict[str, str]:
         found = self.podman.json("ps", "-a", "--filter", f"label={LABEL}={record.name}",

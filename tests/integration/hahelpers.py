@@ -23,6 +23,7 @@ from typing import Any, Self, TypeVar
 from clusterctl.agent.store.etcd import EtcdCredentials, EtcdStore
 from clusterctl.agent.tls import TlsFiles
 from clusterctl.bench import sandbox as kernel_view
+from clusterctl.faults import PARTITION_NFT, PARTITION_TABLE
 from clusterctl.providers.podman_cli import Podman
 from clusterctl.state import StateDir, read_token
 
@@ -31,11 +32,6 @@ from .conftest import STATE_ROOT, Sandbox, cli, podman
 T = TypeVar("T")
 
 # A partition as docs/machine-notes.md describes it: a node cut off from inside, addresses kept.
-PARTITION_NFT = """table inet chaos {
- chain in { type filter hook input priority -300; iifname "eth0" drop; }
- chain out { type filter hook output priority -300; oifname "eth0" drop; }
-}
-"""
 
 # Hosts are reached directly, never through an HTTP proxy from the environment.
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -465,7 +461,13 @@ class Prober(Ticker):
 def partition(sandbox: Sandbox, node: str) -> None:
     podman("exec", "-i", container(sandbox, node), "nft", "-f", "-", stdin=PARTITION_NFT)
     rc, out = node_exec(sandbox, node, "nft", "list", "tables")
-    assert "inet chaos" in out, f"partition of {node} not in place: {out!r}"
+    assert f"inet {PARTITION_TABLE}" in out, f"partition of {node} not in place: {out!r}"
+
+
+def unpartition(sandbox: Sandbox, node: str) -> None:
+    """Undo ``partition`` (nothing to undo is fine)."""
+    podman("exec", container(sandbox, node), "nft", "delete", "table", "inet", PARTITION_TABLE,
+           check=False)  # fmt: skip
 
 
 def etcd_leader(sandbox: Sandbox, members: list[str] | None = None) -> str | None:
@@ -523,7 +525,7 @@ def heal(sandbox: Sandbox, timeout: float = 120) -> str:
         elif state != "running":
             podman("start", container(sandbox, n))
     for n in names:
-        node_exec(sandbox, n, "nft", "delete", "table", "inet", "chaos")
+        unpartition(sandbox, n)
     for n in names:
         node_exec(sandbox, n, "systemctl", "reset-failed", "etcd", "clusterctl-agent")
         node_exec(sandbox, n, "systemctl", "start", "--no-block", "etcd", "clusterctl-agent")

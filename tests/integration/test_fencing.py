@@ -23,7 +23,15 @@ from clusterctl.providers.podman import SHARED_DIR
 from clusterctl.state import StateDir
 
 from .conftest import REPO, STATE_ROOT, cli, podman
-from .hahelpers import api_status, container, container_state, node_names, partition, wait_for
+from .hahelpers import (
+    api_status,
+    container,
+    container_state,
+    node_names,
+    partition,
+    unpartition,
+    wait_for,
+)
 from .rejoinhelpers import online
 
 GENEROUS = 20.0  # seconds: a bound for "it happened", not a performance target
@@ -138,8 +146,7 @@ def _heal(sandbox) -> None:
             podman("unpause", container(sandbox, node), check=False)
         elif st != "running":
             podman("start", container(sandbox, node), check=False)
-        podman("exec", "-i", container(sandbox, node), "nft", "delete", "table", "inet", "chaos",
-               check=False)  # fmt: skip
+        unpartition(sandbox, node)
     names = set(node_names(sandbox))
     wait_for(lambda: online(sandbox) == names, 120, 0.5, "every node online")
     cli("cleanup", "shared", "--cluster", sandbox.cluster)

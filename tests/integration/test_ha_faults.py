@@ -25,6 +25,7 @@ from .hahelpers import (
     node_names,
     partition,
     unit_active,
+    unpartition,
     vip,
     vip_holders,
     wait_for,
@@ -227,7 +228,7 @@ def test_partitioned_holder_fences_itself(ha_sandbox, healthy):
         time.sleep(1)
         outage = prober.outage(fault)
         healed = time.time()
-        node_exec(ha_sandbox, old, "nft", "delete", "table", "inet", "chaos")
+        unpartition(ha_sandbox, old)
         time.sleep(5)
     print(f"\npartition of {old}: it dropped the VIP after {fenced:.3f} s, {answer.node} "
           f"serves, outage {outage:.3f} s")  # fmt: skip

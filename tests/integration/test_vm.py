@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from clusterctl.bench.pinger import Pinger
 from clusterctl.bench.sandbox import ProcessSampler, node_pids
 from clusterctl.bench.vm import GuestClient, ask_guest
 from clusterctl.providers.podman_cli import Podman
@@ -28,6 +29,8 @@ from .hahelpers import (
     container,
     container_state,
     node_names,
+    partition,
+    unpartition,
     vip,
     wait_for,
 )
@@ -76,6 +79,8 @@ def _heal(sandbox) -> None:
     names = node_names(sandbox)
     for node in names:
         state = container_state(sandbox, node)
+        if state == "running":
+            unpartition(sandbox, node)
         if state == "paused":
             podman("unpause", container(sandbox, node), check=False)
         elif state != "running":
@@ -107,6 +112,9 @@ def test_the_guest_runs_on_one_node_and_answers_on_the_vip(vm):
     assert status.rc == 0, status.stderr
     groups = {g["name"]: g for g in status.json()["groups"]}
     assert groups["vm"]["node"] == holder and groups["vm"]["state"] == "started"
+    assert groups["vm"]["notes"] == {"demo-vm": "running"}  # qemu's word, through its holder
+    table = cli("status", "--cluster", vm.cluster).stdout
+    assert f"{holder}  started (demo-vm: running)" in table, table
     # the disk is one file on the shared storage, locked by the qemu that runs the guest:
     # another node's qemu cannot open it for writing (the write would go to ext4's unused
     # first 512 bytes, were the lock not there)
@@ -126,7 +134,7 @@ def test_a_planned_move_is_live(vm):
     before = guest(vip(vm))
     assert before is not None
     fences = [e for e in history(vm) if e["event"].startswith("fence")]
-    with GuestClient(vip(vm)) as client:
+    with Pinger(vip(vm)) as pinger, GuestClient(vip(vm)) as client:
         time.sleep(1.0)
         moved_at = time.monotonic()
         moved = cli("failover", "vm", "--to", target, "--cluster", vm.cluster, timeout=180)
@@ -150,7 +158,8 @@ def test_a_planned_move_is_live(vm):
     print(
         f"\nlive move {holder} -> {target}: {migrated[-1]['reason']}; the longest a request "
         f"on the VIP waited: {client.longest_wait() * 1000:.0f} ms, {len(requests)} sent, "
-        f"0 failed; {moved.stdout.strip()}"
+        f"0 failed; pings every 10 ms unanswered for {pinger.longest_silence() * 1000:.0f} ms "
+        f"at most; {moved.stdout.strip()}"
     )
 
 
@@ -169,7 +178,7 @@ def test_a_killed_qemu_is_restarted_in_place(vm):
     assert "monitor-failed" in events and "restarted" in events
 
 
-@pytest.mark.parametrize("fault", ["crash", "freeze"])
+@pytest.mark.parametrize("fault", ["crash", "freeze", "partition"])
 def test_a_lost_holder_is_fenced_and_the_guest_boots_elsewhere(vm, fault):
     holder = vm_holder(vm)
     before = guest(vip(vm))
@@ -177,7 +186,10 @@ def test_a_lost_holder_is_fenced_and_the_guest_boots_elsewhere(vm, fault):
     sampler = qemu_sampler(vm)
     try:
         began = time.monotonic()
-        podman("kill" if fault == "crash" else "pause", container(vm, holder))
+        if fault == "partition":  # its guest's traffic too: the node routes it
+            partition(vm, holder)
+        else:
+            podman("kill" if fault == "crash" else "pause", container(vm, holder))
         answer = wait_for(
             lambda: (a := guest(vip(vm), timeout=0.5)) and a["boot_id"] != before["boot_id"] and a,
             GENEROUS, 0.1, "the guest answering from another node",

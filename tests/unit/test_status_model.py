@@ -1,6 +1,6 @@
 import json
 
-from clusterctl.status import ClusterStatus, NodeStatus
+from clusterctl.status import ClusterStatus, GroupStatus, NodeStatus
 
 
 def sample() -> ClusterStatus:
@@ -38,6 +38,16 @@ def test_header_names_the_lb_engine_and_lease():
     )
     assert json.loads(lb.to_json())["lease_ttl"] == 2
     assert sample().to_table().splitlines()[0] == "cluster demo (podman, profile web)"
+
+
+def test_a_groups_state_carries_its_holders_notes():
+    vm = GroupStatus("vm", "10.0.0.100", "node2", "started", notes={"demo-vm": "running"})
+    status = ClusterStatus("demo", "podman", True, profile="vm", lease_ttl=1, groups=[vm])
+    row = next(line for line in status.to_table().splitlines() if line.startswith("vm "))
+    assert row.split()[:5] == ["vm", "10.0.0.100", "node2", "started", "(demo-vm:"]
+    assert "(demo-vm: running)" in row
+    assert json.loads(status.to_json())["groups"][0]["notes"] == {"demo-vm": "running"}
+    assert GroupStatus("web", "", "node1", "started").state_text == "started"
 
 
 def test_wrk_output_is_parsed():

@@ -92,6 +92,11 @@ class Resource(ABC):
     def migrate_cancel(self, timeout: float) -> None:  # noqa: B027 - optional hook
         """Abandon a migration in flight (the holder's copy runs on)."""
 
+    def state_note(self) -> str | None:
+        """A word on how the resource itself is (a guest's "running" or "booting"), as it
+        last saw it: read by the API thread, so no I/O. None: nothing beyond started."""
+        return None
+
     def keepalive(self, timeout: float) -> None:  # noqa: B027 - optional hook, no-op default
         """Called on the holder after every successful lease renewal (e.g. to extend a VIP's
         kernel lifetime). Raises ``ResourceError`` on failure; the default does nothing."""

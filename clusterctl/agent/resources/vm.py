@@ -6,9 +6,10 @@ agent dies, and nothing of it outlives a stop. The agent talks to it over QMP
 (``/run/clusterctl/vm/<name>.qmp``).
 
 * start: boot the guest here (returns once qemu runs; the guest boots meanwhile).
-* monitor: QMP ``query-status`` says running, and the application check (an HTTP GET through
-  the forwarded port) answers. While the guest boots (until its first good check, at most
-  ``boot_timeout`` seconds) a failing check is not a failure.
+* monitor: QMP ``query-status`` says running, and the application check (an HTTP GET of the
+  guest's address on its tap network, or through a forwarded port) answers. While the guest
+  boots (until its first good check, at most ``boot_timeout`` seconds) a failing check is not
+  a failure.
 * stop: an ACPI power-button press (QMP ``system_powerdown``), then SIGKILL to what is left
   when the time is up. Near the fencing deadline the time is short and the kill comes at once:
   the disk must be closed before the lease can expire. A copy that runs no guest code (paused,
@@ -125,8 +126,12 @@ def _in_thread(run: Callable[[], None]) -> None:
 class VirtualMachine(Resource):
     """Params: ``disk`` (on shared storage), ``memory`` (MiB, 128), ``vcpus`` (1), ``accel``
     (kvm | tcg), ``kernel``/``initrd``/``append`` (direct kernel boot; else the disk boots),
-    ``forward`` ("8080:80": a node port to a guest port, through qemu's user network),
-    ``check_path`` (HTTP path checked through the first forward), ``boot_timeout`` (60 s)."""
+    the guest's network, one of: ``tap`` (a tap interface every node has alike, routed by
+    the node: the vm role's) with ``address`` (the guest's), ``mac`` (its network card's, which
+    the nodes know in advance) and ``check_port`` (80), or
+    ``forward`` ("8080:80": a node port to a guest port, through qemu's user network, whose
+    connections die with the copy that served them); ``check_path`` (HTTP path checked at
+    the guest's address, or through the first forward), ``boot_timeout`` (60 s)."""
 
     def __init__(
         self,
@@ -151,6 +156,7 @@ class VirtualMachine(Resource):
         self.forwards = parse_forwards(spec.params.get("forward"))
         # None: not booting (never started here, or its check answered since the start)
         self.booting_since: float | None = None
+        self.last_state: str | None = None  # qemu's run state when QMP last answered
         url = self.check_url
         self.app = None
         if url is not None:
@@ -178,10 +184,13 @@ class VirtualMachine(Resource):
 
     @property
     def check_url(self) -> str | None:
-        path = self.spec.params.get("check_path")
-        if not path or not self.forwards:
+        params = self.spec.params
+        path = params.get("check_path")
+        if not path:
             return None
-        return f"http://127.0.0.1:{self.forwards[0][0]}{path}"
+        if params.get("tap"):
+            return f"http://{params['address']}:{int(params.get('check_port', 80))}{path}"
+        return f"http://127.0.0.1:{self.forwards[0][0]}{path}" if self.forwards else None
 
     @property
     def migration_port(self) -> int:
@@ -209,10 +218,16 @@ class VirtualMachine(Resource):
                 argv += ["-initrd", str(p["initrd"])]
             if p.get("append"):
                 argv += ["-append", str(p["append"])]
-        netdev = "user,id=net0"
-        for host, guest in self.forwards:
-            netdev += f",hostfwd=tcp::{host}-:{guest}"
-        argv += ["-netdev", netdev, "-device", "virtio-net-pci,netdev=net0"]
+        if p.get("tap"):
+            # the node routes to the guest: its TCP connections live in the guest, and so
+            # carry on across a live move (every node's tap and routes are alike)
+            netdev = f"tap,id=net0,ifname={p['tap']},script=no,downscript=no"
+        else:
+            netdev = "user,id=net0"
+            for host, guest in self.forwards:
+                netdev += f",hostfwd=tcp::{host}-:{guest}"
+        device = "virtio-net-pci,netdev=net0" + (f",mac={p['mac']}" if p.get("mac") else "")
+        argv += ["-netdev", netdev, "-device", device]
         return argv
 
     def status(self, timeout: float) -> str | None:
@@ -220,8 +235,17 @@ class VirtualMachine(Resource):
         try:
             reply = self.qmp_call(self.qmp_path, "query-status", timeout)
         except qmp.QmpError:
+            self.last_state = None
             return None
-        return str(reply.get("status")) if isinstance(reply, dict) else None
+        self.last_state = str(reply.get("status")) if isinstance(reply, dict) else None
+        return self.last_state
+
+    def state_note(self) -> str | None:
+        """qemu's run state as the last QMP answer gave it; "booting" until the guest's
+        service first answered."""
+        if self.last_state == "running" and self.booting_since is not None:
+            return "booting"
+        return self.last_state
 
     def _unit_active(self, timeout: float) -> bool:
         result = self._run(["systemctl", "is-active", "--quiet", self.unit], timeout)
@@ -245,6 +269,7 @@ class VirtualMachine(Resource):
         state = self.status(timeout / 2)
         if state == "paused":  # a live migration came in (or it was paused): resume it
             self._qmp("cont", max(0.01, deadline - self.clock()))
+            self.last_state = "running"
             return
         if state == "inmigrate":
             # a migration that never completed (its holder died): its state is not whole
@@ -346,14 +371,18 @@ class VirtualMachine(Resource):
     def stop(self, timeout: float) -> None:
         deadline = self.clock() + timeout
         self.booting_since = None
-        if not self._unit_active(timeout):
-            return
+        # QMP first: a live move's source learns in milliseconds that its copy ran out
         state = self.status(timeout * 0.2)
+        if state is None and not self._unit_active(max(0.01, deadline - self.clock())):
+            return
         if state == "postmigrate":
             # its guest runs on the migration's target now and it let go of the disk when
             # the migration completed (qemu inactivates the image): nothing of it may run
             # again, so the live move goes on without waiting for the process to end
-            self._run(["systemctl", "kill", "--signal=KILL", self.unit], timeout)
+            try:
+                self.qmp_call(self.qmp_path, "quit", max(0.01, deadline - self.clock()))
+            except qmp.QmpError:
+                self._run(["systemctl", "kill", "--signal=KILL", self.unit], timeout)
             return
         if state == "running":
             # Most of the time for a clean ACPI power-off, the rest for the kill.

@@ -136,6 +136,7 @@ def test_health_from_the_snapshot(cluster) -> None:
     assert body["node"] == "node1" and body["healthy"] is True and body["lease_valid"] is True
     assert body["sentence"] == sim.agents["node1"].snapshot.sentence
     assert 0 < body["lease_time_left"] <= 0.6
+    assert body["notes"] == {}  # nginx and a VIP say nothing beyond "started"
     sim.partition("node1")
     sim.run(1.5)
     code, body = client.get("/v1/health")

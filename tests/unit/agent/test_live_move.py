@@ -34,6 +34,7 @@ class QemuWorld:
         self.paused_at: float | None = None  # when the last migration paused the guest
         self.resumed_at: float | None = None  # when its target resumed it
         self.resumed_on_source: str | None = None  # a cancelled move: the source went on
+        self.ignores_acpi = False  # a guest that does not power off on the button
 
     def qemu(self, node: str) -> str | None:
         """The node's qemu's state, or None when its unit does not run."""
@@ -68,8 +69,12 @@ class QemuWorld:
                 if self.paused_at is not None and node != self.resumed_on_source:
                     self.resumed_at = now
                 return {}
-            if command == "system_powerdown":
+            if command == "quit":
                 self.sim.fake[node].units.discard(UNIT)
+                return {}
+            if command == "system_powerdown":
+                if not self.ignores_acpi:
+                    self.sim.fake[node].units.discard(UNIT)
                 return {}
             if command == "migrate":
                 target = next(
@@ -218,3 +223,21 @@ def test_a_withdrawn_move_stops_the_migration_and_the_guest_runs_on(
     assert source not in qemu.migration and qemu.qemu(target) is None
     assert qemu.boots == booted  # never rebooted
     assert any("cancelled: the move was withdrawn" in s for s in sim.sentences(source))
+
+
+def test_an_agent_stopping_stops_its_guest_within_the_lease(
+    world: tuple[Sim, QemuWorld],
+) -> None:
+    # The guest's stop may take its resource's whole timeout (5 s here); an agent that
+    # spent it while stopping would outlive its lease, and the next holder would fence it.
+    sim, qemu = world
+    (source,) = qemu.running()
+    qemu.ignores_acpi = True
+    lease_ttl = sim.agents[source].config.lease_ttl
+    began = sim.clock.now()
+    sentence = sim.stop_agent(source)
+    assert sim.clock.now() - began < lease_ttl
+    assert sentence == "shutting down: stopped web, released it, revoked lease"
+    assert qemu.qemu(source) is None  # killed, since it would not power off in time
+    sim.run_until(lambda: len(qemu.running()) == 1, timeout=5.0)
+    assert sim.fences == []

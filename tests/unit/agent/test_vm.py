@@ -55,6 +55,9 @@ class FakeQemuHost:
             raise qmp.QmpError(f"QMP {command}: No such file or directory")
         if command == "query-status":
             return {"status": self.state, "running": self.state == "running"}
+        if command == "quit":
+            self.running = False
+            return {}
         if command == "system_powerdown":
             if self.obeys_powerdown:
                 self.running = False
@@ -74,7 +77,9 @@ PARAMS = {
     "kernel": "/guest/vmlinuz",
     "initrd": "/guest/initrd.gz",
     "append": "console=ttyS0",
-    "forward": "8080:80",
+    "tap": "clusterctl-vm0",
+    "address": "10.0.2.15",
+    "mac": "52:54:00:12:34:56",
     "check_path": "/cgi-bin/status",
     "boot_timeout": 30,
 }
@@ -119,8 +124,18 @@ def test_start_boots_qemu_in_a_transient_unit_once(host: FakeQemuHost, tmp_path:
     assert "--unit clusterctl-vm-demo.service --collect" in run
     assert f"file={tmp_path / 'demo.img'},if=virtio,format=raw" in run
     assert "-machine pc,accel=tcg" in run and "-m 128" in run
-    assert "hostfwd=tcp::8080-:80" in run
+    assert "-netdev tap,id=net0,ifname=clusterctl-vm0,script=no,downscript=no" in run
+    assert "-device virtio-net-pci,netdev=net0,mac=52:54:00:12:34:56" in run
     assert f"-qmp unix:{tmp_path / 'run' / 'demo.qmp'},server=on,wait=off" in run
+    assert vm.check_url == "http://10.0.2.15:80/cgi-bin/status"
+
+
+def test_a_forwarded_port_uses_qemus_user_network(host: FakeQemuHost, tmp_path: Path) -> None:
+    vm = make_vm(host, tmp_path, tap=None, address=None, forward="8080:80")
+    vm.start(1.0)
+    [run] = [c for c in host.commands if c.startswith("systemd-run")]
+    assert "-netdev user,id=net0,hostfwd=tcp::8080-:80" in run
+    assert vm.check_url == "http://127.0.0.1:8080/cgi-bin/status"
 
 
 def test_start_refuses_a_missing_disk_and_missing_kvm(host: FakeQemuHost, tmp_path: Path) -> None:
@@ -230,7 +245,12 @@ def _config(resource: dict[str, Any], fencing: str = "required") -> dict[str, An
         ({"disk": "/d.img", "memory": 0}, "memory must be a whole number"),
         ({"disk": "/d.img", "accel": "xen"}, "accel must be one of kvm, tcg"),
         ({"disk": "/d.img", "forward": "8080"}, "not HOST_PORT:GUEST_PORT"),
-        ({"disk": "/d.img", "check_path": "/"}, "check_path needs a forward"),
+        ({"disk": "/d.img", "check_path": "/"}, "check_path needs a forward or a tap"),
+        ({"disk": "/d.img", "tap": "t0", "forward": "80:80"}, "tap and forward exclude"),
+        ({"disk": "/d.img", "tap": "a-very-long-tap-name"}, "not an interface name"),
+        ({"disk": "/d.img", "tap": "t0"}, "tap needs the guest's address"),
+        ({"disk": "/d.img", "tap": "t0", "address": "guest"}, "is not an IPv4 address"),
+        ({"disk": "/d.img", "mac": "52:54:00"}, "is not a MAC address"),
     ],
 )
 def test_bad_vm_parameters_are_refused_in_one_line(params: dict[str, Any], words: str) -> None:
@@ -316,4 +336,18 @@ def test_a_migrated_away_copy_is_killed_at_once(host: FakeQemuHost, tmp_path: Pa
     started = host.clock.now()
     vm.stop(5.0)
     assert not host.running and "system_powerdown" not in host.qmp_log
+    assert host.qmp_log[-2:] == ["query-status", "quit"]  # no systemctl on the move's path
     assert host.clock.now() - started < 0.1  # no ACPI wait for a guest that runs elsewhere
+
+
+def test_its_state_note_is_qemus_run_state_and_booting(host: FakeQemuHost, tmp_path: Path) -> None:
+    vm = make_vm(host, tmp_path, answers=[False, True])
+    assert vm.state_note() is None
+    vm.start(1.0)
+    assert vm.monitor(1.0)  # qemu runs, the guest's service does not answer yet
+    assert vm.state_note() == "booting"
+    assert vm.monitor(1.0)  # it answered: booted
+    assert vm.state_note() == "running"
+    host.state = "paused"
+    vm.monitor(1.0)
+    assert vm.state_note() == "paused"
