@@ -44,7 +44,14 @@ from clusterctl.agent.resources import (
 from clusterctl.agent.resources.base import MigrationStatus
 from clusterctl.agent.resources.lb import BackendStats, LoadBalancer
 from clusterctl.agent.resources.vip import ArpSender, VirtualIP
-from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
+from clusterctl.agent.store.base import (
+    Compare,
+    LeaseExpired,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Write,
+)
 from clusterctl.agent.view import ClusterView, GroupView, parse_view
 
 log = logging.getLogger(__name__)
@@ -714,16 +721,34 @@ class Agent:
     def _acquire(self, g: GroupRunner, gv: GroupView) -> str:
         assert self.lease.lease_id is not None
         key = self.keys.leader(g.name)
-        if not self.store.create_if_absent(key, self.node, self.lease.lease_id, self._timeout()):
+        owned = g.spec.needs_fencing and gv.owner in (None, self.node)
+        if owned:
+            # nobody to fence: the leader key and our name as owner in one round trip (a
+            # live move's pause waits for it), as long as the owner is still as we read it
+            taken = self.store.transaction(
+                [Compare(key, None), Compare(self.keys.owner(g.name), gv.owner)],
+                [
+                    Write(key, self.node, self.lease.lease_id),
+                    Write(self.keys.owner(g.name), self.node),
+                ],
+                self._timeout(),
+            )
+        else:
+            taken = self.store.create_if_absent(
+                key, self.node, self.lease.lease_id, self._timeout()
+            )
+        if not taken:
             return f"{g.name} was just taken by another node, standing by"
         g.active = True  # from here on every call is bounded by the fencing deadline
         if g.spec.needs_fencing and gv.owner not in (None, self.node):
             return self._begin_fence(g, gv.owner)
-        return self._start_group(g, gv)
+        return self._start_group(g, gv, owner_written=owned)
 
-    def _start_group(self, g: GroupRunner, gv: GroupView, reason: str | None = None) -> str:
+    def _start_group(
+        self, g: GroupRunner, gv: GroupView, reason: str | None = None, owner_written: bool = False
+    ) -> str:
         """Start the group we hold the leader key of (an owner first, when it fences)."""
-        if g.spec.needs_fencing:
+        if g.spec.needs_fencing and not owner_written:
             # before anything starts: a crash from here on leaves our name for the next
             # holder to fence
             self.store.put(self.keys.owner(g.name), self.node, timeout=self._timeout())
@@ -815,14 +840,28 @@ class Agent:
             return f"{reason}: {failed}, keeping {g.name}"
         g.active = False
         if g.fencing_target is None:
-            self._disown(g)
+            self._let_go(g)
         else:  # never started: the previous owner is still to be fenced by whoever comes next
             self._stop_fencing(g)
-        self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
+            self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
         self.history.record("released", g.name, reason)
         return f"{reason}: stopped {g.name}, released it"
 
     # -- fencing (agent/fencing.py) -----------------------------------------------------------
+
+    def _let_go(self, g: GroupRunner) -> None:
+        """Our resources of the group are stopped: delete our leader key, and our name as its
+        owner first (one transaction when both are ours: the next holder, a live move's
+        target above all, sees the group free in one round trip)."""
+        leader, owner = self.keys.leader(g.name), self.keys.owner(g.name)
+        if g.spec.needs_fencing and self.store.transaction(
+            [Compare(leader, self.node), Compare(owner, self.node)],
+            [Write(owner, None), Write(leader, None)],
+            self._timeout(),
+        ):
+            return
+        self._disown(g)
+        self.store.compare_and_delete(leader, self.node, self._timeout())
 
     def _disown(self, g: GroupRunner) -> None:
         """Our resources of a fencing group are stopped: clear our name as its owner."""

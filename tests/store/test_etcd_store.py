@@ -10,6 +10,7 @@ import pytest
 
 from clusterctl.agent.store import LeaseExpired, StoreUnavailable
 from clusterctl.agent.store.etcd import EtcdStore, prefix_range_end
+from tests.storecontract import check_hand_over_transactions
 
 
 @pytest.fixture
@@ -76,6 +77,10 @@ def test_compare_and_put(store: EtcdStore, prefix: str) -> None:
     assert store.compare_and_put(key, "wrong", "v2") is False
     assert store.compare_and_put(key, "v1", "v2") is True
     assert store.get(key) == "v2"
+
+
+def test_a_hand_over_in_one_transaction(store: EtcdStore, prefix: str) -> None:
+    check_hand_over_transactions(store, EtcdStore(store.endpoints), prefix)
 
 
 def test_lease_keepalive_and_expiry(store: EtcdStore, prefix: str) -> None:

@@ -1,5 +1,12 @@
 """Consensus-store clients: an abstract ``Store`` and its etcd and in-memory implementations."""
 
-from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
+from clusterctl.agent.store.base import (
+    Compare,
+    LeaseExpired,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Write,
+)
 
-__all__ = ["LeaseExpired", "Store", "StoreError", "StoreUnavailable"]
+__all__ = ["Compare", "LeaseExpired", "Store", "StoreError", "StoreUnavailable", "Write"]

@@ -20,6 +20,8 @@ Model (the subset of etcd v3 the agent needs):
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 
 class StoreError(Exception):
@@ -32,6 +34,24 @@ class StoreUnavailable(StoreError):
 
 class LeaseExpired(StoreError):
     """The store answered that the lease does not exist (expired or revoked)."""
+
+
+@dataclass(frozen=True)
+class Compare:
+    """A transaction's condition: ``key`` holds ``value`` (None: ``key`` does not exist)."""
+
+    key: str
+    value: str | None
+
+
+@dataclass(frozen=True)
+class Write:
+    """A transaction's write: ``key`` set to ``value`` (bound to ``lease`` if given), or
+    deleted when ``value`` is None."""
+
+    key: str
+    value: str | None
+    lease: int | None = None
 
 
 class Store(ABC):
@@ -119,6 +139,21 @@ class Store(ABC):
         """Atomically delete ``key`` only if its value is ``expected_value``. Returns success.
 
         Used to release a group: a holder deletes the leader key only if it is still its own.
+        """
+
+    @abstractmethod
+    def transaction(
+        self, compares: Sequence[Compare], writes: Sequence[Write], timeout: float | None = None
+    ) -> bool:
+        """Atomically apply every write of ``writes`` only if every compare holds. Returns
+        whether they were applied.
+
+        For a hand-over in one round trip: a holder deletes its leader and owner keys
+        together, a new holder creates the leader key and names itself owner together. If a
+        first attempt was applied but its answer lost, a retry reports ``True`` when the first
+        write is a put whose key now holds exactly that value and lease (as ``compare_and_put``
+        does), else ``False``: callers read the keys again. Raises ``LeaseExpired`` if a
+        write's lease does not exist.
         """
 
     @abstractmethod

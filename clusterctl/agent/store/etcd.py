@@ -36,7 +36,14 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from clusterctl.agent.store.base import LeaseExpired, Store, StoreError, StoreUnavailable
+from clusterctl.agent.store.base import (
+    Compare,
+    LeaseExpired,
+    Store,
+    StoreError,
+    StoreUnavailable,
+    Write,
+)
 from clusterctl.agent.tls import TlsFiles
 
 _HEADERS = {"Content-Type": "application/json", "Connection": "keep-alive"}
@@ -99,6 +106,17 @@ def _b64(text: str | bytes) -> str:
 def _compare(key: str, target: str, **fields: str) -> dict[str, str]:
     """One txn compare clause: ``target`` (VALUE, CREATE, ...) of ``key`` EQUAL to ``fields``."""
     return {"key": _b64(key), "target": target, "result": "EQUAL", **fields}
+
+
+def _holds(reply: dict[str, Any], value: str, lease: int | None) -> bool:
+    """Whether a failed txn's read-back finds exactly ``value`` on ``lease``: an earlier
+    attempt of the same call was applied (its answer lost, then retried)."""
+    for response in reply.get("responses") or []:
+        for kv in (response.get("response_range") or {}).get("kvs") or []:
+            same_value = _unb64(kv.get("value", "")) == value
+            if same_value and int(kv.get("lease", 0)) == (lease or 0):
+                return True
+    return False
 
 
 def _needs_token(code: object, message: str, token: str | None) -> bool:
@@ -700,6 +718,37 @@ class EtcdStore(Store):
         }
         return bool(self._call("/v3/kv/txn", body, timeout).get("succeeded", False))
 
+    def transaction(
+        self, compares: Sequence[Compare], writes: Sequence[Write], timeout: float | None = None
+    ) -> bool:
+        """See ``Store``."""
+        if not writes:
+            raise ValueError("a transaction needs at least one write")
+        success: list[dict[str, Any]] = []
+        for write in writes:
+            if write.value is None:
+                success.append({"request_delete_range": {"key": _b64(write.key)}})
+                continue
+            put: dict[str, Any] = {"key": _b64(write.key), "value": _b64(write.value)}
+            if write.lease is not None:
+                put["lease"] = str(write.lease)
+            success.append({"request_put": put})
+        body = {
+            "compare": [
+                _compare(c.key, "CREATE", create_revision="0")
+                if c.value is None
+                else _compare(c.key, "VALUE", value=_b64(c.value))
+                for c in compares
+            ],
+            "success": success,
+            "failure": [{"request_range": {"key": _b64(writes[0].key)}}],
+        }
+        reply = self._call("/v3/kv/txn", body, timeout)
+        if reply.get("succeeded"):
+            return True
+        first = writes[0]
+        return first.value is not None and _holds(reply, first.value, first.lease)
+
     def compare_and_put(
         self,
         key: str,
@@ -726,10 +775,4 @@ class EtcdStore(Store):
         reply = self._call("/v3/kv/txn", body, timeout)
         if reply.get("succeeded"):
             return True
-        for response in reply.get("responses") or []:
-            for kv in (response.get("response_range") or {}).get("kvs") or []:
-                same_value = _unb64(kv.get("value", "")) == new
-                same_lease = int(kv.get("lease", 0)) == (lease or 0)
-                if same_value and same_lease and new != expected:
-                    return True
-        return False
+        return new != expected and _holds(reply, new, lease)

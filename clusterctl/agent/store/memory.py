@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import itertools
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from clusterctl.agent.clock import Clock, FakeClock
-from clusterctl.agent.store.base import LeaseExpired, Store, StoreUnavailable
+from clusterctl.agent.store.base import Compare, LeaseExpired, Store, StoreUnavailable, Write
 
 __all__ = ["FakeClock", "MemoryBackend", "MemoryStore"]
 
@@ -197,6 +198,32 @@ class MemoryStore(Store):
             if item is None or item[0] != expected_value:
                 return False
             del self.backend._kv[key]
+            return True
+
+    def transaction(
+        self, compares: Sequence[Compare], writes: Sequence[Write], timeout: float | None = None
+    ) -> bool:
+        if not writes:
+            raise ValueError("a transaction needs at least one write")
+        with self.backend._lock:
+            self._enter(timeout)
+            for c in compares:
+                item = self.backend._kv.get(c.key)
+                if (None if item is None else item[0]) != c.value:
+                    # as etcd's read-back: the first write already holds (a retry)
+                    first = writes[0]
+                    return first.value is not None and self.backend._kv.get(first.key) == (
+                        first.value,
+                        first.lease,
+                    )
+            for w in writes:
+                if w.value is not None:
+                    self.backend._check_lease(w.lease)
+            for w in writes:
+                if w.value is None:
+                    self.backend._kv.pop(w.key, None)
+                else:
+                    self.backend._kv[w.key] = (w.value, w.lease)
             return True
 
     def compare_and_put(

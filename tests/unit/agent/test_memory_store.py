@@ -7,6 +7,7 @@ import pytest
 from clusterctl.agent.clock import FakeClock
 from clusterctl.agent.store import LeaseExpired, StoreUnavailable
 from clusterctl.agent.store.memory import MemoryBackend, MemoryStore
+from tests.storecontract import check_hand_over_transactions
 
 
 @pytest.fixture
@@ -43,6 +44,12 @@ def test_transactions(clock: FakeClock) -> None:
     assert b.create_if_absent("/l", "b") is True
     assert a.get_prefix("/") == {"/l": "b"}
     assert a.delete_prefix("/") == 1
+
+
+def test_a_hand_over_in_one_transaction(clock: FakeClock) -> None:
+    backend = MemoryBackend(clock)
+    a, b = MemoryStore(backend, "a"), MemoryStore(backend, "b")
+    check_hand_over_transactions(a, b)
 
 
 def test_partition_and_granularity(clock: FakeClock) -> None:
