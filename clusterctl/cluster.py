@@ -590,6 +590,13 @@ def _group_names(client: AgentClient) -> dict:
     return {g["name"]: g for g in client.status().get("groups", [])}
 
 
+def _why_move_failed(client: AgentClient, group: str, since: float) -> str:
+    """The reason of the group's last ``move-failed`` entry since ``since`` (epoch seconds)."""
+    entries = _entries(client.history(group=group, since=since - 1.0, limit=20))
+    failed = [e for e in entries if e.event == "move-failed"]
+    return failed[-1].reason if failed else "the move was withdrawn"
+
+
 def failover(
     cluster: str,
     group: str,
@@ -611,7 +618,7 @@ def failover(
     before = groups[group].get("node") or None
     if to is not None and before == to and groups[group].get("state") == "started":
         return {"group": group, "from": before, "to": to, "changed": False, "seconds": 0.0}
-    started = time.monotonic()
+    started, asked_at = time.monotonic(), time.time()
     client.move(group, to)
     reporter.progress(f"moving {group} from {before or 'nowhere'} to {to or 'another node'}")
     deadline = started + timeout
@@ -631,6 +638,13 @@ def failover(
                 "changed": True,
                 "seconds": round(time.monotonic() - started, 3),
             }
+        if current.get("move") is None and current.get("state") == "started" and node == before:
+            # the move was given up (a live migration failed, or it was withdrawn): the
+            # group runs on where it was, and the history says why
+            raise ClusterctlError(
+                f"{group} stays on {before}: {_why_move_failed(client, group, asked_at)}",
+                f"see `clusterctl history --cluster {cluster} --group {group}`",
+            )
         time.sleep(0.05)
     where = f"{current.get('state', 'unknown')} on {current.get('node') or 'no node'}"
     raise ClusterctlError(

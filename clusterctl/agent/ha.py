@@ -1086,7 +1086,7 @@ class Agent:
             if not status.failed:
                 res.migrate_cancel(self._op_timeout(res))
             g.migrating_to = None
-            return self._move_failed(g, gv, f"live migration of {res.name} {status.state}")
+            return self._move_failed(g, gv, f"live migration of {res.name} {status.summary}")
         return f"migrating {res.name} to {target} ({status.state})"
 
     def _abandon_migration(self, g: GroupRunner) -> str:

@@ -163,19 +163,59 @@ def test_a_planned_move_is_live(vm):
     )
 
 
-def test_a_killed_qemu_is_restarted_in_place(vm):
+BLOCK_MIGRATION = """table inet it_vm_block {
+ chain in { type filter hook input priority -400; tcp dport 7491 reject with tcp reset; }
+}
+"""
+
+
+def test_a_failed_migration_leaves_the_guest_running_where_it_was(vm):
     holder = vm_holder(vm)
+    target = next(n for n in node_names(vm) if n != holder)
     before = guest(vip(vm))
     assert before is not None
-    podman("exec", container(vm, holder), "systemctl", "kill", "--signal=KILL", UNIT)
-    wait_for(
-        lambda: (a := guest(vip(vm))) and a["boot_id"] != before["boot_id"],
-        GENEROUS, 0.5, "the guest booted again",
-    )  # fmt: skip
+    # the target's incoming qemu waits, but nothing reaches it: qemu's migrate fails
+    podman("exec", "-i", container(vm, target), "nft", "-f", "-", stdin=BLOCK_MIGRATION)
+    try:
+        moved = cli("failover", "vm", "--to", target, "--cluster", vm.cluster, timeout=120)
+    finally:
+        podman("exec", container(vm, target), "nft", "delete", "table", "inet", "it_vm_block",
+               check=False)  # fmt: skip
+    assert moved.rc != 0
+    # the reason in qemu's words: "... failed (Unable to write to socket: Connection reset ...)"
+    assert f"vm stays on {holder}: live migration of demo-vm failed (" in moved.stderr, moved.stderr
+    assert vm_holder(vm) == holder
+    after = guest(vip(vm))
+    assert after is not None and after["boot_id"] == before["boot_id"]  # it ran on throughout
+    wait_for(lambda: qemu_on(vm) == [holder], GENEROUS, 0.5, "the target's copy stopped")
+    print(f"\nfailed migration: {moved.stderr.strip()}")
+
+
+def test_a_killed_qemu_is_restarted_in_place_then_moved_at_the_threshold(vm):
+    holder = vm_holder(vm)
+    boot_ids = [guest(vip(vm))["boot_id"]]
+
+    def kill_and_wait_for_a_new_boot() -> dict:
+        podman("exec", container(vm, holder), "systemctl", "kill", "--signal=KILL", UNIT)
+        return wait_for(
+            lambda: (a := guest(vip(vm))) and a["boot_id"] not in boot_ids and a,
+            GENEROUS, 0.5, "the guest booted again",
+        )  # fmt: skip
+
+    boot_ids.append(kill_and_wait_for_a_new_boot()["boot_id"])
     assert vm_holder(vm) == holder  # restarted in place, not moved
     assert vm_group(vm)["failcounts"].get(holder) == 1
     events = [e["event"] for e in history(vm)]
     assert "monitor-failed" in events and "restarted" in events
+    boot_ids.append(kill_and_wait_for_a_new_boot()["boot_id"])
+    assert vm_holder(vm) == holder and vm_group(vm)["failcounts"].get(holder) == 2
+    fences = [e for e in history(vm) if e["event"].startswith("fence")]
+    kill_and_wait_for_a_new_boot()  # the third failure: migration_threshold (3) reached
+    new = vm_holder(vm)
+    assert new and new != holder
+    assert qemu_on(vm) == [new]
+    # it stopped cleanly there (qemu was dead): the new holder needed no fence
+    assert [e for e in history(vm) if e["event"].startswith("fence")] == fences
 
 
 @pytest.mark.parametrize("fault", ["crash", "freeze", "partition"])

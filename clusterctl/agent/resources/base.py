@@ -21,6 +21,12 @@ class MigrationStatus:
     state: str
     total_ms: int | None = None
     downtime_ms: int | None = None
+    error: str = ""  # why it failed, in qemu's words
+
+    @property
+    def summary(self) -> str:
+        """The state, with the reason when there is one: "failed (Connection refused)"."""
+        return f"{self.state} ({self.error})" if self.error else self.state
 
     @property
     def done(self) -> bool:

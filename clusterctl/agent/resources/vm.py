@@ -317,6 +317,7 @@ class VirtualMachine(Resource):
             str(reply.get("status", "none")),
             int(total) if isinstance(total, int) else None,
             int(downtime) if isinstance(downtime, int) else None,
+            str(reply.get("error-desc") or ""),
         )
 
     def migrate_cancel(self, timeout: float) -> None:
