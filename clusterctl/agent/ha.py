@@ -269,8 +269,9 @@ class Agent:
                 # On failure the key goes with the lease, revoked below or expiring.
                 with contextlib.suppress(StoreError):
                     if not errors and g.fencing_target is None:
-                        self._disown(g)
-                    self.store.compare_and_delete(self.keys.leader(g.name), self.node)
+                        self._let_go(g)
+                    else:
+                        self.store.compare_and_delete(self.keys.leader(g.name), self.node)
         try:
             lease = "revoked lease" if self.lease.lease_id is not None else "had no lease"
             self.lease.revoke()
