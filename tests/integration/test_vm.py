@@ -191,6 +191,26 @@ def test_a_failed_migration_leaves_the_guest_running_where_it_was(vm):
     print(f"\nfailed migration: {moved.stderr.strip()}")
 
 
+def test_an_agent_restarted_on_the_holder_hands_the_guest_over_without_a_fence(vm):
+    """`systemctl restart clusterctl-agent` (what `up` does after a configuration change):
+    the agent stops its guest within its lease and lets go, so the next holder need not
+    fence it (it once outlived its lease in the guest's ACPI power-off and was fenced)."""
+    holder = vm_holder(vm)
+    before = guest(vip(vm))
+    assert before is not None
+    fences = [e for e in history(vm) if e["event"].startswith("fence")]
+    podman("exec", container(vm, holder), "systemctl", "restart", "clusterctl-agent")
+    answer = wait_for(
+        lambda: (a := guest(vip(vm))) and a["boot_id"] != before["boot_id"] and a,
+        GENEROUS, 0.5, "the guest answering again",
+    )  # fmt: skip
+    assert answer["boots"] > before["boots"]
+    assert container_state(vm, holder) == "running"  # not powered off by a fence
+    assert [e for e in history(vm) if e["event"].startswith("fence")] == fences
+    released = [e for e in history(vm) if e["event"] == "released" and e["node"] == holder]
+    assert released and released[-1]["reason"] == "the agent is stopping", history(vm)[-8:]
+
+
 def test_a_killed_qemu_is_restarted_in_place_then_moved_at_the_threshold(vm):
     holder = vm_holder(vm)
     boot_ids = [guest(vip(vm))["boot_id"]]
