@@ -19,7 +19,8 @@ import pytest
 
 from clusterctl import fenced
 from clusterctl.bench.fence import read_writes, writer_unit
-from clusterctl.providers.podman import SHARED_DIR
+from clusterctl.providers.podman import SHARED_DIR, PodmanProvider
+from clusterctl.reporter import ListReporter
 from clusterctl.state import StateDir
 
 from .conftest import REPO, STATE_ROOT, cli, podman
@@ -138,8 +139,9 @@ def writer(shared):
 
 def _heal(sandbox) -> None:
     state = StateDir(sandbox.cluster, STATE_ROOT)
-    if fenced.running_pid(state) is None:
-        assert cli("up", "--cluster", sandbox.cluster, timeout=900).rc == 0
+    if fenced.running_pid(state) is None:  # a test stopped it: start it as `up` does
+        provider = PodmanProvider(state, ListReporter())
+        provider.ensure_fence_device(state.load())
     for node in node_names(sandbox):
         st = container_state(sandbox, node)
         if st == "paused":

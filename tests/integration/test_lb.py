@@ -120,27 +120,6 @@ def test_nft_backend_down_leaves_after_fall_and_returns_after_rise(lb_sandbox, l
     assert load.counts(back.sent, end)[victim] > 0
 
 
-def test_haproxy_backend_down_fails_no_request(lb_sandbox, lb):
-    result = cli("up", "--cluster", lb_sandbox.cluster, "--lb-engine", "haproxy", timeout=600)
-    assert result.rc == 0, result.stderr[-3000:]
-    current = wait_for(lambda: lb_ready(lb_sandbox, "haproxy"), 60, 0.5, "haproxy serving")
-    victim = next(n for n in BASE if n != current)
-    with LoadClient(vip(lb_sandbox)) as load:
-        b = _bounce_nginx(
-            lb_sandbox, load, victim, 10,
-            lambda: backend_rows(lb_sandbox)[victim]["health"] == "down", "down",
-        )  # fmt: skip
-    stopped, out, started, back, end = b.stopped, b.out, b.started, b.back, b.end
-    print(
-        f"\nhaproxy, nginx stopped on {victim}: {len(load.failed(stopped))} failed request(s), "
-        f"down after {out - stopped:.2f} s, back {back.sent - started:.2f} s after start; "
-        f"{load.summary(stopped, end)}"
-    )
-    assert not load.failed(), [(p.sent - stopped, p.error) for p in load.failed()]
-    assert victim not in load.counts(out, started)
-    assert load.counts(back.sent, end)[victim] > 0
-
-
 def test_lb_holder_crash_keeps_backends_weights_and_drains(lb_sandbox, lb):
     old = lb
     zero, other = [n for n in BASE if n != old]
@@ -239,20 +218,44 @@ def _agent_timings(sandbox, node: str) -> tuple:
     return (*(float(values[k]) for k in keys), int(values["vip_lifetime"]))
 
 
-def test_lease_ttl_scales_the_agents_timings(lb_sandbox, lb):
+def test_up_switches_to_haproxy_and_a_2s_lease_in_place_and_a_backend_down_fails_no_request(
+    lb_sandbox, lb
+):
+    """One `up` changes the engine and the lease together (two `up`s in all: a converge of
+    the lb cluster is most of this module's time): the agents accept the scaled timings, and
+    HAProxy drops a stopped backend without a failed request; then back to nft and 1 s."""
     cluster = lb_sandbox.cluster
     try:
-        result = cli("up", "--cluster", cluster, "--lease-ttl", "2", "--json", timeout=600)
+        result = cli(
+            "up", "--cluster", cluster, "--lb-engine", "haproxy", "--lease-ttl", "2", "--json",
+            timeout=600,
+        )  # fmt: skip
         assert result.rc == 0, result.stderr[-3000:]
         assert result.json()["lease_ttl"] == 2
         for node in BASE:
             assert _agent_timings(lb_sandbox, node) == (2.0, 0.8, 0.5, 2), node
-        # The agents accepted the new timings (they refuse inconsistent ones at start).
-        now = wait_for(lambda: lb_ready(lb_sandbox), 60, 0.5, "lb serving with a 2 s lease")
-        assert vip_serves(lb_sandbox)
-        print(f"\nlease TTL 2 s: {now} holds web")
+        # the agents accepted the new timings (they refuse inconsistent ones at start)
+        current = wait_for(lambda: lb_ready(lb_sandbox, "haproxy"), 60, 0.5, "haproxy serving")
+        victim = next(n for n in BASE if n != current)
+        with LoadClient(vip(lb_sandbox)) as load:
+            b = _bounce_nginx(
+                lb_sandbox, load, victim, 10,
+                lambda: backend_rows(lb_sandbox)[victim]["health"] == "down", "down",
+            )  # fmt: skip
+        stopped, out, started, back, end = b.stopped, b.out, b.started, b.back, b.end
+        print(
+            f"\nhaproxy, lease 2 s, nginx stopped on {victim}: {len(load.failed(stopped))} "
+            f"failed request(s), down after {out - stopped:.2f} s, back "
+            f"{back.sent - started:.2f} s after start; {load.summary(stopped, end)}"
+        )
+        assert not load.failed(), [(p.sent - stopped, p.error) for p in load.failed()]
+        assert victim not in load.counts(out, started)
+        assert load.counts(back.sent, end)[victim] > 0
     finally:
-        result = cli("up", "--cluster", cluster, "--lease-ttl", "1", timeout=600)
+        result = cli(
+            "up", "--cluster", cluster, "--lb-engine", "nft", "--lease-ttl", "1", timeout=600
+        )
         assert result.rc == 0, result.stderr[-3000:]
     for node in BASE:
         assert _agent_timings(lb_sandbox, node) == (1.0, 0.4, 0.25, 1), node
+    wait_for(lambda: lb_ready(lb_sandbox), 60, 0.5, "nft serving again")
