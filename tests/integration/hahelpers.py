@@ -315,11 +315,30 @@ def api_status(sandbox: Sandbox, nodes: list[str] | None = None) -> dict | None:
     return None
 
 
+def named_group(status: dict | None, name: str) -> dict:
+    """Group ``name`` as an agent's status reports it ({} if absent or no status)."""
+    return next((g for g in (status or {}).get("groups", []) if g["name"] == name), {})
+
+
 def web_group(status: dict | None) -> dict:
-    for g in (status or {}).get("groups", []):
-        if g["name"] == "web":
-            return g
-    return {}
+    return named_group(status, "web")
+
+
+def group_of(sandbox: Sandbox, name: str) -> dict:
+    """Group ``name`` as the agents report it now ({} if none answers)."""
+    return named_group(api_status(sandbox), name)
+
+
+def started_on(sandbox: Sandbox, name: str) -> str | None:
+    """The node that runs group ``name`` (started), or None."""
+    g = group_of(sandbox, name)
+    return g.get("node") if g.get("state") == "started" else None
+
+
+def group_history(sandbox: Sandbox, name: str) -> list[dict]:
+    """`clusterctl history --group name --json` ([] if it fails)."""
+    result = cli("history", "--cluster", sandbox.cluster, "--group", name, "--json")
+    return json.loads(result.stdout) if result.rc == 0 else []
 
 
 def holder(sandbox: Sandbox, nodes: list[str] | None = None) -> str | None:

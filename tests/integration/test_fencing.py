@@ -9,6 +9,7 @@ The nodes fence through Debian's fence_docker against the host's fence device
 
 from __future__ import annotations
 
+import functools
 import json
 import subprocess
 import sys
@@ -25,11 +26,13 @@ from clusterctl.state import StateDir
 
 from .conftest import REPO, STATE_ROOT, cli, podman
 from .hahelpers import (
-    api_status,
     container,
     container_state,
+    group_history,
+    group_of,
     node_names,
     partition,
+    started_on,
     unpartition,
     wait_for,
 )
@@ -94,19 +97,9 @@ def writers_after(sandbox, start: int) -> list[str]:
     return runs
 
 
-def group(sandbox) -> dict:
-    status = api_status(sandbox) or {}
-    return next((g for g in status.get("groups", []) if g["name"] == "shared"), {})
-
-
-def shared_holder(sandbox) -> str | None:
-    g = group(sandbox)
-    return g.get("node") if g.get("state") == "started" else None
-
-
-def history(sandbox) -> list[dict]:
-    result = cli("history", "--cluster", sandbox.cluster, "--group", "shared", "--json")
-    return json.loads(result.stdout) if result.rc == 0 else []
+group = functools.partial(group_of, name="shared")
+shared_holder = functools.partial(started_on, name="shared")
+history = functools.partial(group_history, name="shared")
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ killed. Jobs are Slurm's own (sbatch/srun on a node) or `clusterctl hpc run`."""
 
 from __future__ import annotations
 
+import functools
 import re
 import threading
 import time
@@ -18,11 +19,11 @@ from clusterctl.slurm import EXAMPLES_DIR
 from .conftest import cli, podman
 from .hahelpers import (
     HolderSampler,
-    api_status,
     container,
     container_state,
     node_exec,
     node_names,
+    started_on,
     wait_for,
 )
 from .rejoinhelpers import online
@@ -49,12 +50,7 @@ def sh(sandbox, node: str, script: str, timeout: float = 60) -> tuple[int, str]:
     return proc.returncode, proc.stdout + proc.stderr
 
 
-def controller(sandbox) -> str | None:
-    """The node the agents say runs the group slurm (started), or None."""
-    for g in (api_status(sandbox) or {}).get("groups", []):
-        if g["name"] == "slurm" and g.get("state") == "started":
-            return g.get("node")
-    return None
+controller = functools.partial(started_on, name="slurm")  # the node slurmctld runs on
 
 
 def other_than(sandbox, *nodes: str) -> str:

@@ -8,6 +8,7 @@ guest)."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import json
 import subprocess
@@ -25,11 +26,13 @@ from clusterctl.state import StateDir
 
 from .conftest import REPO, STATE_ROOT, cli, podman
 from .hahelpers import (
-    api_status,
     container,
     container_state,
+    group_history,
+    group_of,
     node_names,
     partition,
+    started_on,
     unpartition,
     vip,
     wait_for,
@@ -45,19 +48,9 @@ def guest(address: str, timeout: float = 1.0) -> dict | None:
     return ask_guest(address, timeout)
 
 
-def vm_group(sandbox) -> dict:
-    status = api_status(sandbox) or {}
-    return next((g for g in status.get("groups", []) if g["name"] == "vm"), {})
-
-
-def vm_holder(sandbox) -> str | None:
-    g = vm_group(sandbox)
-    return g.get("node") if g.get("state") == "started" else None
-
-
-def history(sandbox) -> list[dict]:
-    result = cli("history", "--cluster", sandbox.cluster, "--group", "vm", "--json")
-    return json.loads(result.stdout) if result.rc == 0 else []
+vm_group = functools.partial(group_of, name="vm")
+vm_holder = functools.partial(started_on, name="vm")
+history = functools.partial(group_history, name="vm")
 
 
 def qemu_sampler(sandbox) -> ProcessSampler:
