@@ -404,7 +404,9 @@ def pin_etcd_members(state: StateDir, record: ClusterRecord) -> None:
         state.save(record)
 
 
-def agent_client(state: StateDir, record: ClusterRecord, node: str | None = None) -> AgentClient:
+def agent_client(
+    state: StateDir, record: ClusterRecord, node: str | None = None, timeout: float = 3.0
+) -> AgentClient:
     """A client of the cluster's agents (etcd members first), or of ``node``'s alone."""
     if record.profile not in AGENT_PROFILES:
         raise ClusterctlError(
@@ -425,19 +427,23 @@ def agent_client(state: StateDir, record: ClusterRecord, node: str | None = None
     tls = None
     if ca.ca_cert.exists():
         tls = TlsFiles(str(ca.ca_cert), *(str(p) for p in ca.controller_paths()))
-    return AgentClient([n.address for n in ordered], token, tls=tls)
+    return AgentClient([n.address for n in ordered], token, timeout=timeout, tls=tls)
 
 
 def _holders_notes(
     state: StateDir, record: ClusterRecord, agent_view: dict
 ) -> dict[str, dict[str, str]]:
     """Each group's resources in their own words (a guest's qemu state), from the agent of
-    the node holding it: only it knows. Best effort: a holder that does not answer has none."""
+    the node holding it: only it knows. Best effort: a holder that does not answer has none,
+    and one the agents no longer see online is not asked (its agent answers nothing, and
+    `status` would wait for it)."""
     notes: dict[str, dict[str, str]] = {}
     holders = {g["node"] for g in agent_view.get("groups", []) if g.get("node")}
-    for node in sorted(holders & {n.name for n in record.nodes}):
+    online = {m["name"] for m in agent_view.get("members", []) if m.get("online")}
+    for node in sorted(holders & online & {n.name for n in record.nodes}):
         try:
-            health = agent_client(state, record, node).request("GET", "/v1/health")
+            # a live agent answers in milliseconds
+            health = agent_client(state, record, node, timeout=1.0).request("GET", "/v1/health")
         except ClusterctlError:
             continue
         for group, resources in (health.get("notes") or {}).items():

@@ -66,3 +66,36 @@ Requests/sec:  57250.12
 Transfer/sec:     15.00MB
 """
     assert parse_wrk(text) == (57250.12, 4.2, 3)
+
+
+def test_status_asks_only_online_holders_for_their_notes(monkeypatch, tmp_path):
+    """A holder the agents no longer see online is not asked (`status` would wait for an
+    agent that answers nothing); an online one is, with a short timeout."""
+    from clusterctl import cluster
+    from clusterctl.state import ClusterRecord, NodeRecord, StateDir
+
+    asked: list[tuple[str | None, float]] = []
+
+    class FakeClient:
+        def __init__(self, node: str | None) -> None:
+            self.node = node
+
+        def request(self, method: str, path: str) -> dict:
+            assert (method, path) == ("GET", "/v1/health")
+            return {"notes": {f"g-{self.node}": {"vm": "running"}}}
+
+    def fake_agent_client(state, record, node=None, timeout=3.0):
+        asked.append((node, timeout))
+        return FakeClient(node)
+
+    monkeypatch.setattr(cluster, "agent_client", fake_agent_client)
+    record = ClusterRecord(
+        "c", "podman", nodes=[NodeRecord(f"node{i}", f"10.0.0.{i}") for i in (1, 2, 3)]
+    )
+    view = {
+        "groups": [{"name": "a", "node": "node1"}, {"name": "b", "node": "node2"}],
+        "members": [{"name": "node1", "online": True}, {"name": "node2", "online": False}],
+    }
+    notes = cluster._holders_notes(StateDir("c", tmp_path), record, view)
+    assert asked == [("node1", 1.0)]
+    assert notes == {"g-node1": {"vm": "running"}}
