@@ -282,7 +282,9 @@ def test_a_frozen_controller_is_fenced_before_another_starts(hpc):
         wait_for(lambda: container_state(hpc, old) not in ("running", "paused"), GENEROUS, 0.5,
                  f"{old} powered off")  # fmt: skip
         podman("unpause", container(hpc, old), check=False)  # too late: it is off
-        job = sbatch(hpc, client, "--wrap", "true")
+        # not on the fenced node: Slurm schedules onto it until SlurmdTimeout marks it down
+        # (seen in CI: the job waited there, "completing", past the test's minute)
+        job = sbatch(hpc, client, "-x", old, "--wrap", "true")
         wait_for(lambda: completed(hpc, client, job), GENEROUS, 0.5, "a job after the takeover")
         doubles = sampler.doubles()
     assert not doubles, f"two slurmctld at once: {doubles[:5]}"
