@@ -531,18 +531,25 @@ def healthy(sandbox: Sandbox) -> str | None:
     return group["node"]
 
 
+def bring_back(sandbox: Sandbox, names: list[str], check: bool = True) -> dict[str, str]:
+    """Unpause the paused nodes of ``names`` and start the stopped ones (killed or fenced:
+    they rejoin by themselves, as after a reboot). Returns each node's state before."""
+    states = {n: container_state(sandbox, n) for n in names}
+    for n, state in states.items():
+        if state == "paused":
+            podman("unpause", container(sandbox, n), check=False)
+        elif state != "running":
+            podman("start", container(sandbox, n), check=check)
+    return states
+
+
 def heal(sandbox: Sandbox, timeout: float = 120) -> str:
     """Bring every node back and the cluster to health; returns the holder.
 
     Unpause paused nodes, start killed ones (they rejoin by themselves), delete the
     partition table, start etcd and the agent, reset fail counts."""
     names = node_names(sandbox)
-    states = {n: container_state(sandbox, n) for n in names}
-    for n, state in states.items():
-        if state == "paused":
-            podman("unpause", container(sandbox, n), check=False)
-        elif state != "running":
-            podman("start", container(sandbox, n))
+    bring_back(sandbox, names)
     for n in names:
         unpartition(sandbox, n)
     for n in names:

@@ -26,6 +26,7 @@ from clusterctl.state import StateDir
 
 from .conftest import REPO, STATE_ROOT, cli, podman
 from .hahelpers import (
+    bring_back,
     container,
     container_state,
     group_history,
@@ -135,12 +136,7 @@ def _heal(sandbox) -> None:
     if fenced.running_pid(state) is None:  # a test stopped it: start it as `up` does
         provider = PodmanProvider(state, ListReporter())
         provider.ensure_fence_device(state.load())
-    for node in node_names(sandbox):
-        st = container_state(sandbox, node)
-        if st == "paused":
-            podman("unpause", container(sandbox, node), check=False)
-        elif st != "running":
-            podman("start", container(sandbox, node), check=False)
+    for node in bring_back(sandbox, node_names(sandbox), check=False):
         unpartition(sandbox, node)
     names = set(node_names(sandbox))
     wait_for(lambda: online(sandbox) == names, 120, 0.5, "every node online")

@@ -19,6 +19,7 @@ from clusterctl.slurm import EXAMPLES_DIR
 from .conftest import cli, podman
 from .hahelpers import (
     HolderSampler,
+    bring_back,
     container,
     container_state,
     node_exec,
@@ -99,12 +100,7 @@ def hpc(hpc_sandbox):
 
 def _heal(sandbox) -> None:
     names = node_names(sandbox)
-    for node in names:
-        state = container_state(sandbox, node)
-        if state == "paused":
-            podman("unpause", container(sandbox, node), check=False)
-        elif state != "running":  # killed or fenced: a restarted node rejoins by itself
-            podman("start", container(sandbox, node), check=False)
+    bring_back(sandbox, names, check=False)
     try:
         wait_for(lambda: online(sandbox) == set(names), 180, 0.5, "every node online")
     except AssertionError as exc:

@@ -26,6 +26,7 @@ from clusterctl.state import StateDir
 
 from .conftest import REPO, STATE_ROOT, cli, podman
 from .hahelpers import (
+    bring_back,
     container,
     container_state,
     group_history,
@@ -70,14 +71,9 @@ def vm(vm_sandbox):
 
 def _heal(sandbox) -> None:
     names = node_names(sandbox)
-    for node in names:
-        state = container_state(sandbox, node)
+    for node, state in bring_back(sandbox, names, check=False).items():
         if state == "running":
             unpartition(sandbox, node)
-        if state == "paused":
-            podman("unpause", container(sandbox, node), check=False)
-        elif state != "running":
-            podman("start", container(sandbox, node), check=False)
     wait_for(lambda: online(sandbox) == set(names), 180, 0.5, "every node online")
     if any(vm_group(sandbox).get("failcounts", {}).values()):
         cli("cleanup", "vm", "--cluster", sandbox.cluster)
@@ -199,9 +195,10 @@ def test_an_agent_restarted_on_the_holder_hands_the_guest_over_without_a_fence(v
     )  # fmt: skip
     assert answer["boots"] > before["boots"]
     assert container_state(vm, holder) == "running"  # not powered off by a fence
-    assert [e for e in history(vm) if e["event"].startswith("fence")] == fences
-    released = [e for e in history(vm) if e["event"] == "released" and e["node"] == holder]
-    assert released and released[-1]["reason"] == "the agent is stopping", history(vm)[-8:]
+    after = history(vm)
+    assert [e for e in after if e["event"].startswith("fence")] == fences
+    released = [e for e in after if e["event"] == "released" and e["node"] == holder]
+    assert released and released[-1]["reason"] == "the agent is stopping", after[-8:]
 
 
 def test_a_killed_qemu_is_restarted_in_place_then_moved_at_the_threshold(vm):
