@@ -25,6 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "clusterctl bench failover --trials 5",
             "clusterctl bench lb --rounds 3",
             "clusterctl bench up --trials 3 --cold",
+            "clusterctl bench up --nodes 3 --nodes 6 --nodes 12 --profile web --trials 1",
             "clusterctl bench fence --trials 5",
             "clusterctl bench hpc --trials 5 --slurm-timeout 120 --slurm-timeout 1",
         ),
@@ -60,6 +61,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--trials", type=int, default=3)
     up.add_argument("--cold", action="store_true", help="also rebuild the node image once")
     up.add_argument("--profile", choices=list(PROFILES), default=DEFAULT_PROFILE)
+    up.add_argument(
+        "--nodes",
+        type=int,
+        action="append",
+        help="repeatable: warm and no-op `up` per node count, and the seconds per extra node "
+        "(without: the default count only, with `up --full` too)",
+    )
     fence = kinds.add_parser(
         "fence", help="writer gaps with and without fencing, and the fence device's time"
     )
@@ -123,7 +131,9 @@ def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
     if args.kind == "up":
         from clusterctl.bench import up
 
-        result = up.run("bench-up", args.trials, args.cold, args.profile, reporter)
+        result = up.run(
+            "bench-up", args.trials, args.cold, args.profile, reporter, sizes=args.nodes
+        )
         table = up.table(result)
         _save(args.out, "up", result, table)
     elif args.kind == "lb":
