@@ -8,22 +8,15 @@ does not exist.
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import pytest
 
+from clusterctl.paths import find_tool
+
 REPO = Path(__file__).resolve().parents[1]
 
-
-def find_tool(name: str, package: str = "", path_in_package: str = "") -> str | None:
-    """$CLUSTERCTL_<NAME>_BIN, the unpacked copy in .cache/<package>, or ``name`` on PATH."""
-    candidates = [os.environ.get(f"CLUSTERCTL_{name.upper()}_BIN")]
-    if package:
-        candidates.append(str(REPO / ".cache" / package / path_in_package))
-    candidates.append(shutil.which(name))
-    return next((c for c in candidates if c and os.access(c, os.X_OK)), None)
+__all__ = ["REPO", "find_tool", "require_tool"]
 
 
 def require_tool(name: str, package: str = "", path_in_package: str = "") -> str:

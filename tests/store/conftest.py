@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from clusterctl.paths import ETCD_PACKAGE
 from tests.tools import require_tool
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-ETCD_PACKAGE = ("etcd", "etcd-server", "usr/bin/etcd")
+__all__ = ["ETCD_PACKAGE", "REPO"]
 
 
 def _free_port() -> int:
