@@ -21,7 +21,16 @@ grants 1 s leases and elects a new leader in 0.2-0.4 s; roles/etcd/defaults):
   block it by at most ``renew_timeout`` (rule: fence_margin > renew_timeout), so fencing starts
   no later than 0.85 s, and the 0.15 s left is for dropping the VIP — all before etcd can
   expire the lease (>= 1.0 s) and let another node in.
-* ``loop_interval = 0.1`` — a standby notices a free group within 0.1 s.
+* ``loop_interval = 0.1`` — a standby notices a free group within 0.1 s (at once when it
+  reads a watched copy of the state: a change wakes it, agent/store/watch.py).
+* ``idle_lease_ttl = 4 x lease_ttl`` — a node that holds nothing registers on a lease of
+  its own, renewed every third of it and without the quorum check (no deadline is measured
+  from it): with hundreds of nodes, etcd's renewals grow with the groups, not the nodes
+  (Kubernetes' node leases: 40 s, renewed every 10 s). It takes a ``lease_ttl`` lease before
+  it takes a group or pre-starts for a move, and goes back to idle ``fast_lease_linger``
+  (5 x lease_ttl) after it let go of its last group. The price: a crashed idle node shows
+  online in ``status`` up to ``idle_lease_ttl`` after it died. ``idle_lease_ttl =
+  lease_ttl`` keeps every node on fast leases.
 
 ``renew_timeout`` and ``fence_margin`` scale with ``lease_ttl`` when a config leaves them out
 (``SCALED_TIMINGS``), and a VIP without a ``lifetime`` gets the fencing deadline, rounded up.
@@ -169,6 +178,9 @@ class AgentConfig:
     fence_margin: float = 0.4
     loop_interval: float = 0.1
     request_timeout: float = 0.5
+    idle_lease_ttl: float = 0.0  # 0: 4 x lease_ttl (the module docstring says why)
+    # read the cluster's state from a watched copy (agent/store/watch.py), not each step
+    watch_state: bool = True
     standby: bool = False
     groups: tuple[GroupSpec, ...] = ()
     # this node as an LB backend ({"address", "port", "weight"}): registered in
@@ -189,6 +201,21 @@ class AgentConfig:
     # "options": {name: value}, "secrets_file": path}}; fence_timeout bounds one fence
     fence_devices: dict[str, Any] = field(default_factory=dict)
     fence_timeout: float = 60.0
+
+    @property
+    def idle_ttl(self) -> float:
+        """The TTL of an idle node's lease."""
+        return self.idle_lease_ttl or 4 * self.lease_ttl
+
+    @property
+    def idle_renew_interval(self) -> float:
+        return self.idle_ttl / 3
+
+    @property
+    def fast_lease_linger(self) -> float:
+        """How long a node keeps its fast lease after it let go of its last group (a move
+        back, a restart of the group elsewhere: no new grant for each)."""
+        return 5 * self.lease_ttl
 
     @property
     def api_enabled(self) -> bool:
@@ -234,6 +261,16 @@ class AgentConfig:
                 raise ConfigError("positive numbers", f"{name} must be > 0, got {value!r}")
         if not isinstance(self.move_etcd_leadership, bool):
             raise ConfigError("move_etcd_leadership", "must be true or false")
+        if not isinstance(self.watch_state, bool):
+            raise ConfigError("watch_state", "must be true or false")
+        idle = self.idle_lease_ttl
+        if isinstance(idle, bool) or not isinstance(idle, int | float) or idle < 0:
+            raise ConfigError("idle_lease_ttl >= 0", f"{idle!r} (0: 4 x lease_ttl)")
+        if 0 < idle < self.lease_ttl:
+            raise ConfigError(
+                "idle_lease_ttl >= lease_ttl",
+                f"{idle} < {self.lease_ttl}: an idle node would renew more than a holder",
+            )
         rt = self.realtime_priority
         if isinstance(rt, bool) or not isinstance(rt, int) or not 0 <= rt <= 99:
             raise ConfigError("realtime_priority 0..99", f"{rt!r} (0: no real time)")

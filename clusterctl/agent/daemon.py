@@ -24,6 +24,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -37,18 +38,27 @@ from clusterctl.agent.history import HistoryWriter
 from clusterctl.agent.keys import Keys
 from clusterctl.agent.notify import SystemdNotifier
 from clusterctl.agent.peers import PeerWatch
+from clusterctl.agent.statereader import MirrorReader
 from clusterctl.agent.store.etcd import EtcdStore
+from clusterctl.agent.store.watch import KeyspaceMirror
 from clusterctl.agent.tls import TlsError
 
 log = logging.getLogger("clusterctl.agent")
 
 
-def run(agent: Agent, notifier: SystemdNotifier, stop: threading.Event) -> int:
+def run(
+    agent: Agent,
+    notifier: SystemdNotifier,
+    stop: threading.Event,
+    wake: threading.Event | None = None,
+) -> int:
     """Step ``agent`` until ``stop`` is set; then shut it down. Returns the exit code.
 
     Logs each sentence when it differs from the previous one; pings the watchdog after each
-    iteration that completed without an unexpected exception.
+    iteration that completed without an unexpected exception. ``wake`` (set by a change of
+    the watched state, and with ``stop``) starts the next step before its time.
     """
+    waiter = wake or stop
     log.info("%s", agent.startup_cleanup())
     agent.on_progress = notifier.watchdog
     notifier.ready()
@@ -69,7 +79,9 @@ def run(agent: Agent, notifier: SystemdNotifier, stop: threading.Event) -> int:
                 code = 1
                 break
             notifier.watchdog()
-        stop.wait(max(0.0, agent.next_wakeup() - agent.clock.now()))
+        waiter.wait(max(0.0, agent.next_wakeup() - agent.clock.now()))
+        if wake is not None:
+            wake.clear()
     notifier.stopping()
     log.info("%s", agent.shutdown())
     return code
@@ -135,11 +147,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         stream=sys.stderr, level=logging.INFO, format="%(levelname)s %(name)s: %(message)s"
     )
-    stop = threading.Event()
+    stop, wake = threading.Event(), threading.Event()
+
+    def on_signal(*_: object) -> None:
+        stop.set()
+        wake.set()
+
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+        signal.signal(signum, on_signal)
     store = make_store(config)
-    agent = Agent(config, store)
+    mirror = watched_state(config, wake) if config.watch_state else None
+    reader = MirrorReader(store, mirror, time.monotonic) if mirror is not None else None
+    agent = Agent(config, store, state_reader=reader)
     log.info("starting on %s (cluster %s)", config.node, config.cluster)
     server = start_api(agent, config, token) if token else None
     signal.signal(signal.SIGHUP, lambda *_: reload(agent, server, config, args.config))
@@ -163,9 +182,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ordinary): the loop alone, which renews the lease and fences, runs at real time.
     log.info("%s", raise_priority(config.realtime_priority))
     try:
-        return run(agent, SystemdNotifier(), stop)
+        return run(agent, SystemdNotifier(), stop, wake)
     finally:
         helpers_stop.set()
+        if mirror is not None:
+            mirror.stop()
         history.flush()  # the shutdown's own entries (bounded: one timeout per entry)
         if server is not None:
             server.stop()
@@ -217,6 +238,16 @@ def make_store(config: AgentConfig) -> EtcdStore:
         credentials=config.etcd_credentials,
         quorum_key=Keys(config.cluster).member(config.node),
     )
+
+
+def watched_state(config: AgentConfig, wake: threading.Event) -> KeyspaceMirror:
+    """The cluster's state kept by a watch (agent/store/watch.py) with a client of its own;
+    each change wakes the loop, so a standby reacts to a freed group at once."""
+    keys = Keys(config.cluster)
+    mirror = KeyspaceMirror(make_store(config), keys.root, keys.state_end)
+    mirror.add_listener(wake.set)
+    mirror.start()
+    return mirror
 
 
 def peer_watch(agent: Agent, config: AgentConfig, api: Api) -> PeerWatch:

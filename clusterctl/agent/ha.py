@@ -44,6 +44,7 @@ from clusterctl.agent.resources import (
 from clusterctl.agent.resources.base import MigrationStatus
 from clusterctl.agent.resources.lb import BackendStats, LoadBalancer
 from clusterctl.agent.resources.vip import ArpSender, VirtualIP
+from clusterctl.agent.statereader import DirectReader, StateReader
 from clusterctl.agent.store.base import (
     Compare,
     LeaseExpired,
@@ -115,12 +116,21 @@ class Agent:
         runner: CommandRunner | None = None,
         arp_sender: ArpSender | None = None,
         fencer: Fencer | None = None,
+        state_reader: StateReader | None = None,
     ) -> None:
+        """``state_reader``: where each step reads the cluster's state (default: the store,
+        one range read per step; the daemon passes a watched copy, agent/statereader.py)."""
         self.config = config
         self.node = config.node
         self.store = store
         self.clock = clock or MonotonicClock()
         self.keys = Keys(config.cluster)
+        self.state_reader: StateReader = state_reader or DirectReader(
+            store, self.keys.root, self.keys.state_end
+        )
+        # a change of the state wakes the loop (the daemon's mirror listener): a quiet
+        # idle node may then sleep until its next renewal (next_wakeup)
+        self.woken_by_changes = False
         self.metrics = Metrics()
         self.lease = MemberLease(
             store, self.keys, config, self.clock, on_renew=self.metrics.observe_renewal
@@ -156,6 +166,8 @@ class Agent:
         self._backend_health: dict[str, str] = {}  # per backend: as our LB last reported it
         self._seen_members: set[str] = set()  # members in the last view
         self._mass_expiry_until = float("-inf")  # no free group is taken before this
+        self._fast_until = float("-inf")  # keep a fast lease until then (fast_lease_linger)
+        self._replaced_leases: list[int] = []  # to revoke once the member key left them
         devices = devices_from_config(config.fence_devices)
         self.fencer = fencer or Fencer(devices, config.fence_timeout)
         self.snapshot = self._make_snapshot("starting")
@@ -175,7 +187,8 @@ class Agent:
         the next renewal (a renewal waiting for the next tick is up to a tick older when the
         etcd leader dies, and that tick is missing before the deadline)."""
         now = self.clock.now()
-        wake = now + self.config.loop_interval
+        idle = self.config.idle_renew_interval if self._quiet(now) else self.config.loop_interval
+        wake = now + idle
         deadline = self.lease.deadline
         holding = self.holding()
         if holding and deadline is not None:
@@ -196,6 +209,24 @@ class Agent:
             # key expires after 30 s, so the fast poll is bounded.
             wake = min(wake, now + HANDOVER_POLL)
         return wake
+
+    def _quiet(self, now: float) -> bool:
+        """Whether nothing but a change of the state (which wakes the loop) or the next
+        renewal can give this step anything to do: an idle node whose view is a watched copy
+        the store vouches for, every group held elsewhere, no timer of its own pending."""
+        view = self.view
+        return (
+            self.woken_by_changes
+            and self.state_reader.serving
+            and view is not None
+            and not self.lease.fast
+            and not self.holding()
+            and not any(g.started for g in self.groups.values())
+            and all(view.groups[name].leader is not None for name in self.groups)
+            and not (self._asking_peer or self._vip_answered_since or self._replaced_leases)
+            and now >= self._mass_expiry_until
+            and not self._awaiting_handover()
+        )
 
     def _awaiting_handover(self) -> bool:
         """True while a planned move targets this node and the group is not ours yet."""
@@ -298,7 +329,7 @@ class Agent:
             return "waiting for this node's etcd member to rejoin before registering"
         try:
             self._maintain_lease()
-            kv = self.store.get_range(self.keys.root, self.keys.state_end, timeout=self._timeout())
+            kv = self.state_reader.read(self._timeout())
             self._store_ok = True
             view = parse_view(self.keys, kv, tuple(g.spec for g in self.groups.values()))
             self.view = view
@@ -431,13 +462,52 @@ class Agent:
         self.lease.register(self.standby, timeout=self._timeout())
 
     def _maintain_lease(self) -> None:
+        now = self.clock.now()
+        if self.holding():
+            self._fast_until = now + self.config.fast_lease_linger
         if self.lease.lease_id is None:
-            self.lease.grant()
+            self.lease.grant(fast=self._needs_fast_lease(now))
             self._registered_at = self.clock.now()
-        elif self.lease.renew_due(self.clock.now(), self.holding()):
+        elif self.lease.fast and not self._needs_fast_lease(now):
+            self._switch_lease(fast=False)
+        elif self.lease.renew_due(now, self.holding()):
             self.lease.renew()
             self._keepalive()
         self.lease.register(self.standby, timeout=self._timeout())
+        while self._replaced_leases:
+            # bound to nothing now (the member key moved to the new lease): revoked so its
+            # expiry later is not taken for anything; if this fails, it expires on its own
+            with contextlib.suppress(StoreError):
+                self.store.revoke(self._replaced_leases[-1], timeout=self._timeout())
+            self._replaced_leases.pop()
+
+    def _needs_fast_lease(self, now: float) -> bool:
+        """A node needs its lease to carry a deadline while it holds, starts or pre-starts a
+        group (and for a while after: ``fast_lease_linger``); otherwise an idle lease does."""
+        if self.config.idle_ttl <= self.config.lease_ttl:
+            return True
+        return (
+            bool(self.holding())
+            or now < self._fast_until
+            or any(g.started for g in self.groups.values())
+            or self._awaiting_handover()
+        )
+
+    def _ensure_fast_lease(self) -> None:
+        """Before taking a group or pre-starting for a move: a fast lease, the member key
+        bound to it (two round trips on an idle node; none on one that holds)."""
+        if not self.lease.fast:
+            self._fast_until = self.clock.now() + self.config.fast_lease_linger
+            self._switch_lease(fast=True)
+
+    def _switch_lease(self, fast: bool) -> None:
+        """Move the member key to a new lease of the other kind; the old lease is revoked
+        at the next step (nothing else is bound to it: an idle lease carries only the member
+        key, and a fast one is given up only when nothing is held)."""
+        replaced = self.lease.grant(timeout=self._timeout(), fast=fast)
+        self.lease.register(self.standby, timeout=self._timeout())
+        if replaced is not None:
+            self._replaced_leases.append(replaced)
 
     def _keepalive(self) -> None:
         """After a renewal: let running resources extend their own deadlines (VIP lifetime)."""
@@ -613,6 +683,15 @@ class Agent:
             # Nodes starting together first see each other's member keys one tick later;
             # without this pause the first to start would beat a preferred node to the group.
             return f"{g.name} is free, waiting one tick for other members to register"
+        if not self.lease.fast:
+            # taking it from an idle lease costs two calls more (a grant, the member key) at
+            # this step's pace; if they would leave too little of the new lease, taking it
+            # would fence within a tick (the check below, for a node already fast)
+            spent = self.clock.now() - self._step_started
+            spare = self.config.lease_ttl - self.config.fence_margin - self.config.renew_timeout
+            if 2 * spent > spare:
+                return f"{g.name} is free but store calls are slow ({spent:.2f} s), standing by"
+            self._ensure_fast_lease()
         if self.lease.time_left(self.clock.now()) < self.config.renew_timeout:
             # Slow store calls this step (a loaded node) ate the lease: taking the group now
             # would fence it again within one tick, a needless second outage. A faster
@@ -1031,6 +1110,7 @@ class Agent:
         if targeted and (pre or incoming) and eligible(self.node, view, gv):
             if gv.prestarted_by == self.node and all(r.name in g.started for r in pre + incoming):
                 return f"{g.name} is held by {gv.leader}, pre-started for the move"
+            self._ensure_fast_lease()
             try:
                 g.start(pre, self._op_timeout, lambda: None)
                 g.prepare_incoming(incoming, self._op_timeout)

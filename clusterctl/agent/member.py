@@ -4,6 +4,10 @@ The deadline is the heart of the safety rule. etcd restarts a lease's countdown 
 processes a keepalive, which is never earlier than when the agent sent it; so measuring from
 the send time, the lease cannot expire before ``sent + lease_ttl``. The agent holds resources
 only until ``sent + lease_ttl - fence_margin``, which leaves ``fence_margin`` to stop them.
+
+A lease is *fast* (``lease_ttl``; everything a node holds is bound to it and the deadline is
+measured from it) or *idle* (``idle_ttl``; only the member key: no deadline, renewed rarely
+and without the quorum check). config.py says why; the agent switches (agent/ha.py).
 """
 
 from __future__ import annotations
@@ -37,12 +41,14 @@ class MemberLease:
         self.lease_id: int | None = None
         self.last_renewal: float | None = None  # send time of the last successful grant/renew
         self.last_attempt_failed = False
+        self.fast = True  # the kind of the current lease (meaningless without one)
         self._member_written: str | None = None
 
     @property
     def deadline(self) -> float | None:
-        """Monotonic time until which this node may hold resources; None without a lease."""
-        if self.lease_id is None or self.last_renewal is None:
+        """Monotonic time until which this node may hold resources; None without a fast
+        lease (nothing may be held under an idle one)."""
+        if self.lease_id is None or self.last_renewal is None or not self.fast:
             return None
         return self.last_renewal + self.config.lease_ttl - self.config.fence_margin
 
@@ -59,7 +65,12 @@ class MemberLease:
         that holds a group renews at ``holding_renew_interval`` (config.py says why)."""
         if self.last_renewal is None:
             return None
-        interval = self.config.holding_renew_interval if holding else self.config.renew_interval
+        if not self.fast:
+            interval = self.config.idle_renew_interval
+        elif holding:
+            interval = self.config.holding_renew_interval
+        else:
+            interval = self.config.renew_interval
         return self.last_renewal + interval
 
     def renew_due(self, now: float, holding: bool) -> bool:
@@ -85,17 +96,21 @@ class MemberLease:
             sort_keys=True,
         )
 
-    def grant(self, timeout: float | None = None) -> None:
-        """Get a new lease (member key written by ``register``), waiting at most ``timeout``
-        (default ``request_timeout``)."""
+    def grant(self, timeout: float | None = None, fast: bool = True) -> int | None:
+        """Get a new lease, fast or idle (member key written by ``register``), waiting at
+        most ``timeout`` (default ``request_timeout``). Returns the lease it replaces (the
+        caller revokes it once the member key is bound to the new one), if any."""
         sent = self.clock.now()
-        self.lease_id = self.store.grant_lease(
-            self.config.lease_ttl,
+        lease_id = self.store.grant_lease(
+            self.config.lease_ttl if fast else self.config.idle_ttl,
             timeout=self.config.request_timeout if timeout is None else timeout,
         )
+        replaced, self.lease_id = self.lease_id, lease_id
+        self.fast = fast
         self.last_renewal = sent
         self.last_attempt_failed = False
         self._member_written = None
+        return replaced
 
     def register(self, standby: bool, timeout: float) -> bool:
         """Write ``members/<node>`` bound to the lease if its value changed. Returns whether
@@ -126,7 +141,7 @@ class MemberLease:
             else min(self.config.renew_timeout, max(0.01, left))
         )
         try:
-            self.store.keepalive(self.lease_id, timeout=timeout)
+            self.store.keepalive(self.lease_id, timeout=timeout, confirm=self.fast)
         except Exception:
             self.last_attempt_failed = True
             raise

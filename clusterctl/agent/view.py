@@ -7,6 +7,7 @@ because the loop must keep renewing (and, if needed, fencing) whatever else is i
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,9 @@ def placement_spec(local: GroupSpec, text: str | None) -> GroupSpec:
     return merged
 
 
-def parse_view(keys: Keys, kv: dict[str, str], local_groups: tuple[GroupSpec, ...]) -> ClusterView:
+def parse_view(
+    keys: Keys, kv: Mapping[str, str], local_groups: tuple[GroupSpec, ...]
+) -> ClusterView:
     """Build the view from everything under ``keys.root`` (one ``get_prefix``)."""
     sprefix = keys.standby_prefix()
     standby = frozenset(k[len(sprefix) :] for k in kv if k.startswith(sprefix))

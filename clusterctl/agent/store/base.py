@@ -67,10 +67,13 @@ class Store(ABC):
         """
 
     @abstractmethod
-    def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
+    def keepalive(self, lease_id: int, timeout: float | None = None, confirm: bool = True) -> float:
         """Restart the lease's countdown. Returns the remaining TTL in seconds (> 0).
 
         Raises ``LeaseExpired`` if the lease no longer exists; keys bound to it are gone.
+        ``confirm``: return only once the renewal is known to count cluster-wide (a store
+        whose members can be cut off checks that its quorum still stands behind the one
+        that renewed); a caller that measures no deadline from it passes False.
         """
 
     @abstractmethod
@@ -83,11 +86,7 @@ class Store(ABC):
 
     @abstractmethod
     def get_prefix(self, prefix: str, timeout: float | None = None) -> dict[str, str]:
-        """Return every key starting with ``prefix`` and its value, read at one revision.
-
-        This is also the agent's "watch": its loop re-reads its cluster prefix every tick (a
-        handful of small keys), which is simpler than a streaming watch and cannot miss events.
-        """
+        """Return every key starting with ``prefix`` and its value, read at one revision."""
 
     @abstractmethod
     def get_range(self, start: str, end: str, timeout: float | None = None) -> dict[str, str]:

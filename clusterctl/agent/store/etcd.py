@@ -218,7 +218,7 @@ class KeepAlivePool:
                 conn.close()
                 if not reused or deadline - time.monotonic() <= 0.001:
                     raise
-                conn = self._new(endpoint, deadline - time.monotonic())
+                conn = self.connect(endpoint, deadline - time.monotonic())
                 reused = False
                 continue
             except BaseException:
@@ -230,7 +230,7 @@ class KeepAlivePool:
                 self._give_back(endpoint, conn)
             return response.status, body
 
-    def _new(self, endpoint: str, timeout: float) -> http.client.HTTPConnection:
+    def connect(self, endpoint: str, timeout: float) -> http.client.HTTPConnection:
         parts = urlsplit(endpoint)
         if parts.scheme == "https":
             if self.ssl_context is None:
@@ -245,7 +245,7 @@ class KeepAlivePool:
             idle = self._idle.get(endpoint)
             if idle:
                 return idle.pop(), True
-        return self._new(endpoint, timeout), False
+        return self.connect(endpoint, timeout), False
 
     def _give_back(self, endpoint: str, conn: http.client.HTTPConnection) -> None:
         with self._lock:
@@ -261,6 +261,43 @@ class KeepAlivePool:
             self._idle.clear()
         for conn in conns:
             conn.close()
+
+
+class WatchStream:
+    """One open ``/v3/watch`` stream: the gateway's JSON messages, one per line."""
+
+    def __init__(
+        self,
+        endpoint: str,
+        conn: http.client.HTTPConnection,
+        response: http.client.HTTPResponse,
+        stall_timeout: float,
+    ) -> None:
+        self.endpoint = endpoint
+        self._conn = conn
+        self._response = response
+        if conn.sock is not None:
+            conn.sock.settimeout(stall_timeout)
+
+    def next(self) -> dict[str, Any]:
+        """The next message's ``result``. Raises ``StoreUnavailable`` when the stream ends,
+        stalls or carries an error (the caller opens another)."""
+        try:
+            line = self._response.readline()
+        except (OSError, http.client.HTTPException, ValueError) as exc:
+            raise StoreUnavailable(f"watch on {self.endpoint}: {exc!r}") from None
+        if not line:
+            raise StoreUnavailable(f"watch on {self.endpoint}: the stream ended")
+        try:
+            message = json.loads(line)
+        except ValueError:
+            raise StoreUnavailable(f"watch on {self.endpoint}: unreadable message") from None
+        if not isinstance(message, dict) or not isinstance(message.get("result"), dict):
+            raise StoreUnavailable(f"watch on {self.endpoint}: {str(message)[:200]}")
+        return message["result"]
+
+    def close(self) -> None:
+        self._conn.close()
 
 
 class EtcdStore(Store):
@@ -300,6 +337,7 @@ class EtcdStore(Store):
         self._leader: int | None = None  # the endpoint of the etcd leader, as last seen
         self._leader_term = 0  # the Raft term in which it was seen leading
         self._member_ids: dict[int, str] = {}  # endpoint -> etcd member id
+        self._watch_index = -1  # the endpoint of the last watch stream opened
         self._quorum_read = json.dumps({"key": _b64(quorum_key), "count_only": True}).encode()
 
     # -- transport -------------------------------------------------------------------------
@@ -427,7 +465,7 @@ class EtcdStore(Store):
         raise StoreUnavailable(f"no etcd endpoint answered {path}: {detail}")
 
     def _renew_at_leader(
-        self, path: str, body: dict[str, Any], timeout: float | None
+        self, path: str, body: dict[str, Any], timeout: float | None, confirm: bool = True
     ) -> dict[str, Any]:
         """Like ``_call``, for the one request whose latency is safety: the lease renewal,
         sent to the etcd leader itself.
@@ -455,7 +493,9 @@ class EtcdStore(Store):
         its own stale leader for 0.7 s and keep the VIP 0.12 s after another node took it.
         The read needs the leader's quorum (a ReadIndex round): answered in the same term, no
         newer leader existed when it was served, so the renewal was made by the lessor that
-        counts, and every request was sent after the call started.
+        counts, and every request was sent after the call started. ``confirm=False`` skips
+        that read: for a lease no deadline is measured from (an idle node's), the renewal
+        only has to reach etcd, and the read would double the cost of every renewal.
         """
         budget = self._budget(timeout)
         end = time.monotonic() + budget
@@ -482,6 +522,10 @@ class EtcdStore(Store):
                 continue
             header = payload.get("result", payload).get("header", {})
             term = _raft_term(header)
+            if not confirm:
+                if leads:
+                    self._leader = target
+                return payload
             try:
                 confirmed = self._attempt(
                     target,
@@ -657,8 +701,9 @@ class EtcdStore(Store):
             raise StoreError(f"lease grant failed: {reply['error']}")
         return int(reply["ID"])
 
-    def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
-        reply = self._renew_at_leader("/v3/lease/keepalive", {"ID": str(lease_id)}, timeout)
+    def keepalive(self, lease_id: int, timeout: float | None = None, confirm: bool = True) -> float:
+        body = {"ID": str(lease_id)}
+        reply = self._renew_at_leader("/v3/lease/keepalive", body, timeout, confirm)
         # The gateway streams; one message comes back as {"result": {...}}. A lease that is
         # gone is answered with TTL 0 (omitted in proto3 JSON).
         result = reply.get("result", reply)
@@ -684,9 +729,58 @@ class EtcdStore(Store):
         return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in reply.get("kvs") or []}
 
     def get_range(self, start: str, end: str, timeout: float | None = None) -> dict[str, str]:
+        return self.range_at_revision(start, end, timeout)[0]
+
+    def range_at_revision(
+        self, start: str, end: str, timeout: float | None = None
+    ) -> tuple[dict[str, str], int]:
+        """``get_range`` and the store revision it was read at (a watch resumes after it)."""
         body = {"key": _b64(start), "range_end": _b64(end)}
         reply = self._call("/v3/kv/range", body, timeout)
-        return {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in reply.get("kvs") or []}
+        kv = {_unb64(kv["key"]): _unb64(kv.get("value", "")) for kv in reply.get("kvs") or []}
+        return kv, int(reply.get("header", {}).get("revision", 0) or 0)
+
+    def open_watch(
+        self, start: str, end: str, after_revision: int, stall_timeout: float
+    ) -> WatchStream:
+        """A watch of ``[start, end)`` from revision ``after_revision + 1``, on the first
+        member that accepts it (starting with the one after the last stream's, so a member
+        that broke a stream is not asked first again), with progress notifications. The
+        member is asked to end the stream when it loses its leader (etcd's "hasleader"
+        metadata): a member cut off from the others must not pass for quiet. Reading the
+        stream raises ``StoreUnavailable`` once nothing came for ``stall_timeout``.
+        Raises ``StoreUnavailable`` when no member accepts it."""
+        create: dict[str, Any] = {
+            "key": _b64(start),
+            "range_end": _b64(end),
+            "start_revision": str(after_revision + 1),
+            "progress_notify": True,
+        }
+        data = json.dumps({"create_request": create}).encode()
+        errors: list[str] = []
+        for _ in range(len(self.endpoints)):
+            index = self._watch_index = (self._watch_index + 1) % len(self.endpoints)
+            endpoint = self.endpoints[index]
+            try:
+                if self.credentials is not None and self._token is None:
+                    self._authenticate(endpoint, None, self.request_timeout)
+                headers = {**_HEADERS, "Grpc-Metadata-hasleader": "true"}
+                if self._token:
+                    headers["Authorization"] = self._token
+                conn = self._pool.connect(endpoint, self.request_timeout)
+                conn.request("POST", "/v3/watch", body=data, headers=headers)
+                response = conn.getresponse()
+            except (OSError, http.client.HTTPException, StoreError) as exc:
+                errors.append(f"{endpoint}: {exc!r}")
+                continue
+            if response.status != 200:
+                conn.close()
+                if response.status == 401 and self.credentials is not None:
+                    self._token = None  # authenticate again with the next member
+                errors.append(f"{endpoint}: HTTP {response.status}")
+                continue
+            return WatchStream(endpoint, conn, response, stall_timeout)
+        raise StoreUnavailable(f"no etcd member accepted a watch: {'; '.join(errors)}")
 
     def put(
         self, key: str, value: str, lease: int | None = None, timeout: float | None = None

@@ -137,7 +137,7 @@ class MemoryStore(Store):
             self.backend._leases[lease_id] = _Lease(ttl=ttl, expires_at=now + ttl)
             return lease_id
 
-    def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
+    def keepalive(self, lease_id: int, timeout: float | None = None, confirm: bool = True) -> float:
         with self.backend._lock:
             self._enter(timeout)
             lease = self.backend._leases.get(lease_id)

@@ -122,7 +122,7 @@ def test_status_answers_for_the_whole_cluster(cluster) -> None:
     ]
     sim.crash("node3")
     sim.admin.put(sim.keys.failcount("web", "node3"), "1")
-    sim.run(2.0)
+    sim.run(5.0)  # a standby's idle lease lasts 4 s
     members = {m["name"]: m for m in client.status()["members"]}
     assert members["node3"]["online"] is False  # known through its fail count
     (group,) = client.status()["groups"]
@@ -362,7 +362,7 @@ def test_confirm_fenced_refuses_an_online_node_and_releases_a_dead_owner(cluster
     status, body = client.post("/v1/nodes/node2/confirm-fenced", {})
     assert status == 409 and "online" in body["error"]
     sim.crash("node3")
-    sim.run(2.0)  # its lease expired: not online any more
+    sim.run(5.0)  # its (idle, 4 s) lease expired: not online any more
     status, body = client.post("/v1/nodes/node3/confirm-fenced", {})
     assert status == 200, body
     assert body["released"] == ["web"] and "confirmed node3 is off" in body["sentence"]

@@ -148,7 +148,7 @@ class _TimeoutRecordingStore(MemoryStore):
         super().__init__(backend, "recording")
         self.renew_timeouts: list[float | None] = []
 
-    def keepalive(self, lease_id: int, timeout: float | None = None) -> float:
+    def keepalive(self, lease_id: int, timeout: float | None = None, confirm: bool = True) -> float:
         self.renew_timeouts.append(timeout)
         return super().keepalive(lease_id, timeout)
 

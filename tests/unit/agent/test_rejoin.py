@@ -19,7 +19,7 @@ def _restart_behind(sim: Sim) -> tuple[str, str]:
     holder = sim.vip_on()[0]
     restarted = next(n for n in sim.nodes if n != holder)
     sim.crash(restarted)
-    sim.run(2.0)
+    sim.run(5.0)  # a standby's idle lease lasts 4 s
     assert restarted not in _members(sim)
     sim.backend.members_behind.add(ENDPOINT)
     sim.add(restarted)
