@@ -117,6 +117,14 @@ class CountingStore(MemoryStore):
     calls = 0
     latency = 0.0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.renewals: list[tuple[float, bool]] = []  # (when, confirmed) of each keepalive
+
+    def keepalive(self, lease_id: int, timeout: float | None = None, confirm: bool = True) -> float:
+        self.renewals.append((self.backend.clock.now(), confirm))
+        return super().keepalive(lease_id, timeout, confirm)
+
     def _enter(self, timeout: float | None) -> None:
         self.calls += 1
         if self.latency:
