@@ -14,6 +14,7 @@ slope of the medians over the node count, the seconds each extra node costs.
 from __future__ import annotations
 
 import configparser
+import os
 import statistics
 import time
 from collections.abc import Sequence
@@ -32,8 +33,9 @@ def _timed_up(
     full: bool = False,
     said: Reporter | None = None,
     nodes: int | None = None,
-) -> tuple[float, int]:
-    """Seconds and changed tasks of one `up`; what it said of drift goes to ``said``."""
+) -> tuple[float, int, bool]:
+    """Seconds and changed tasks of one `up`, and whether it skipped the converge (every node
+    matched its last one); what it said of drift goes to ``said``."""
     started = time.monotonic()
     options = api.UpOptions(cluster=cluster, profile=profile, full=full, nodes=nodes)
     heard = ListReporter()
@@ -42,7 +44,8 @@ def _timed_up(
     for kind, message in heard.messages:
         if said is not None and kind == "info" and "since the last converge" in message:
             said.info(f"  {message}")
-    return time.monotonic() - started, changed
+    skipped = result.playbook is not None and result.playbook.playbook == api.DIGEST_PLAYBOOK
+    return time.monotonic() - started, changed, skipped
 
 
 def run(
@@ -70,16 +73,16 @@ def _run_default(cluster: str, trials: int, cold: bool, profile: str, reporter: 
         images = list(dict.fromkeys([image_name(profile), image_name()]))  # layer, then base
         reporter.info(f"cold: removing the cached image(s) {', '.join(images)} first")
         podman.run("image", "rm", "-f", *images, check=False)
-        seconds, _ = _timed_up(cluster, profile)
+        seconds, _, _ = _timed_up(cluster, profile)
         measurements["cold"].append(seconds)
         reporter.info(f"cold up: {seconds:.1f} s")
         api.down(cluster, ListReporter())
     for number in range(1, trials + 1):
-        seconds, _ = _timed_up(cluster, profile)
+        seconds, _, _ = _timed_up(cluster, profile)
         measurements["warm"].append(seconds)
-        noop, changed = _timed_up(cluster, profile, said=reporter)
+        noop, changed, _ = _timed_up(cluster, profile, said=reporter)
         measurements["noop"].append(noop)
-        full, full_changed = _timed_up(cluster, profile, full=True)
+        full, full_changed, _ = _timed_up(cluster, profile, full=True)
         measurements["noop_full"].append(full)
         reporter.info(f"trial {number}: warm up {seconds:.1f} s, no-op re-run {noop:.1f} s "
                       f"(changed={changed}), with --full {full:.1f} s "
@@ -125,15 +128,26 @@ def _run_sizes(
         cold_s = time.monotonic() - started
         reporter.info(f"node image built in {cold_s:.1f} s (not part of the sizes)")
     measurements: dict[int, dict[str, list[float]]] = {}
-    changed: dict[int, list[int]] = {}
+    # per size: the no-op's changed tasks, whether it skipped the converge (it does not when
+    # the inputs changed meanwhile, e.g. the repository's roles or agent sources were edited),
+    # and the host's 1-minute load average before the warm `up` (other work skews the times)
+    notes: dict[int, dict[str, list]] = {}
     for nodes in sizes:
         runs = measurements.setdefault(nodes, {"warm": [], "noop": []})
+        note = notes.setdefault(nodes, {"noop_changed": [], "noop_skipped": [], "load1": []})
         for number in range(1, trials + 1):
-            warm, _ = _timed_up(cluster, profile, nodes=nodes)
+            note["load1"].append(round(os.getloadavg()[0], 2))
+            warm, _, _ = _timed_up(cluster, profile, nodes=nodes)
             runs["warm"].append(warm)
-            noop, noop_changed = _timed_up(cluster, profile, said=reporter, nodes=nodes)
+            noop, noop_changed, skipped = _timed_up(cluster, profile, said=reporter, nodes=nodes)
             runs["noop"].append(noop)
-            changed.setdefault(nodes, []).append(noop_changed)
+            note["noop_changed"].append(noop_changed)
+            note["noop_skipped"].append(skipped)
+            if not skipped:
+                reporter.warn(
+                    f"{nodes} nodes, trial {number}: the no-op re-run converged in full (its "
+                    "inputs changed since the warm `up`: repository or state edited meanwhile?)"
+                )
             reporter.info(f"{nodes} nodes, trial {number}: warm up {warm:.1f} s, no-op re-run "
                           f"{noop:.1f} s (changed={noop_changed})")  # fmt: skip
             api.down(cluster, ListReporter())
@@ -143,9 +157,7 @@ def _run_sizes(
         "nodes": list(measurements),
         "ansible_forks": ansible_forks(),
         **summarize_sizes(measurements),
-        "runs": [
-            {"nodes": n, **runs, "noop_changed": changed[n]} for n, runs in measurements.items()
-        ],
+        "runs": [{"nodes": n, **runs, **notes[n]} for n, runs in measurements.items()],
     }
     if cold_s is not None:
         result["image_build_s"] = round(cold_s, 1)
@@ -207,6 +219,12 @@ def _sizes_table(result: dict) -> str:
         for s in steps
     )
     lines.append(f"| s per extra node (least squares over the medians) | | {slopes} |")
+    full = [str(run["nodes"]) for run in result.get("runs", []) if not all(run["noop_skipped"])]
+    if full:
+        lines.append(
+            f"\nThe no-op re-run at {', '.join(full)} nodes converged in full: its inputs had "
+            "changed since the warm `up`."
+        )
     return "\n".join(lines)
 
 

@@ -49,3 +49,15 @@ def test_table_has_a_row_per_size_and_the_slope() -> None:
 def test_table_without_sizes_is_the_default_benchmarks() -> None:
     result = {"summary": {"warm": {"runs": 1, "min_s": 5.0, "median_s": 5.0, "max_s": 5.0}}}
     assert table(result).splitlines()[2] == "| warm `up` on new containers | 1 | 5.0 / 5.0 / 5.0 |"
+
+
+def test_table_names_the_sizes_whose_noop_converged_in_full() -> None:
+    measurements = {3: {"warm": [20.0], "noop": [30.0]}, 6: {"warm": [26.0], "noop": [2.5]}}
+    result = {
+        **summarize_sizes(measurements),
+        "runs": [
+            {"nodes": 3, **measurements[3], "noop_skipped": [False]},
+            {"nodes": 6, **measurements[6], "noop_skipped": [True]},
+        ],
+    }
+    assert table(result).splitlines()[-1].startswith("The no-op re-run at 3 nodes converged")
