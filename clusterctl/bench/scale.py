@@ -82,7 +82,8 @@ class WatchUnavailable(BenchError):
     def __init__(self) -> None:
         super().__init__(
             "watched reads are not available yet",
-            "run with --reads direct (clusterctl.agent.store.watch is missing)",
+            "run with --reads direct (it needs clusterctl.agent.store.watch and an Agent that "
+            "takes a state_reader)",
         )
 
 

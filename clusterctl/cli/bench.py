@@ -20,7 +20,7 @@ DEFAULT_OUT = Path("bench/results")
 def register(sub: argparse._SubParsersAction) -> None:
     parser = sub.add_parser(
         "bench",
-        help="measure failover outages, load-balancer throughput, hpc or sandbox build times",
+        help="measure failover outages, load-balancer throughput, hpc, sandbox build times, scale",
         epilog=examples(
             "clusterctl bench failover --trials 5",
             "clusterctl bench lb --rounds 3",
@@ -28,6 +28,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             "clusterctl bench up --nodes 3 --nodes 6 --nodes 12 --profile web --trials 1",
             "clusterctl bench fence --trials 5",
             "clusterctl bench hpc --trials 5 --slurm-timeout 120 --slurm-timeout 1",
+            "clusterctl bench scale --agents 10 --agents 50 --window 30 --reads direct",
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -95,6 +96,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     vm.add_argument("--trials", type=int, default=5, help="trials of each fault")
     for p in (fail, lb, up, fence, hpc, vm):
         p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="directory for results")
+    scale = kinds.add_parser(
+        "scale",
+        help="N agents (the real agent code, no-op resources) on a 3-member etcd on loopback: "
+        "etcd's CPU, memory and requests, renewals, fencings, failover",
+    )
+    scale.add_argument(
+        "--agents", type=int, action="append", help="agents in one run, repeatable (default: 10)"
+    )
+    scale.add_argument("--window", type=float, default=30.0, help="seconds measured per run")
+    scale.add_argument(
+        "--reads",
+        choices=["direct", "watch"],
+        default="direct",
+        help="each agent reads the keyspace every step, or one watched copy per process",
+    )
+    scale.add_argument("--warmup", type=float, default=5.0, help="seconds before the window")
+    scale.add_argument("--workers", type=int, default=4, help="processes the agents run in")
+    scale.add_argument(
+        "--out", type=Path, default=DEFAULT_OUT / "scale", help="directory for results"
+    )
     parser.set_defaults(func=run)
 
 
@@ -128,7 +149,15 @@ def _bench_cluster(
 
 
 def run(args: argparse.Namespace, reporter: StderrReporter) -> int:
-    if args.kind == "up":
+    if args.kind == "scale":
+        from clusterctl.bench import scale
+
+        result = scale.run(
+            args.agents or [10], args.window, args.reads, reporter, args.workers, args.warmup
+        )
+        table = scale.table(result["rows"])
+        _save(args.out, f"scale-{args.reads}", result, table)
+    elif args.kind == "up":
         from clusterctl.bench import up
 
         result = up.run(
