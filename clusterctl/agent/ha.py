@@ -155,6 +155,7 @@ class Agent:
         self._asking_peer = False  # a word was asked for: step again soon
         self._vip_answered_since: dict[str, float] = {}  # group -> first probe answered
         self._step_started = 0.0
+        self._planned_wake = float("inf")  # when the last next_wakeup asked to step again
         self._seeded: set[str] = set()
         self._backend_registered = False
         self.handover = Handover(runner)
@@ -208,6 +209,7 @@ class Agent:
             # 0.1 s, and clients' connections in it failed (measured on real nodes); the move
             # key expires after 30 s, so the fast poll is bounded.
             wake = min(wake, now + HANDOVER_POLL)
+        self._planned_wake = wake
         return wake
 
     def _quiet(self, now: float) -> bool:
@@ -320,6 +322,14 @@ class Agent:
     def _step(self) -> str:
         now = self._step_started = self.clock.now()
         self._asking_peer = False
+        late, self._planned_wake = now - self._planned_wake, float("inf")
+        if late > self.config.lease_ttl - self.config.fence_margin and not self.holding():
+            # Frozen (SIGSTOP, a paused VM or container), or starved: what this node knew is
+            # old, and its own etcd member may be a leader that resumes with it, revoking the
+            # leases it thinks expired (etcd issue 15247). A node on a short lease used to
+            # find its own lease gone then and hold off; an idle lease outlives a freeze of a
+            # few seconds, so the stall itself must: the holders retake their groups first.
+            self._hold_off(f"this node stalled for {late:.2f} s")
         self.handover.expire(now)
         # Rule 1: no I/O before checking the deadline (a frozen process wakes up here).
         if self.holding() and not self.lease.valid(now):
@@ -391,16 +401,19 @@ class Agent:
             return self._fence(f"lease revoked, taking the groups back failed ({exc})")
 
     def _take_back(self, deadline: float) -> str:
-        """A new lease, our member key, then each held group's leader key if it is still
-        free (``create_if_absent``: a node that took it meanwhile keeps it, and we fence).
-        Every call is bounded by the old lease's deadline, the rule while holding; the
-        standbys leave the groups alone until past it (agent/peers.py)."""
+        """A new lease, each held group's leader key if it is still free
+        (``create_if_absent``: a node that took it meanwhile keeps it, and we fence), then
+        our member key. Every call is bounded by the old lease's deadline, the rule while
+        holding; the standbys leave the groups alone until past it (agent/peers.py).
+
+        Leader keys first: a standby that saw our member key back while a group was still
+        free would take it for a clean release, and start it at once (no probe of the VIP,
+        no word asked): seen on real nodes, two VIP holders after an etcd leader resumed."""
         left = deadline - self.clock.now() - self.config.renew_timeout
         if left <= 0:
             raise _Fence("lease revoked too close to its deadline to take the groups back")
         self.lease.grant(timeout=min(self.config.request_timeout, left))
         self._registered_at = self.clock.now()
-        self.lease.register(self.standby, timeout=self._timeout())
         assert self.lease.lease_id is not None
         held = [g for g in self.groups.values() if g.active]
         for g in held:
@@ -411,6 +424,7 @@ class Agent:
                 raise _Fence(f"lease revoked and {g.name} taken by another node")
             if g.fencing_target is not None:
                 self._publish_fencing(g, "")
+        self.lease.register(self.standby, timeout=self._timeout())
         self._keepalive()
         names = ", ".join(g.name for g in held)
         for g in held:

@@ -174,3 +174,43 @@ def test_health_tells_which_groups_run_here(sim: Sim) -> None:
     assert body["holding"] == ["web"] and body["lease_valid"] is True
     assert json.loads(Api(sim.agents[other], "t").health().body)["holding"] == []
     assert VIP in sim.fake[node].addresses
+
+
+def test_a_standby_thawed_with_its_idle_lease_alive_holds_off_for_its_stall(sim: Sim) -> None:
+    """Seen on real nodes: the etcd leader's node frozen 3 s; its agent, a standby, thaws
+    with its idle (4 s) lease still valid, as its etcd revokes the holder's lease on resuming.
+    It read the holder's member key back while the group was still free, took that for a
+    clean release and started the VIP during the holder's retake. A thawed node holds off."""
+    sim.run(7.0)  # the standbys are idle by now
+    node = holder(sim)
+    frozen = next(n for n in sim.nodes if n != node)
+    assert not sim.agents[frozen].lease.fast
+    sim.freeze(frozen)
+    sim.run(2.0)  # its lease, renewed at most 1.3 s before, outlives this
+    began = sim.clock.now()
+    _revoke(sim, node)
+    # the holder's member key back, its leader key not yet: what a retake looked like midway
+    lease = sim.admin.grant_lease(1.0)
+    member = sim.agents[node].lease.member_value(False)
+    sim.admin.put(sim.keys.member(node), member, lease)
+    said = sim.thaw(frozen)  # Sim.check after every step: never two VIP holders
+    assert "acquired" not in said
+    sim.run(2.0)
+    assert sim.vip_on() == [node] and _vip_adds(sim, began) == []
+    assert TAKEN_BACK in sim.sentences(node)
+
+
+def test_a_retaking_holder_writes_its_leader_key_before_its_member_key(sim: Sim) -> None:
+    node = holder(sim)
+    store = sim.stores[node]
+    writes: list[str] = []
+    put, create = store.put, store.create_if_absent
+    store.put = lambda key, *a, **k: writes.append(key) or put(key, *a, **k)  # type: ignore[method-assign]
+    store.create_if_absent = (  # type: ignore[method-assign]
+        lambda key, *a, **k: writes.append(key) or create(key, *a, **k)
+    )
+    _revoke(sim, node)
+    sim.run(0.5)
+    assert TAKEN_BACK in sim.sentences(node)
+    leader, member = sim.keys.leader("web"), sim.keys.member(node)
+    assert writes.index(leader) < writes.index(member), writes
