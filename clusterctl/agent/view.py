@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from clusterctl.agent.config import ConfigError, GroupSpec, group_from_dict, validate_group
@@ -105,10 +106,30 @@ def placement_spec(local: GroupSpec, text: str | None) -> GroupSpec:
     return merged
 
 
+# The last view parsed from an immutable mapping (a watched copy's state): every agent of a
+# process that reads the same copy, and every step until it changes, gets the parsed view
+# instead of parsing it again (2.6 ms for 500 members: `bench scale` runs hundreds of agents
+# per process, woken together by each change). Views are immutable; replaced, never changed.
+_last_parsed: tuple[Mapping[str, str], Keys, tuple[GroupSpec, ...], ClusterView] | None = None
+
+
 def parse_view(
     keys: Keys, kv: Mapping[str, str], local_groups: tuple[GroupSpec, ...]
 ) -> ClusterView:
     """Build the view from everything under ``keys.root`` (one ``get_prefix``)."""
+    global _last_parsed
+    last = _last_parsed
+    if last is not None and last[0] is kv and last[1] == keys and last[2] == local_groups:
+        return last[3]
+    view = _parse_view(keys, kv, local_groups)
+    if isinstance(kv, MappingProxyType):  # nobody can change it: safe to keep
+        _last_parsed = (kv, keys, local_groups, view)
+    return view
+
+
+def _parse_view(
+    keys: Keys, kv: Mapping[str, str], local_groups: tuple[GroupSpec, ...]
+) -> ClusterView:
     sprefix = keys.standby_prefix()
     standby = frozenset(k[len(sprefix) :] for k in kv if k.startswith(sprefix))
     members: dict[str, Member] = {}
