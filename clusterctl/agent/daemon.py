@@ -156,9 +156,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, on_signal)
     store = make_store(config)
-    mirror = watched_state(config, wake) if config.watch_state else None
+    mirror = watched_state(config) if config.watch_state else None
     reader = MirrorReader(store, mirror, time.monotonic) if mirror is not None else None
     agent = Agent(config, store, state_reader=reader)
+    if mirror is not None:
+        # a change wakes the loop: a standby reacts to a freed group at once
+        mirror.add_listener(lambda changed: wake.set() if agent.woken_by(changed) else None)
+        mirror.start()
     log.info("starting on %s (cluster %s)", config.node, config.cluster)
     server = start_api(agent, config, token) if token else None
     signal.signal(signal.SIGHUP, lambda *_: reload(agent, server, config, args.config))
@@ -240,14 +244,10 @@ def make_store(config: AgentConfig) -> EtcdStore:
     )
 
 
-def watched_state(config: AgentConfig, wake: threading.Event) -> KeyspaceMirror:
-    """The cluster's state kept by a watch (agent/store/watch.py) with a client of its own;
-    each change wakes the loop, so a standby reacts to a freed group at once."""
+def watched_state(config: AgentConfig) -> KeyspaceMirror:
+    """The cluster's state kept by a watch (agent/store/watch.py) with a client of its own."""
     keys = Keys(config.cluster)
-    mirror = KeyspaceMirror(make_store(config), keys.root, keys.state_end)
-    mirror.add_listener(wake.set)
-    mirror.start()
-    return mirror
+    return KeyspaceMirror(make_store(config), keys.root, keys.state_end)
 
 
 def peer_watch(agent: Agent, config: AgentConfig, api: Api) -> PeerWatch:

@@ -33,7 +33,13 @@ from clusterctl.agent.keys import Keys
 from clusterctl.agent.member import MemberLease
 from clusterctl.agent.metrics import Metrics
 from clusterctl.agent.peers import ASK_TIMEOUT, Peers
-from clusterctl.agent.placement import acquire_block, eligible, move_wait, release_reason
+from clusterctl.agent.placement import (
+    acquire_block,
+    eligible,
+    first_takers,
+    move_wait,
+    release_reason,
+)
 from clusterctl.agent.resources import (
     CommandRunner,
     Resource,
@@ -61,6 +67,11 @@ HANDOVER_POLL = 0.01  # seconds between steps while a planned move to this node 
 # seconds a live migration may take before the holder cancels the move: within the move's
 # own life (the API's MOVE_TTL, 30 s), after which the move is gone and so is the migration
 MIGRATION_TIMEOUT = 25.0
+# Of many eligible nodes, this many try to take a freed group at once; the others after
+# FIRST_TAKERS_LEAD seconds (placement.first_takers says why). Clusters of up to three
+# eligible nodes are not affected.
+FIRST_TAKERS = 3
+FIRST_TAKERS_LEAD = 0.5
 VIP_PROBE_POLL = 0.02  # seconds between steps while a freed VIP still answers elsewhere
 # How long past a VIP's lifetime its last holder's kernel may still answer for it: the
 # kernel deletes an address 0-0.25 s after its lifetime (measured up to 0.22 s here); longer
@@ -168,6 +179,8 @@ class Agent:
         self._seen_members: set[str] = set()  # members in the last view
         self._mass_expiry_until = float("-inf")  # no free group is taken before this
         self._fast_until = float("-inf")  # keep a fast lease until then (fast_lease_linger)
+        self._free_since: dict[str, float] = {}  # group -> when this node first saw it free
+        self._left_to_takers: dict[str, float] = {}  # group -> until when (first_takers)
         self._replaced_leases: list[int] = []  # to revoke once the member key left them
         devices = devices_from_config(config.fence_devices)
         self.fencer = fencer or Fencer(devices, config.fence_timeout)
@@ -190,6 +203,9 @@ class Agent:
         now = self.clock.now()
         idle = self.config.idle_renew_interval if self._quiet(now) else self.config.loop_interval
         wake = now + idle
+        for until in self._left_to_takers.values():  # a freed group left to others a moment
+            if until > now:
+                wake = min(wake, until)
         deadline = self.lease.deadline
         holding = self.holding()
         if holding and deadline is not None:
@@ -212,6 +228,16 @@ class Agent:
         self._planned_wake = wake
         return wake
 
+    def woken_by(self, changed: tuple[str, ...] | None) -> bool:
+        """Whether a change of the state's keys ``changed`` (None: any may have changed)
+        should start the next step at once. Not when only other nodes' member keys changed
+        (hundreds of nodes registering): a quiet node acts on none of them (what it does when
+        a group frees up reads the members then), and a busy one polls anyway."""
+        if changed is None:
+            return True
+        prefix, own = self.keys.members_prefix(), self.keys.member(self.node)
+        return any(not key.startswith(prefix) or key == own for key in changed)
+
     def _quiet(self, now: float) -> bool:
         """Whether nothing but a change of the state (which wakes the loop) or the next
         renewal can give this step anything to do: an idle node whose view is a watched copy
@@ -222,9 +248,14 @@ class Agent:
             and self.state_reader.serving
             and view is not None
             and not self.lease.fast
+            and not self.lease.last_attempt_failed  # retried at the next tick, not 1.3 s on
             and not self.holding()
             and not any(g.started for g in self.groups.values())
-            and all(view.groups[name].leader is not None for name in self.groups)
+            and all(
+                view.groups[name].leader is not None
+                or now < self._left_to_takers.get(name, float("-inf"))
+                for name in self.groups
+            )
             and not (self._asking_peer or self._vip_answered_since or self._replaced_leases)
             and now >= self._mass_expiry_until
             and not self._awaiting_handover()
@@ -680,10 +711,15 @@ class Agent:
             self.store.compare_and_delete(self.keys.leader(g.name), self.node, self._timeout())
             return f"cleared a stale leader key of {g.name}"
         if gv.leader is not None:
+            self._free_since.pop(g.name, None)
+            self._left_to_takers.pop(g.name, None)
             return self._follow(g, gv, view)
         block = acquire_block(self.node, view, gv)
         if block:
             return f"{g.name} is free but {block}, standing by"
+        herd = self._leave_to_first_takers(g, gv, view)
+        if herd:
+            return herd
         wait = self._mass_expiry_until - self.clock.now()
         if wait > 0:
             return (
@@ -698,13 +734,15 @@ class Agent:
             # without this pause the first to start would beat a preferred node to the group.
             return f"{g.name} is free, waiting one tick for other members to register"
         if not self.lease.fast:
-            # taking it from an idle lease costs two calls more (a grant, the member key) at
-            # this step's pace; if they would leave too little of the new lease, taking it
-            # would fence within a tick (the check below, for a node already fast)
-            spent = self.clock.now() - self._step_started
+            # taking it from an idle lease costs two calls more (a grant, the member key), at
+            # the store's pace; if they would leave too little of the new lease, taking it
+            # would fence within a tick (the check below, for a node already fast). The
+            # store's pace, not this step's: a step that waited for the CPU (hundreds of
+            # agents of `bench scale` woken at once) says nothing of the store.
+            call = self.lease.store_pace
             spare = self.config.lease_ttl - self.config.fence_margin - self.config.renew_timeout
-            if 2 * spent > spare:
-                return f"{g.name} is free but store calls are slow ({spent:.2f} s), standing by"
+            if 2 * call > spare:
+                return f"{g.name} is free but store calls are slow ({call:.2f} s), standing by"
             self._ensure_fast_lease()
         if self.lease.time_left(self.clock.now()) < self.config.renew_timeout:
             # Slow store calls this step (a loaded node) ate the lease: taking the group now
@@ -715,6 +753,22 @@ class Agent:
         if answered:
             return answered
         return self._acquire(g, gv)
+
+    def _leave_to_first_takers(
+        self, g: GroupRunner, gv: GroupView, view: ClusterView
+    ) -> str | None:
+        """In a cluster of many nodes, only a few try to take a freed group at once
+        (placement.first_takers); the others wait ``FIRST_TAKERS_LEAD`` after they first saw
+        it free, and try only if it is still free then (those few died too, or cannot)."""
+        now = self.clock.now()
+        seen = self._free_since.setdefault(g.name, now)
+        if now - seen >= FIRST_TAKERS_LEAD:
+            return None
+        takers = first_takers(view, gv, FIRST_TAKERS)
+        if not takers or self.node in takers:
+            return None
+        self._left_to_takers[g.name] = seen + FIRST_TAKERS_LEAD
+        return f"{g.name} is free, leaving it to {', '.join(takers)} for a moment"
 
     def _lost_holder(self, name: str) -> str | None:
         """The node that last held group ``name`` if its lease vanished (node, agent or

@@ -13,6 +13,7 @@ and without the quorum check). config.py says why; the agent switches (agent/ha.
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Callable
 
 from clusterctl.agent.clock import Clock
@@ -42,6 +43,8 @@ class MemberLease:
         self.last_renewal: float | None = None  # send time of the last successful grant/renew
         self.last_attempt_failed = False
         self.fast = True  # the kind of the current lease (meaningless without one)
+        # seconds the last few successful grants and renewals took
+        self.latencies: deque[float] = deque(maxlen=3)
         self._member_written: str | None = None
 
     @property
@@ -77,6 +80,12 @@ class MemberLease:
         due = self.next_renewal(holding)
         return due is None or now >= due
 
+    @property
+    def store_pace(self) -> float:
+        """What a call to the store takes now: the fastest of the last few renewals (one
+        that waited for this process's CPU, not for the store, does not count)."""
+        return min(self.latencies, default=0.0)
+
     def forget(self) -> None:
         """Drop the lease locally (it expired or we gave up on it); the next step re-grants."""
         self.lease_id = None
@@ -106,6 +115,7 @@ class MemberLease:
             timeout=self.config.request_timeout if timeout is None else timeout,
         )
         replaced, self.lease_id = self.lease_id, lease_id
+        self.latencies.append(self.clock.now() - sent)
         self.fast = fast
         self.last_renewal = sent
         self.last_attempt_failed = False
@@ -135,11 +145,12 @@ class MemberLease:
         assert self.lease_id is not None
         sent = self.clock.now()
         left = self.time_left(sent)
-        timeout = (
-            self.config.renew_timeout
-            if left <= 0
-            else min(self.config.renew_timeout, max(0.01, left))
-        )
+        if not self.fast:  # nothing held, no deadline: a slow answer still counts
+            timeout = max(self.config.renew_timeout, self.config.request_timeout)
+        elif left <= 0:
+            timeout = self.config.renew_timeout
+        else:
+            timeout = min(self.config.renew_timeout, max(0.01, left))
         try:
             self.store.keepalive(self.lease_id, timeout=timeout, confirm=self.fast)
         except Exception:
@@ -147,8 +158,10 @@ class MemberLease:
             raise
         self.last_renewal = sent
         self.last_attempt_failed = False
+        latency = self.clock.now() - sent
+        self.latencies.append(latency)
         if self.on_renew is not None:
-            self.on_renew(self.clock.now() - sent)
+            self.on_renew(latency)
 
     def revoke(self) -> None:
         if self.lease_id is not None:

@@ -6,6 +6,8 @@ in the loop's sentence.
 
 from __future__ import annotations
 
+import hashlib
+
 from clusterctl.agent.view import ClusterView, GroupView
 
 
@@ -41,6 +43,22 @@ def acquire_block(node: str, view: ClusterView, group: GroupView) -> str | None:
     if preferred and node not in preferred:
         return f"{group.name} prefers {', '.join(preferred)}"
     return None
+
+
+def first_takers(view: ClusterView, group: GroupView, count: int) -> list[str]:
+    """The ``count`` members that try to take the free ``group`` at once (of those it does
+    not block: a move's target, the preferred nodes, the eligible); the others wait a moment
+    and try only if none of these did (``ha.FIRST_TAKERS_LEAD``).
+
+    Why: hundreds of nodes racing for one freed group put hundreds of lease grants and
+    transactions on etcd in the same instant, and all but one fail. The order is rendezvous
+    hashing of (group, node): every node computes the same list from the same members without
+    asking anyone, and different groups get different first takers."""
+    ranked = sorted(
+        (node for node in view.members if acquire_block(node, view, group) is None),
+        key=lambda node: hashlib.sha256(f"{group.name}/{node}".encode()).digest(),
+    )
+    return ranked[:count]
 
 
 def release_reason(node: str, view: ClusterView, group: GroupView) -> str | None:

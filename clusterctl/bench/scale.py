@@ -71,7 +71,11 @@ HOLDER_TIMEOUT = 20.0
 FAILOVER_TIMEOUT = 15.0
 REPORT_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
-AGENT_START_STAGGER = 0.005  # seconds between two agent threads' starts in one worker
+# agents started per second, over all workers: 500 agents started in one second (each a
+# grant, a member key, a first read, and a renewal that first asks every member's status)
+# starved the machine's two cores, renewals timed out and leases lapsed in a spiral; nodes of
+# a real cluster do not all boot in the same second either
+AGENT_START_RATE = 50.0
 
 log = logging.getLogger(__name__)
 
@@ -476,6 +480,7 @@ class WorkerSpec:
     nodes: tuple[str, ...]
     endpoints: tuple[str, ...]
     reads: str
+    start_stagger: float  # seconds between two of its agents' starts
 
 
 class Recorder:
@@ -618,8 +623,15 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
     except BenchError as exc:
         bench.send(("error", spec.index, str(exc)))
         return
+    agents: list[Any] = []
     if state is not None:
-        state.mirror.add_listener(lambda *_: [wake.set() for wake in wakes])
+
+        def on_change(changed: tuple[str, ...] | None) -> None:
+            for agent, wake in zip(agents, wakes, strict=True):
+                if agent.woken_by(changed):
+                    wake.set()
+
+        state.mirror.add_listener(on_change)
     threads = []
     for node in spec.nodes:
         config = bench_config(node, spec.cluster, spec.endpoints)
@@ -631,6 +643,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         agent.woken_by_changes = state is not None
         _instrument(agent, recorder)
         wake = threading.Event()
+        agents.append(agent)
         wakes.append(wake)
         threads.append(
             threading.Thread(
@@ -644,7 +657,7 @@ def worker_main(spec: WorkerSpec, conn: Connection) -> None:
         if stop.is_set():
             break
         thread.start()
-        time.sleep(AGENT_START_STAGGER)
+        time.sleep(spec.start_stagger)
     bench.send(("ready", spec.index, os.getpid(), len(spec.nodes)))
     while not stop.is_set():
         if os.getppid() != parent:
@@ -764,7 +777,12 @@ class _Run:
 
     def start_worker(self, nodes: Sequence[str]) -> _Worker:
         spec = WorkerSpec(
-            len(self.workers), self.cluster, tuple(nodes), tuple(self.etcd.endpoints), self.reads
+            len(self.workers),
+            self.cluster,
+            tuple(nodes),
+            tuple(self.etcd.endpoints),
+            self.reads,
+            start_stagger=self.worker_count / AGENT_START_RATE,
         )
         ours, theirs = self.ctx.Pipe()
         process = self.ctx.Process(

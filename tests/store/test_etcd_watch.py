@@ -76,7 +76,7 @@ def test_the_copy_follows_puts_and_deletes(etcd_url: str) -> None:
     store.delete_prefix(START)
     mirror = KeyspaceMirror(EtcdStore([etcd_url]), START, END)
     woken = threading.Event()
-    mirror.add_listener(woken.set)
+    mirror.add_listener(lambda _changed: woken.set())
     mirror.start()
     try:
         for i in range(20):

@@ -84,7 +84,8 @@ class Compacted(Exception):
 class KeyspaceMirror:
     """Follows ``[start, end)`` from a thread of its own (``start``/``stop``); ``state`` is the
     latest ``MirrorState`` (None until the first read). Listeners are called (from the
-    mirror's thread, so they must be quick: set an Event) after every change of the keys."""
+    mirror's thread, so they must be quick: set an Event) after every change of the keys,
+    with the keys that changed (None after reading the whole range: any may have)."""
 
     def __init__(
         self,
@@ -104,13 +105,13 @@ class KeyspaceMirror:
         self.state: MirrorState | None = None
         self.resyncs = 0  # whole-range reads (the first, then one per compaction)
         self.reopens = 0  # streams opened after one broke
-        self._listeners: list[Callable[[], None]] = []
+        self._listeners: list[Callable[[tuple[str, ...] | None], None]] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream: _Stream | None = None
         self._delivered = False  # the current (or last) stream delivered a message
 
-    def add_listener(self, callback: Callable[[], None]) -> None:
+    def add_listener(self, callback: Callable[[tuple[str, ...] | None], None]) -> None:
         self._listeners.append(callback)
 
     def fresh(self, now: float) -> MirrorState | None:
@@ -159,7 +160,7 @@ class KeyspaceMirror:
         sent = self.clock()
         kv, revision = self.source.range_at_revision(self.start_key, self.end_key)
         self.resyncs += 1
-        self._publish(MirrorState(MappingProxyType(dict(kv)), revision, sent), changed=True)
+        self._publish(MirrorState(MappingProxyType(dict(kv)), revision, sent), None)
 
     def follow(self) -> None:
         """Apply one stream's messages until it breaks (``StoreError``) or is compacted."""
@@ -196,18 +197,19 @@ class KeyspaceMirror:
             return
         kv = dict(state.kv)
         revision = state.revision
+        changed = []
         for event in events:
             record = event.get("kv", {})
             key = _text(record.get("key", ""))
+            changed.append(key)
             if event.get("type") == "DELETE":
                 kv.pop(key, None)
             else:
                 kv[key] = _text(record.get("value", ""))
             revision = max(revision, int(record.get("mod_revision", 0) or 0))
-        self._publish(MirrorState(MappingProxyType(kv), revision, now), changed=True)
+        self._publish(MirrorState(MappingProxyType(kv), revision, now), tuple(changed))
 
-    def _publish(self, state: MirrorState, changed: bool) -> None:
+    def _publish(self, state: MirrorState, changed: tuple[str, ...] | None) -> None:
         self.state = state
-        if changed:
-            for callback in self._listeners:
-                callback()
+        for callback in self._listeners:
+            callback(changed)

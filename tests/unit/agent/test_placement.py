@@ -206,3 +206,37 @@ def test_publishing_a_spec_that_keeps_changing_gives_up_quietly() -> None:
     spec = {"name": "web", "preferred": ["node3"], "bans": [], "migration_threshold": 9}
     assert admin.publish_spec(store, sim.keys, spec) is False
     assert json.loads(sim.backend.dump()[sim.keys.spec("web")])["migration_threshold"] != 9
+
+
+def _view_with_members(nodes: list[str]):  # noqa: ANN202 - a ClusterView
+    from clusterctl.agent.keys import Keys
+    from clusterctl.agent.view import parse_view
+
+    keys = Keys("demo")
+    kv = {keys.member(n): json.dumps({"address": "", "standby": False}) for n in nodes}
+    return parse_view(keys, kv, (web_group(),))
+
+
+def test_few_first_takers_of_a_freed_group_the_same_on_every_node() -> None:
+    from clusterctl.agent.placement import first_takers
+
+    nodes = [f"node{i}" for i in range(1, 9)]
+    view = _view_with_members(nodes)
+    takers = first_takers(view, view.groups["web"], 3)
+    assert len(takers) == 3 and set(takers) <= set(nodes)
+    assert first_takers(_view_with_members(nodes[::-1]), view.groups["web"], 3) == takers
+    small = _view_with_members(nodes[:3])
+    assert sorted(first_takers(small, small.groups["web"], 3)) == nodes[:3]  # all of them
+
+
+def test_only_the_first_takers_take_a_freed_group_the_others_after_a_moment() -> None:
+    sim = Sim(nodes=tuple(f"node{i}" for i in range(1, 9)))
+    sim.run(2.0)
+    old = holder(sim)
+    sim.crash(old)
+    sim.run_until(lambda: len(sim.vip_on()) == 1, timeout=5.0)
+    new = holder(sim)
+    later = [n for n in sim.nodes if n not in (old, new)]
+    leaving = [n for n in later if any("leaving it to" in s for s in sim.sentences(n))]
+    assert leaving  # most of them left it to the first takers
+    assert not any("acquired" in s for n in later for s in sim.sentences(n)[-20:])

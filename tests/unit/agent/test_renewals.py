@@ -118,3 +118,11 @@ def test_a_quiet_idle_node_sleeps_until_its_renewal_a_holder_does_not() -> None:
     other = next(n for n in sim.nodes if n not in (holder, new))
     assert sim.agents[new].next_wakeup() <= sim.clock.now() + 0.1  # a holder polls
     assert sim.agents[other].lease.fast is False
+
+
+def test_only_other_nodes_registering_wakes_nobody(sim: Sim) -> None:
+    agent, keys = sim.agents["node1"], sim.keys
+    assert not agent.woken_by((keys.member("node2"), keys.member("node3")))
+    assert agent.woken_by((keys.member("node2"), keys.leader("web")))
+    assert agent.woken_by((keys.member("node1"),))  # its own: re-registered, or gone
+    assert agent.woken_by(None)  # the whole range read again: anything may have changed
