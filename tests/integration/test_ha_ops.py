@@ -3,6 +3,7 @@ cluster. Healed after each test like test_ha_faults.py; outages printed (`pytest
 
 from __future__ import annotations
 
+import base64
 import json
 import subprocess
 import sys
@@ -11,17 +12,21 @@ from pathlib import Path
 
 import pytest
 
+from clusterctl.agent.keys import Keys
+
 from .conftest import REPO, cli, podman
 from .hahelpers import (
     Prober,
     api_get,
     container,
     etcd_leader,
+    etcd_store,
     heal,
     holder,
     move_etcd_leader,
     node_exec,
     node_names,
+    tls_opener,
     unit_active,
     vip,
     vip_holders,
@@ -216,3 +221,52 @@ def test_api_token_and_metrics(ha_sandbox, healthy):
     text = body.decode()
     assert "clusterctl_failovers_total" in text
     assert "clusterctl_group_running" in text
+
+
+def _etcd_counter(sandbox, method: str, metric: str = "grpc_server_handled_total") -> float:
+    """etcd's count of ``method`` calls, summed over every member's /metrics."""
+    from clusterctl.bench.scale import counter_by
+
+    total = 0.0
+    for node in sandbox.nodes[:3]:
+        url = f"https://{node['address']}:2379/metrics"
+        with tls_opener(sandbox).open(url, timeout=5) as resp:
+            total += counter_by(resp.read().decode(), metric, "grpc_method").get(method, 0.0)
+    return total
+
+
+def _granted_ttl(store, key: str) -> int:
+    """The TTL etcd granted the lease ``key`` is bound to."""
+    encoded = base64.b64encode(key.encode()).decode()
+    kvs = store._call("/v3/kv/range", {"key": encoded}, None).get("kvs") or []
+    assert kvs, f"{key} is not there"
+    lease = kvs[0].get("lease")
+    reply = store._call("/v3/lease/timetolive", {"ID": lease}, None)
+    return int(reply.get("grantedTTL", 0))
+
+
+def test_standbys_keep_idle_leases_and_the_agents_read_watched_copies(ha_sandbox, healthy):
+    """Issue 16 on real nodes: the holder's member key is bound to a 1 s lease and the
+    standbys' to 4 s ones (etcd's own word), every agent keeps a watch stream open, and the
+    agents' reads of the state come from their copies: etcd serves far fewer range reads
+    than three agents reading each 0.1 s would ask (150 in 5 s, with no renewal counted)."""
+    store = etcd_store(ha_sandbox)
+    keys = Keys(ha_sandbox.cluster)
+    standbys = [n for n in node_names(ha_sandbox) if n != healthy]
+
+    def settled() -> dict[str, int] | None:
+        ttls = {n: _granted_ttl(store, keys.member(n)) for n in node_names(ha_sandbox)}
+        return ttls if all(ttls[n] == 4 for n in standbys) else None
+
+    # a standby that held web in the last 5 s keeps its fast lease that long
+    seen = wait_for(settled, 15)
+    assert seen[healthy] == 1, seen
+    streams = _etcd_counter(ha_sandbox, "Watch", "grpc_server_started_total") - _etcd_counter(
+        ha_sandbox, "Watch"
+    )
+    assert streams >= len(node_names(ha_sandbox)), streams
+    before = _etcd_counter(ha_sandbox, "Range")
+    time.sleep(5)
+    ranges = _etcd_counter(ha_sandbox, "Range") - before
+    print(f"\nleases {seen}, {streams:.0f} watch streams, {ranges:.0f} range reads in 5 s")
+    assert ranges < 100, ranges  # the holder's quorum reads (10 a second) and a few more
