@@ -48,3 +48,4 @@ bench: deps
 	$(BIN)/clusterctl bench lb
 	$(BIN)/clusterctl bench up --trials 3
 	$(BIN)/clusterctl bench fence --trials 5
+	$(BIN)/clusterctl bench scale --agents 3 --agents 10 --agents 50 --agents 100 --agents 200
