@@ -36,9 +36,9 @@ from clusterctl.agent.peers import ASK_TIMEOUT, Peers
 from clusterctl.agent.placement import (
     acquire_block,
     eligible,
-    first_takers,
     move_wait,
     release_reason,
+    taking_order,
 )
 from clusterctl.agent.resources import (
     CommandRunner,
@@ -67,9 +67,9 @@ HANDOVER_POLL = 0.01  # seconds between steps while a planned move to this node 
 # seconds a live migration may take before the holder cancels the move: within the move's
 # own life (the API's MOVE_TTL, 30 s), after which the move is gone and so is the migration
 MIGRATION_TIMEOUT = 25.0
-# Of many eligible nodes, this many try to take a freed group at once; the others after
-# FIRST_TAKERS_LEAD seconds (placement.first_takers says why). Clusters of up to three
-# eligible nodes are not affected.
+# Of many eligible nodes, this many try to take a freed group at once, the next as many
+# FIRST_TAKERS_LEAD seconds later, and so on (placement.taking_order says why). Clusters of
+# up to three eligible nodes are not affected.
 FIRST_TAKERS = 3
 FIRST_TAKERS_LEAD = 0.5
 VIP_PROBE_POLL = 0.02  # seconds between steps while a freed VIP still answers elsewhere
@@ -180,7 +180,7 @@ class Agent:
         self._mass_expiry_until = float("-inf")  # no free group is taken before this
         self._fast_until = float("-inf")  # keep a fast lease until then (fast_lease_linger)
         self._free_since: dict[str, float] = {}  # group -> when this node first saw it free
-        self._left_to_takers: dict[str, float] = {}  # group -> until when (first_takers)
+        self._left_to_takers: dict[str, float] = {}  # group -> until when (taking_order)
         self._replaced_leases: list[int] = []  # to revoke once the member key left them
         devices = devices_from_config(config.fence_devices)
         self.fencer = fencer or Fencer(devices, config.fence_timeout)
@@ -757,18 +757,21 @@ class Agent:
     def _leave_to_first_takers(
         self, g: GroupRunner, gv: GroupView, view: ClusterView
     ) -> str | None:
-        """In a cluster of many nodes, only a few try to take a freed group at once
-        (placement.first_takers); the others wait ``FIRST_TAKERS_LEAD`` after they first saw
-        it free, and try only if it is still free then (those few died too, or cannot)."""
+        """In a cluster of many nodes, a freed group is tried by three nodes at once, the next
+        three ``FIRST_TAKERS_LEAD`` later if it is still free, and so on
+        (placement.taking_order): this node waits for its turn, counted from when it first
+        saw the group free."""
         now = self.clock.now()
         seen = self._free_since.setdefault(g.name, now)
-        if now - seen >= FIRST_TAKERS_LEAD:
+        order = taking_order(view, gv)
+        if self.node not in order:
             return None
-        takers = first_takers(view, gv, FIRST_TAKERS)
-        if not takers or self.node in takers:
+        until = seen + (order.index(self.node) // FIRST_TAKERS) * FIRST_TAKERS_LEAD
+        if now >= until:
             return None
-        self._left_to_takers[g.name] = seen + FIRST_TAKERS_LEAD
-        return f"{g.name} is free, leaving it to {', '.join(takers)} for a moment"
+        self._left_to_takers[g.name] = until
+        takers = ", ".join(order[:FIRST_TAKERS])
+        return f"{g.name} is free, leaving it to {takers} for a moment"
 
     def _lost_holder(self, name: str) -> str | None:
         """The node that last held group ``name`` if its lease vanished (node, agent or

@@ -45,20 +45,31 @@ def acquire_block(node: str, view: ClusterView, group: GroupView) -> str | None:
     return None
 
 
-def first_takers(view: ClusterView, group: GroupView, count: int) -> list[str]:
-    """The ``count`` members that try to take the free ``group`` at once (of those it does
-    not block: a move's target, the preferred nodes, the eligible); the others wait a moment
-    and try only if none of these did (``ha.FIRST_TAKERS_LEAD``).
+# The last order computed, for the view it was computed from: the agents of one process that
+# read one watched copy share its parsed view (view.parse_view), and 500 of them woken by a
+# freed group would otherwise each hash and sort 500 members.
+_last_order: tuple[ClusterView, str, list[str]] | None = None
+
+
+def taking_order(view: ClusterView, group: GroupView) -> list[str]:
+    """The members that may take the free ``group`` (those it does not block: a move's
+    target, the preferred nodes, the eligible), in the order they try: the first three at
+    once, the next three half a second later, and so on (``ha.FIRST_TAKERS``).
 
     Why: hundreds of nodes racing for one freed group put hundreds of lease grants and
     transactions on etcd in the same instant, and all but one fail. The order is rendezvous
-    hashing of (group, node): every node computes the same list from the same members without
-    asking anyone, and different groups get different first takers."""
-    ranked = sorted(
+    hashing of (group, node): every node computes the same order from the same members
+    without asking anyone, and different groups get different first takers."""
+    global _last_order
+    last = _last_order
+    if last is not None and last[0] is view and last[1] == group.name:
+        return last[2]
+    order = sorted(
         (node for node in view.members if acquire_block(node, view, group) is None),
         key=lambda node: hashlib.sha256(f"{group.name}/{node}".encode()).digest(),
     )
-    return ranked[:count]
+    _last_order = (view, group.name, order)
+    return order
 
 
 def release_reason(node: str, view: ClusterView, group: GroupView) -> str | None:

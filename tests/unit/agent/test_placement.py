@@ -217,16 +217,17 @@ def _view_with_members(nodes: list[str]):  # noqa: ANN202 - a ClusterView
     return parse_view(keys, kv, (web_group(),))
 
 
-def test_few_first_takers_of_a_freed_group_the_same_on_every_node() -> None:
-    from clusterctl.agent.placement import first_takers
+def test_the_order_of_taking_a_freed_group_is_the_same_on_every_node() -> None:
+    from clusterctl.agent.placement import taking_order
 
     nodes = [f"node{i}" for i in range(1, 9)]
     view = _view_with_members(nodes)
-    takers = first_takers(view, view.groups["web"], 3)
-    assert len(takers) == 3 and set(takers) <= set(nodes)
-    assert first_takers(_view_with_members(nodes[::-1]), view.groups["web"], 3) == takers
+    order = taking_order(view, view.groups["web"])
+    assert sorted(order) == nodes  # every eligible member has its turn
+    assert taking_order(_view_with_members(nodes[::-1]), view.groups["web"]) == order
+    assert order[:3] != sorted(order)[:3] or order != sorted(order)  # a hash, not names
     small = _view_with_members(nodes[:3])
-    assert sorted(first_takers(small, small.groups["web"], 3)) == nodes[:3]  # all of them
+    assert sorted(taking_order(small, small.groups["web"])) == nodes[:3]
 
 
 def test_only_the_first_takers_take_a_freed_group_the_others_after_a_moment() -> None:
@@ -240,3 +241,22 @@ def test_only_the_first_takers_take_a_freed_group_the_others_after_a_moment() ->
     leaving = [n for n in later if any("leaving it to" in s for s in sim.sentences(n))]
     assert leaving  # most of them left it to the first takers
     assert not any("acquired" in s for n in later for s in sim.sentences(n)[-20:])
+
+
+def test_takers_come_in_turns_when_the_first_ones_died_too() -> None:
+    """The holder and the first two turns of takers crash together (their idle member keys
+    linger up to 4 s): a node of a later turn takes the group."""
+    from clusterctl.agent.placement import taking_order
+
+    sim = Sim(nodes=tuple(f"node{i}" for i in range(1, 11)))
+    sim.run(7.0)  # the standbys are on idle leases
+    old = holder(sim)
+    view = sim.agents[old].view
+    assert view is not None
+    order = [n for n in taking_order(view, view.groups["web"]) if n != old]
+    for node in [old, *order[:6]]:
+        sim.crash(node)
+    sim.run_until(lambda: len(sim.vip_on()) == 1, timeout=10.0)
+    new = holder(sim)
+    assert new in order[6:], (new, order)
+    assert any("leaving it to" in s for s in sim.sentences(new))
