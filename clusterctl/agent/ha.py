@@ -370,7 +370,8 @@ class Agent:
             return "waiting for this node's etcd member to rejoin before registering"
         try:
             self._maintain_lease()
-            kv = self.state_reader.read(self._timeout())
+            # a holder reads the store itself (statereader.MirrorReader says why)
+            kv = self.state_reader.read(self._timeout(), current=bool(self.holding()))
             self._store_ok = True
             view = parse_view(self.keys, kv, tuple(g.spec for g in self.groups.values()))
             self.view = view

@@ -22,8 +22,9 @@ class StateReader(Protocol):
 
     serving: bool
 
-    def read(self, timeout: float) -> Mapping[str, str]:
-        """The range's keys and values at one revision; raises the store's errors."""
+    def read(self, timeout: float, current: bool = False) -> Mapping[str, str]:
+        """The range's keys and values at one revision; raises the store's errors.
+        ``current``: read the store itself, as of now (a holder's read)."""
         ...
 
 
@@ -37,7 +38,7 @@ class DirectReader:
         self.start = start
         self.end = end
 
-    def read(self, timeout: float) -> Mapping[str, str]:
+    def read(self, timeout: float, current: bool = False) -> Mapping[str, str]:
         return self.store.get_range(self.start, self.end, timeout=timeout)
 
 
@@ -48,7 +49,13 @@ class RevisionedStore(Protocol):
 
 
 class MirrorReader:
-    """The mirror's copy while it is fresh, else a range read of the store.
+    """The mirror's copy while it is fresh, else a range read of the store; a read of the
+    store when asked for the ``current`` state.
+
+    Holders ask for it: a copy, however fresh, can lag behind a write this node just made
+    (its own leader key, taken a moment ago, not yet in the copy: the holder would think it
+    lost the group and stop it). There is one holder per group, so this costs etcd what the
+    groups cost, not the nodes.
 
     Never goes back in time: a copy behind a revision this reader already served (a direct
     read while the stream caught up after a reconnect) is not served; reading the store
@@ -65,8 +72,8 @@ class MirrorReader:
         self.direct_reads = 0
         self._served_revision = 0
 
-    def read(self, timeout: float) -> Mapping[str, str]:
-        state = self.mirror.fresh(self.clock())
+    def read(self, timeout: float, current: bool = False) -> Mapping[str, str]:
+        state = None if current else self.mirror.fresh(self.clock())
         if state is not None and state.revision >= self._served_revision:
             self.serving = True
             self._served_revision = state.revision

@@ -248,8 +248,9 @@ def _granted_ttl(store, key: str) -> int:
 def test_standbys_keep_idle_leases_and_the_agents_read_watched_copies(ha_sandbox, healthy):
     """Issue 16 on real nodes: the holder's member key is bound to a 1 s lease and the
     standbys' to 4 s ones (etcd's own word), every agent keeps a watch stream open, and the
-    agents' reads of the state come from their copies: etcd serves far fewer range reads
-    than three agents reading each 0.1 s would ask (150 in 5 s, with no renewal counted)."""
+    standbys' reads of the state come from their copies: etcd serves the holder's reads and
+    quorum reads (20 a second), where three agents each reading every 0.1 s and confirming
+    five renewals a second would ask 250 in 5 s."""
     store = etcd_store(ha_sandbox)
     keys = Keys(ha_sandbox.cluster)
     standbys = [n for n in node_names(ha_sandbox) if n != healthy]
@@ -269,4 +270,4 @@ def test_standbys_keep_idle_leases_and_the_agents_read_watched_copies(ha_sandbox
     time.sleep(5)
     ranges = _etcd_counter(ha_sandbox, "Range") - before
     print(f"\nleases {seen}, {streams:.0f} watch streams, {ranges:.0f} range reads in 5 s")
-    assert ranges < 100, ranges  # the holder's quorum reads (10 a second) and a few more
+    assert ranges < 150, ranges  # the holder's 100 and a few more

@@ -93,7 +93,7 @@ class ServingReader:
     def __init__(self, agent: Agent) -> None:
         self.agent = agent
 
-    def read(self, timeout: float) -> Mapping[str, str]:
+    def read(self, timeout: float, current: bool = False) -> Mapping[str, str]:
         keys = self.agent.keys
         return self.agent.store.get_range(keys.root, keys.state_end, timeout=timeout)
 

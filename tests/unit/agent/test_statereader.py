@@ -126,3 +126,13 @@ def test_a_broken_stream_is_reopened_after_the_last_revision_applied(world) -> N
     with pytest.raises(StoreUnavailable):
         mirror.follow()
     assert source.watched_from == [6]  # etcd replays from 7: nothing missed
+
+
+def test_a_holder_reads_the_store_itself_however_fresh_the_copy(world) -> None:
+    source, clock, mirror = world
+    reader = MirrorReader(source, mirror, clock)
+    source.kv, source.revision = {"/c/a": "1", "/c/leader": "me"}, 6  # our write, not copied
+    assert dict(reader.read(0.5, current=True)) == source.kv and not reader.serving
+    assert "/c/leader" in reader.read(0.5)  # the copy is behind what was served: not used
+    mirror.apply({"events": [put("/c/leader", "me", 6)]})
+    assert dict(reader.read(0.5)) == source.kv and reader.serving
