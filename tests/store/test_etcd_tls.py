@@ -294,3 +294,29 @@ def test_an_auth_change_racing_a_request_makes_the_store_authenticate_again() ->
 
     assert _needs_token(3, "etcdserver: revision of auth store is old", "a-token")
     assert not _needs_token(7, "etcdserver: permission denied", "a-token")
+
+
+def test_a_watch_refused_for_a_forgotten_token_is_reopened_with_a_new_one(tls_etcd, rbac) -> None:
+    """A stream cannot authenticate again the way a call does: etcd cancels it
+    ("invalid auth token"), and the copy's next stream is opened with a new token."""
+    from clusterctl.agent.store.watch import KeyspaceMirror
+
+    writer, source = tls_etcd.store(), tls_etcd.store()
+    writer.put(PREFIX + "w/before", "1")
+    mirror = KeyspaceMirror(source, PREFIX + "w/", PREFIX + "w0")
+    mirror.start()
+    try:
+        deadline = time.monotonic() + 10
+        while mirror._stream is None or mirror.state is None:
+            assert time.monotonic() < deadline, "no stream opened"
+            time.sleep(0.02)
+        source._token = "forgotten.1"  # as after the member restarted
+        mirror._stream.close()
+        writer.put(PREFIX + "w/after", "2")
+        while dict(mirror.state.kv) != {PREFIX + "w/before": "1", PREFIX + "w/after": "2"}:
+            assert time.monotonic() < deadline + 10, dict(mirror.state.kv)
+            time.sleep(0.05)
+        assert source._token not in ("forgotten.1", None, "")
+        assert mirror.reopens >= 2  # the stream closed, then the one refused
+    finally:
+        mirror.stop()

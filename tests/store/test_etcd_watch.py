@@ -65,10 +65,15 @@ class GatedStore(EtcdStore):
     gate: threading.Event
 
     def open_watch(
-        self, start: str, end: str, after_revision: int, stall_timeout: float
+        self,
+        start: str,
+        end: str,
+        after_revision: int,
+        stall_timeout: float,
+        fresh_token: bool = False,
     ) -> WatchStream:
         assert self.gate.wait(10), "the test never opened the gate"
-        return super().open_watch(start, end, after_revision, stall_timeout)
+        return super().open_watch(start, end, after_revision, stall_timeout, fresh_token)
 
 
 def test_the_copy_follows_puts_and_deletes(etcd_url: str) -> None:

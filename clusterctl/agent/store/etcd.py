@@ -741,7 +741,12 @@ class EtcdStore(Store):
         return kv, int(reply.get("header", {}).get("revision", 0) or 0)
 
     def open_watch(
-        self, start: str, end: str, after_revision: int, stall_timeout: float
+        self,
+        start: str,
+        end: str,
+        after_revision: int,
+        stall_timeout: float,
+        fresh_token: bool = False,
     ) -> WatchStream:
         """A watch of ``[start, end)`` from revision ``after_revision + 1``, on the first
         member that accepts it (starting with the one after the last stream's, so a member
@@ -749,7 +754,9 @@ class EtcdStore(Store):
         member is asked to end the stream when it loses its leader (etcd's "hasleader"
         metadata): a member cut off from the others must not pass for quiet. Reading the
         stream raises ``StoreUnavailable`` once nothing came for ``stall_timeout``.
-        Raises ``StoreUnavailable`` when no member accepts it."""
+        ``fresh_token``: authenticate again first (etcd refused the last stream's token: a
+        stream cannot re-authenticate the way a call does). Raises ``StoreUnavailable`` when
+        no member accepts it."""
         create: dict[str, Any] = {
             "key": _b64(start),
             "range_end": _b64(end),
@@ -757,6 +764,8 @@ class EtcdStore(Store):
             "progress_notify": True,
         }
         data = json.dumps({"create_request": create}).encode()
+        if fresh_token and self.credentials is not None:
+            self._token = None
         errors: list[str] = []
         for _ in range(len(self.endpoints)):
             index = self._watch_index = (self._watch_index + 1) % len(self.endpoints)

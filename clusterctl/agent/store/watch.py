@@ -42,8 +42,11 @@ log = logging.getLogger(__name__)
 PROGRESS_INTERVAL = 1.0
 STALE_AFTER = 1.5 * PROGRESS_INTERVAL + 0.2
 STALL_AFTER = 2 * PROGRESS_INTERVAL + 0.5
-# between two attempts to reopen a stream when no member accepts one
+# after a stream that brought nothing, the next is opened this long later, twice as long
+# after each further one, at most _REOPEN_PAUSE_MAX (hundreds of agents must not hammer an
+# etcd that refuses their streams)
 _REOPEN_PAUSE = 0.2
+_REOPEN_PAUSE_MAX = 5.0
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,12 @@ class WatchSource(Protocol):
     ) -> tuple[dict[str, str], int]: ...
 
     def open_watch(
-        self, start: str, end: str, after_revision: int, stall_timeout: float
+        self,
+        start: str,
+        end: str,
+        after_revision: int,
+        stall_timeout: float,
+        fresh_token: bool = False,
     ) -> _Stream: ...
 
 
@@ -79,6 +87,14 @@ def _text(encoded: str) -> str:
 
 class Compacted(Exception):
     """The revision a watch should resume from is compacted away: read the range again."""
+
+
+class WatchRefused(StoreError):
+    """etcd cancelled the watch for its credentials (a token it does not know: it expired,
+    or the member restarted): the next one is opened with a new token."""
+
+
+_AUTH_REFUSALS = ("auth token", "Unauthenticated", "user name is empty")
 
 
 class KeyspaceMirror:
@@ -109,7 +125,8 @@ class KeyspaceMirror:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._stream: _Stream | None = None
-        self._delivered = False  # the current (or last) stream delivered a message
+        self._delivered = False  # the current (or last) stream vouched for the copy
+        self._fresh_token = False  # the last stream was refused for its token
 
     def add_listener(self, callback: Callable[[tuple[str, ...] | None], None]) -> None:
         self._listeners.append(callback)
@@ -136,6 +153,7 @@ class KeyspaceMirror:
     def run(self) -> None:
         """Until ``stop``: read the range if needed, then follow its changes."""
         need_range = True
+        barren = 0  # streams in a row that vouched for nothing
         while not self._stop.is_set():
             try:
                 if need_range:
@@ -147,9 +165,12 @@ class KeyspaceMirror:
             except StoreError as exc:
                 log.info("watch of %s interrupted (%s), reopening", self.start_key, exc)
                 self.reopens += 1
-                # a stream that delivered something is reopened at once, else after a pause
-                # (no member accepts one: do not spin)
-                self._stop.wait(0.0 if self._delivered else _REOPEN_PAUSE)
+                self._fresh_token = isinstance(exc, WatchRefused)
+                # a stream that brought something is reopened at once; after one that did
+                # not (no member accepts one, or refuses it), wait, longer each time
+                barren = 0 if self._delivered else barren + 1
+                pause = 0.0 if barren == 0 else _REOPEN_PAUSE * 2 ** (barren - 1)
+                self._stop.wait(min(pause, _REOPEN_PAUSE_MAX))
             except Exception:  # a bug must not end the copy: readers fall back to reads
                 log.exception("keyspace mirror failed")
                 need_range = True
@@ -166,35 +187,41 @@ class KeyspaceMirror:
         """Apply one stream's messages until it breaks (``StoreError``) or is compacted."""
         assert self.state is not None
         stream = self.source.open_watch(
-            self.start_key, self.end_key, self.state.revision, self.stall_after
+            self.start_key,
+            self.end_key,
+            self.state.revision,
+            self.stall_after,
+            fresh_token=self._fresh_token,
         )
         self._stream = stream
         self._delivered = False
         try:
             while not self._stop.is_set():
-                message = stream.next()
-                self._delivered = True
-                self.apply(message)
+                self._delivered = self.apply(stream.next()) or self._delivered
         finally:
             self._stream = None
             stream.close()
 
-    def apply(self, message: Mapping[str, Any]) -> None:
-        """One watch message: events, a progress word, or the stream's end."""
+    def apply(self, message: Mapping[str, Any]) -> bool:
+        """One watch message: events, a progress word, or the stream's end. Returns whether
+        it vouched for the copy (events or progress, not the stream's creation)."""
         state = self.state
         assert state is not None
         if message.get("compact_revision"):
             raise Compacted(f"revision {state.revision + 1} is compacted")
         if message.get("canceled"):
-            raise StoreError(f"watch cancelled: {message.get('cancel_reason') or 'no reason'}")
+            reason = str(message.get("cancel_reason") or "no reason")
+            if any(refusal in reason for refusal in _AUTH_REFUSALS):
+                raise WatchRefused(f"watch refused: {reason}")
+            raise StoreError(f"watch cancelled: {reason}")
         if message.get("created"):
-            return  # says nothing about what has been sent yet
+            return False  # says nothing about what has been sent yet
         events = message.get("events") or []
         now = self.clock()
         if not events:  # a progress notification: everything up to its revision was sent
             revision = int(message.get("header", {}).get("revision", 0) or 0)
             self.state = MirrorState(state.kv, max(state.revision, revision), now)
-            return
+            return True
         kv = dict(state.kv)
         revision = state.revision
         changed = []
@@ -208,6 +235,7 @@ class KeyspaceMirror:
                 kv[key] = _text(record.get("value", ""))
             revision = max(revision, int(record.get("mod_revision", 0) or 0))
         self._publish(MirrorState(MappingProxyType(kv), revision, now), tuple(changed))
+        return True
 
     def _publish(self, state: MirrorState, changed: tuple[str, ...] | None) -> None:
         self.state = state

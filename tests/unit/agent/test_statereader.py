@@ -40,7 +40,14 @@ class FakeSource:
         self.ranges += 1
         return dict(self.kv), self.revision
 
-    def open_watch(self, start: str, end: str, after_revision: int, stall_timeout: float) -> Any:
+    def open_watch(
+        self,
+        start: str,
+        end: str,
+        after_revision: int,
+        stall_timeout: float,
+        fresh_token: bool = False,
+    ) -> Any:
         self.watched_from.append(after_revision)
         raise StoreUnavailable("no stream in this test")
 
@@ -136,3 +143,20 @@ def test_a_holder_reads_the_store_itself_however_fresh_the_copy(world) -> None:
     assert "/c/leader" in reader.read(0.5)  # the copy is behind what was served: not used
     mirror.apply({"events": [put("/c/leader", "me", 6)]})
     assert dict(reader.read(0.5)) == source.kv and reader.serving
+
+
+def test_a_stream_refused_for_its_token_says_so_and_creation_vouches_for_nothing(world) -> None:
+    from clusterctl.agent.store.watch import WatchRefused
+
+    _source, _clock, mirror = world
+    with pytest.raises(WatchRefused):
+        mirror.apply(
+            {
+                "created": True,
+                "canceled": True,
+                "cancel_reason": "rpc error: code = Unauthenticated desc = etcdserver: "
+                "invalid auth token",
+            }
+        )
+    assert mirror.apply({"created": True}) is False
+    assert mirror.apply({"header": {"revision": "5"}}) is True
