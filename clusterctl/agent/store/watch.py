@@ -163,7 +163,8 @@ class KeyspaceMirror:
             except Compacted:
                 need_range = True
             except StoreError as exc:
-                log.info("watch of %s interrupted (%s), reopening", self.start_key, exc)
+                if barren == 0:  # the first of a run is news; the rest would flood the log
+                    log.info("watch of %s interrupted (%s), reopening", self.start_key, exc)
                 self.reopens += 1
                 self._fresh_token = isinstance(exc, WatchRefused)
                 # a stream that brought something is reopened at once; after one that did
@@ -186,6 +187,7 @@ class KeyspaceMirror:
     def follow(self) -> None:
         """Apply one stream's messages until it breaks (``StoreError``) or is compacted."""
         assert self.state is not None
+        self._delivered = False  # before opening: a stream that never opened brought nothing
         stream = self.source.open_watch(
             self.start_key,
             self.end_key,
@@ -194,7 +196,6 @@ class KeyspaceMirror:
             fresh_token=self._fresh_token,
         )
         self._stream = stream
-        self._delivered = False
         try:
             while not self._stop.is_set():
                 self._delivered = self.apply(stream.next()) or self._delivered

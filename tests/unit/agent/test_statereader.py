@@ -160,3 +160,28 @@ def test_a_stream_refused_for_its_token_says_so_and_creation_vouches_for_nothing
         )
     assert mirror.apply({"created": True}) is False
     assert mirror.apply({"header": {"revision": "5"}}) is True
+
+
+def test_streams_no_member_accepts_are_reopened_ever_later_not_at_once(world) -> None:
+    """Seen on real nodes: with etcd down on the other members, the copy reopened every 3 ms
+    (a stream that had brought something once counted as bringing something for ever); its
+    thread and its log starved the agent's loop past the watchdog."""
+    import threading
+
+    source, _clock, mirror = world
+    mirror.apply({"events": [put("/c/b", "2", 6)]})
+    mirror._delivered = True  # the last stream brought something, then broke
+    waits: list[float] = []
+    stop = threading.Event()
+
+    def wait(seconds: float) -> bool:
+        waits.append(seconds)
+        if len(waits) >= 5:
+            stop.set()
+            mirror._stop.set()
+        return stop.is_set()
+
+    mirror._stop.wait = wait  # type: ignore[method-assign]
+    mirror.run()  # open_watch always fails (FakeSource)
+    assert waits[:5] == [0.2, 0.4, 0.8, 1.6, 3.2]
+    assert len(source.watched_from) == 5
