@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from clusterctl.agent.store.base import Store
-from clusterctl.agent.store.watch import KeyspaceMirror
+from clusterctl.agent.store.watch import KeyspaceMirror, WatchSource
 
 
 class StateReader(Protocol):
@@ -42,12 +42,6 @@ class DirectReader:
         return self.store.get_range(self.start, self.end, timeout=timeout)
 
 
-class RevisionedStore(Protocol):
-    def range_at_revision(
-        self, start: str, end: str, timeout: float | None = None
-    ) -> tuple[dict[str, str], int]: ...
-
-
 class MirrorReader:
     """The mirror's copy while it is fresh, else a range read of the store; a read of the
     store when asked for the ``current`` state.
@@ -63,7 +57,7 @@ class MirrorReader:
     a vanished member: a hold-off for nothing), then see it again."""
 
     def __init__(
-        self, store: RevisionedStore, mirror: KeyspaceMirror, clock: Callable[[], float]
+        self, store: WatchSource, mirror: KeyspaceMirror, clock: Callable[[], float]
     ) -> None:
         self.store = store
         self.mirror = mirror
